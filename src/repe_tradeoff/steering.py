@@ -1,0 +1,210 @@
+"""Inject ``r · v`` into decoder blocks with forward hooks that are always removed.
+
+Two context managers, both leaving the model's weights and structure untouched:
+
+* :func:`steer` adds the steering vector to each steered block's output, with a scalar norm
+  or one norm per batch row, on chosen token positions, correct under KV-cached generation.
+* :func:`fan_out` runs the blocks below the first steered block once per sequence and copies
+  rows at that block's input, so many norms share the computation that does not depend on r.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from repe_tradeoff.models import find_layers, layer_path
+from repe_tradeoff.vectors import SteeringVector
+
+Positions = Literal["all", "after-prompt", "last"]
+Operator = Literal["add", "ablate", "ablate-then-add"]
+POSITIONS: tuple[str, ...] = ("all", "after-prompt", "last")
+OPERATORS: tuple[str, ...] = ("add", "ablate", "ablate-then-add")
+
+
+class SteeringError(ValueError):
+    """Steering arguments that do not fit together; the message says what to do."""
+
+
+def _hidden(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_hidden(output, hidden):
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def _blocks_parent(model: nn.Module) -> nn.Module:
+    parent = layer_path(model).rpartition(".")[0]
+    return model.get_submodule(parent) if parent else model
+
+
+@contextmanager
+def steer(
+    model: nn.Module,
+    vector: SteeringVector,
+    norm: float | Sequence[float] | Tensor = 1.0,
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Positions = "all",
+    operator: Operator = "add",
+    prompt_lengths: Sequence[int] | Tensor | None = None,
+) -> Iterator[None]:
+    """Steer ``model`` inside the ``with`` block.
+
+    ``norm`` is the per-layer L2 norm ``r`` of the added vector ``r · v_l / ‖v_l‖ · ‖v_l‖`` — for
+    a unit direction simply ``r · v_l``; a 1-D tensor gives each batch row its own norm.
+
+    ``positions``: ``all`` (every token, prompt and generated — the paper's setting),
+    ``after-prompt`` (tokens at index ≥ ``prompt_lengths[row]``, i.e. generated ones), or
+    ``last`` (from the prompt's last token on). Indices are absolute, so steering is the same
+    with and without a KV cache. Without ``prompt_lengths``, the prompt is the first forward's input.
+
+    ``operator``: ``add``; ``ablate`` (project the direction out, ``h − (h·v̂)v̂``; ``norm`` unused);
+    ``ablate-then-add``.
+    """
+    if positions not in POSITIONS:
+        raise SteeringError(f"positions {positions!r} is not one of {', '.join(POSITIONS)}")
+    if operator not in OPERATORS:
+        raise SteeringError(f"operator {operator!r} is not one of {', '.join(OPERATORS)}")
+    blocks = find_layers(model)
+    vector.check_model(model)
+    layers = list(vector.layers if layers is None else layers)
+    missing = [layer for layer in layers if layer not in vector.directions]
+    if missing:
+        raise SteeringError(f"the vector has no direction for layers {missing}; it has {vector.layers}")
+    norms = torch.as_tensor(norm, dtype=torch.float32)
+    if norms.ndim > 1:
+        raise SteeringError("norm must be a number or one number per batch row")
+    if not torch.isfinite(norms).all():
+        raise SteeringError("norm must be finite")
+    lengths = None if prompt_lengths is None else torch.as_tensor(prompt_lengths, dtype=torch.long)
+    state = {"offset": 0, "prompt_len": None}
+
+    def track_offset(module, args, kwargs):
+        # The index of the first token of this forward: 0, or the KV cache's length.
+        cache = kwargs.get("past_key_values")
+        offset = 0
+        if kwargs.get("cache_position") is not None:
+            offset = int(kwargs["cache_position"].reshape(-1)[0])
+        elif cache is not None and hasattr(cache, "get_seq_length"):
+            offset = int(cache.get_seq_length())
+        state["offset"] = offset
+        if offset == 0:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                ids = kwargs.get("inputs_embeds")
+            state["prompt_len"] = ids.shape[1] if ids is not None else None
+
+    def position_mask(hidden: Tensor) -> Tensor | None:
+        if positions == "all":
+            return None
+        seq = hidden.shape[1]
+        absolute = state["offset"] + torch.arange(seq, device=hidden.device)
+        if lengths is not None:
+            start = lengths.to(hidden.device).view(-1, 1)
+        elif state["prompt_len"] is not None:
+            start = torch.tensor([[state["prompt_len"]]], device=hidden.device)
+        else:
+            raise SteeringError(f"positions={positions!r} needs prompt_lengths")
+        if positions == "last":
+            start = start - 1
+        return (absolute.view(1, -1) >= start).unsqueeze(-1)
+
+    cache: dict = {}
+
+    def make_hook(layer: int):
+        def hook(module, args, output):
+            hidden = _hidden(output)
+            key = (layer, hidden.device, hidden.dtype)
+            if key not in cache:
+                d = vector[layer].to(device=hidden.device, dtype=torch.float32)
+                cache[key] = (d, d / d.norm())
+            direction, unit = cache[key]
+            r = norms.to(hidden.device)
+            if r.ndim == 1:
+                if r.shape[0] != hidden.shape[0]:
+                    raise SteeringError(
+                        f"{r.shape[0]} norms for a batch of {hidden.shape[0]} rows: give one norm per row"
+                    )
+                r = r.view(-1, 1, 1)
+            h32 = hidden.to(torch.float32)
+            delta = torch.zeros_like(h32)
+            if operator in ("ablate", "ablate-then-add"):
+                delta = delta - (h32 @ unit).unsqueeze(-1) * unit
+            if operator in ("add", "ablate-then-add"):
+                delta = delta + r * direction
+            mask = position_mask(hidden)
+            if mask is not None:
+                delta = delta * mask
+            return _replace_hidden(output, (h32 + delta).to(hidden.dtype))
+
+        return hook
+
+    handles = []
+    try:
+        handles.append(_blocks_parent(model).register_forward_pre_hook(track_offset, with_kwargs=True))
+        for layer in layers:
+            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def fan_out(model: nn.Module, index: Tensor, at_layer: int) -> Iterator[None]:
+    """Copy batch rows by ``index`` at the input of block ``at_layer`` (output rows = ``len(index)``).
+
+    Blocks below ``at_layer`` run once per input row; blocks from ``at_layer`` on see the expanded
+    batch. Every tensor argument of a block whose first dimension is the input batch size
+    (attention masks, rotary embeddings, position ids) is expanded the same way. Use without a
+    KV cache (scoring), where it is exact.
+    """
+    blocks = find_layers(model)
+    if not 0 <= at_layer < len(blocks):
+        raise SteeringError(f"fan_out layer {at_layer} is outside 0-{len(blocks) - 1}")
+    state: dict = {"n_in": None}
+    memo: dict[int, object] = {}
+
+    def expand(value, n_in: int):
+        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == n_in:
+            key = id(value)
+            if key not in memo:
+                memo[key] = value.index_select(0, index.to(value.device))
+            return memo[key]
+        if isinstance(value, tuple):
+            return tuple(expand(v, n_in) for v in value)
+        return value
+
+    def record_batch(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        state["n_in"] = ids.shape[0]
+        memo.clear()
+
+    def pre_hook(module, args, kwargs):
+        n_in = state["n_in"]
+        if n_in is None or n_in == len(index) and bool((index == torch.arange(n_in, device=index.device)).all()):
+            return None
+        if args:
+            args = (expand(args[0], n_in), *(expand(a, n_in) for a in args[1:]))
+        else:
+            kwargs["hidden_states"] = expand(kwargs["hidden_states"], n_in)
+        kwargs = {k: expand(v, n_in) for k, v in kwargs.items()}
+        return args, kwargs
+
+    handles = []
+    try:
+        handles.append(_blocks_parent(model).register_forward_pre_hook(record_batch, with_kwargs=True))
+        for block in blocks[at_layer:]:
+            handles.append(block.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,389 @@
+"""The norm sweep: every task × item × norm, batched across norms, resumable, deterministic.
+
+Writes ``items.jsonl`` chunk by chunk (a chunk is a fixed range of item indices, so a resumed
+run batches exactly as an uninterrupted one), then derives ``points.jsonl`` from it. See
+docs/run-files.md for the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import socket
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from repe_tradeoff import __version__
+from repe_tradeoff.metrics import AlignmentTask, HelpfulnessTask, generate, response_scorer
+from repe_tradeoff.scoring import Steering, score
+from repe_tradeoff.vectors import SteeringVector
+
+log = logging.getLogger(__name__)
+
+HELPFULNESS_METRICS = ("helpfulness", "helpfulness_norm", "helpfulness_vocab", "accuracy", "logit_shift")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start or resume; the message says what to do."""
+
+
+def parse_norms(spec: str | Sequence[float]) -> list[float]:
+    """``-8:8:0.5`` (start:stop:step, stop included), ``-2,0,2``, or a list → sorted unique norms."""
+    if isinstance(spec, str):
+        spec = spec.strip()
+        if not spec:
+            raise ValueError("empty norm grid: use e.g. `-8:8:0.5` or `-2,0,2`")
+        if ":" in spec:
+            parts = spec.split(":")
+            if len(parts) != 3:
+                raise ValueError(f"norm grid {spec!r}: use start:stop:step, e.g. `-8:8:0.5`")
+            try:
+                start, stop, step = (float(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"norm grid {spec!r} has a part that is not a number") from None
+            if step <= 0 or not all(map(math.isfinite, (start, stop, step))):
+                raise ValueError(f"norm grid {spec!r}: the step must be a positive finite number")
+            if stop < start:
+                raise ValueError(f"norm grid {spec!r}: stop is below start")
+            count = int(math.floor((stop - start) / step + 1e-9)) + 1
+            if count > 100_000:
+                raise ValueError(f"norm grid {spec!r} has {count} norms; use a coarser step")
+            values = [start + i * step for i in range(count)]
+        else:
+            try:
+                values = [float(p) for p in spec.split(",") if p.strip()]
+            except ValueError:
+                raise ValueError(f"norm grid {spec!r} has a part that is not a number") from None
+    else:
+        values = [float(v) for v in spec]
+    if not values:
+        raise ValueError("empty norm grid: use e.g. `-8:8:0.5` or `-2,0,2`")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("norms must be finite numbers")
+    # round away float noise from start + i*step so that 0.1*3 is 0.3 in every file
+    return sorted({round(v, 10) + 0.0 for v in values})
+
+
+@dataclass
+class SweepPlan:
+    """What to sweep. ``batch_size`` is the number of rows (sequence × norm) per forward pass."""
+
+    norms: list[float]
+    tasks: list[AlignmentTask | HelpfulnessTask]
+    layers: list[int]
+    positions: str = "all"
+    operator: str = "add"
+    share_lower: bool = True
+    batch_size: int = 256
+    chunk_size: int = 16
+    max_new_tokens: int = 40
+    response_scorer: str = "refusal"
+    seed: int = 0
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _task_hash(task) -> str:
+    items = task.items if task.kind == "alignment" else task.questions
+    return _sha([i.model_dump() if hasattr(i, "model_dump") else vars(i) for i in items])
+
+
+def run_config(plan: SweepPlan, vector: SteeringVector, *, model_name: str, model_revision, dtype: str, extra=None) -> dict:
+    """The ``config.json`` of a sweep; ``config_hash`` covers everything that changes results."""
+    import torch
+    import transformers
+
+    tasks = []
+    for t in plan.tasks:
+        entry = {"name": t.name, "kind": t.kind, "n_items": len(t.items if t.kind == "alignment" else t.questions)}
+        if t.kind == "alignment":
+            entry["scorer"] = t.scorer
+            entry["template"] = t.template
+        else:
+            entry.update(format=t.format, n_choices=t.n_choices, template=t.template)
+        entry["sha256"] = _task_hash(t)
+        tasks.append(entry)
+    residual = vector.metadata.get("residual_norms", {})
+    results = {
+        "model": model_name,
+        "model_revision": model_revision,
+        "dtype": dtype,
+        "vector": {"sha256": vector.sha256(), "layers": vector.layers, "method": vector.metadata.get("method")},
+        "layers": plan.layers,
+        "positions": plan.positions,
+        "operator": plan.operator,
+        "norms": plan.norms,
+        "tasks": tasks,
+        "chunk_size": plan.chunk_size,
+        "max_new_tokens": plan.max_new_tokens,
+        "response_scorer": plan.response_scorer,
+        "seed": plan.seed,
+    }
+    config = {
+        "format_version": 1,
+        **results,
+        "norm_scale": {
+            "residual_norm": {str(layer): residual[str(layer)] for layer in plan.layers if str(layer) in residual},
+            "relative_per_unit_r": {
+                str(layer): 1.0 / residual[str(layer)] for layer in plan.layers if residual.get(str(layer))
+            },
+            "total_per_unit_r": math.sqrt(len(plan.layers)),
+        },
+        "share_lower": plan.share_lower,
+        "batch_size": plan.batch_size,
+        "versions": {"repe_tradeoff": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "python": platform.python_version()},
+        **(extra or {}),
+        "config_hash": _sha(results),
+    }
+    return config
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a whole file or nothing: temp file in the same folder, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def run_lock(out: Path):
+    """Refuse a second process writing into the same run folder; name the holder."""
+    lock = out / ".lock"
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = lock.read_text().strip() if lock.exists() else "unknown"
+        host, _, pid = holder.partition(":")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            lock.unlink(missing_ok=True)  # left by a process that died
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        else:
+            raise SweepError(
+                f"{out} is in use by process {holder} (lock file {lock}). Wait for it to finish, or "
+                f"delete {lock} if that process is gone."
+            ) from None
+    os.write(fd, me.encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _complete_prefix(path: Path, expected: dict[tuple[str, int], int]) -> tuple[int, set[tuple[str, int]]]:
+    """Bytes of ``items.jsonl`` that hold whole chunks, and which chunks those are.
+
+    A torn last line or a chunk cut short by a crash is not counted, and is overwritten on resume.
+    """
+    if not path.exists():
+        return 0, set()
+    data = path.read_bytes()
+    good, done, offset = 0, set(), 0
+    current, count = None, 0
+    for line in data.splitlines(keepends=True):
+        offset += len(line)
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rec = json.loads(line)
+            key = (rec["task"], int(rec["chunk"]))
+        except (ValueError, KeyError):
+            break
+        if key != current:
+            current, count = key, 0
+        count += 1
+        if count == expected.get(key, -1):
+            done.add(key)
+            good = offset
+    return good, done
+
+
+def _chunks(task, chunk_size: int, limit: int | None) -> list[list[int]]:
+    n = len(task.items if task.kind == "alignment" else task.questions)
+    n = min(n, limit) if limit else n
+    return [list(range(s, min(s + chunk_size, n))) for s in range(0, n, chunk_size)]
+
+
+def _score_chunk(model, tokenizer, seqs, rows: list[int], plan: SweepPlan, steering: Steering):
+    """Score the chunk's sequences at every norm, in forward passes of ≤ batch_size rows."""
+    import torch
+
+    from repe_tradeoff.scoring import Scores
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    groups = max(1, math.ceil((len(plan.norms) + 1) / plan.batch_size))
+    per_group = math.ceil(len(plan.norms) / groups)
+    norm_groups = [plan.norms[i : i + per_group] for i in range(0, len(plan.norms), per_group)]
+    # similar lengths together: less padding, same result
+    order = sorted(rows, key=lambda r: (len(seqs.prompts[r]) + len(seqs.continuations[r]), r))
+    parts_c, parts_p, parts_s = [], [], []
+    for group in norm_groups:
+        step = max(1, plan.batch_size // (len(group) + (0.0 not in group)))
+        cols_c, cols_p, cols_s = [], [], []
+        for start in range(0, len(order), step):
+            batch = order[start : start + step]
+            out = score(
+                model,
+                pad,
+                [seqs.prompts[r] for r in batch],
+                [seqs.continuations[r] for r in batch],
+                group,
+                steering,
+                seqs.probe_ids,
+            )
+            cols_c.append(out.continuation)
+            cols_s.append(out.logit_shift)
+            if out.probe_logprobs is not None:
+                cols_p.append(out.probe_logprobs)
+        parts_c.append(torch.cat(cols_c))
+        parts_s.append(torch.cat(cols_s))
+        if cols_p:
+            parts_p.append(torch.cat(cols_p))
+    back = torch.tensor([order.index(r) for r in rows])
+    return Scores(
+        continuation=torch.cat(parts_c, 1)[back],
+        probe_logprobs=torch.cat(parts_p, 1)[back] if parts_p else None,
+        logit_shift=torch.cat(parts_s, 1)[back],
+    )
+
+
+def _generate_chunk(model, tokenizer, task: AlignmentTask, item_ids, plan: SweepPlan, vector) -> list[dict]:
+    scorer = response_scorer(plan.response_scorer)
+    prompts = [task.items[i].prompt for i in item_ids]
+    texts = generate(
+        model, tokenizer, prompts, vector, plan.norms, layers=plan.layers, positions=plan.positions,
+        operator=plan.operator, max_new_tokens=plan.max_new_tokens, template=task.template,
+    )
+    out = []
+    for k, r in enumerate(plan.norms):
+        for j, item in enumerate(item_ids):
+            text = texts[j][k]
+            out.append({"task": task.name, "kind": "alignment", "norm": r, "item": item,
+                        "alignment": round(float(scorer(text)), 7), "response": text})
+    return out
+
+
+def run_sweep(
+    model,
+    tokenizer,
+    vector: SteeringVector,
+    plan: SweepPlan,
+    out: str | Path,
+    *,
+    config: dict,
+    limit: int | None = None,
+    progress=None,
+) -> Path:
+    """Run (or resume) a sweep into ``out`` and return the folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    config = {**config, "limit": limit}
+    config["config_hash"] = _sha({"base": config["config_hash"], "limit": limit})
+    with run_lock(out):
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            if old.get("config_hash") != config["config_hash"]:
+                changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k)
+                                 and k not in ("versions", "config_hash"))
+                raise SweepError(
+                    f"{out} holds a sweep with a different configuration (differs in: "
+                    f"{', '.join(changed) or 'hash'}). Use another --out folder, or delete {out} to start over."
+                )
+        else:
+            atomic_write(cfg_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower)
+        plan_chunks = [(t, c, ids) for t in plan.tasks for c, ids in enumerate(_chunks(t, plan.chunk_size, limit))]
+        expected = {(t.name, c): len(ids) * len(plan.norms) for t, c, ids in plan_chunks}
+        items_path = out / "items.jsonl"
+        good, done = _complete_prefix(items_path, expected)
+        with open(items_path, "ab") as f:
+            f.truncate(good)
+        total = sum(len(ids) * len(plan.norms) for _, _, ids in plan_chunks)
+        finished = sum(expected[k] for k in done)
+        if progress:
+            progress.start(total, finished)
+        sequences = {}
+        with open(items_path, "ab") as f:
+            for task, chunk, ids in plan_chunks:
+                if (task.name, chunk) in done:
+                    continue
+                if task.kind == "alignment" and task.scorer == "generate":
+                    records = _generate_chunk(model, tokenizer, task, ids, plan, vector)
+                else:
+                    if task.name not in sequences:
+                        sequences[task.name] = task.sequences(tokenizer)
+                    seqs = sequences[task.name]
+                    wanted = set(ids)
+                    rows = [r for r, owner in enumerate(seqs.owners) if owner in wanted]
+                    scores = _score_chunk(model, tokenizer, seqs, rows, plan, steering)
+                    records = task.records(scores, plan.norms, ids)
+                text = "".join(json.dumps({**rec, "chunk": chunk}, sort_keys=True) + "\n" for rec in records)
+                f.write(text.encode())  # one chunk, one append
+                f.flush()
+                os.fsync(f.fileno())
+                if progress:
+                    progress.advance(len(records))
+        write_points(out)
+    return out
+
+
+def aggregate(items: list[dict]) -> list[dict]:
+    """Mean, standard error and count per task × metric × norm, in a fixed order."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    order: dict[str, int] = {}
+    for rec in items:
+        order.setdefault(rec["task"], len(order))
+        metrics = ("alignment",) if rec["kind"] == "alignment" else HELPFULNESS_METRICS
+        for metric in metrics:
+            if metric in rec:
+                groups[(rec["task"], rec["kind"], metric, rec["norm"])].append(rec[metric])
+    metric_rank = {m: i for i, m in enumerate(("alignment",) + HELPFULNESS_METRICS)}
+    points = []
+    for (task, kind, metric, norm), values in sorted(
+        groups.items(), key=lambda kv: (order[kv[0][0]], metric_rank[kv[0][2]], kv[0][3])
+    ):
+        arr = np.asarray(values, dtype=np.float64)
+        stderr = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
+        points.append({"task": task, "kind": kind, "metric": metric, "norm": norm,
+                       "mean": round(float(arr.mean()), 9), "stderr": round(stderr, 9), "n": len(arr)})
+    return points
+
+
+def read_items(out: Path) -> list[dict]:
+    path = Path(out) / "items.jsonl"
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_points(out: Path) -> Path:
+    points = aggregate(read_items(out))
+    path = Path(out) / "points.jsonl"
+    atomic_write(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in points))
+    return path
