@@ -1,0 +1,143 @@
+"""Reports of a run folder: plots, an HTML page, summary.md and CSV tables.
+
+Works on run files only (``config.json``, ``points.jsonl``, ``items.jsonl``,
+``generations.json``, ``fits.json``; see ``docs/run-files.md``), so a report can be
+rebuilt anywhere without the model. Fits are never recomputed: curves are evaluated
+from the parameters in ``fits.json``, and any block of it may be missing or failed.
+
+>>> from repe_tradeoff.report import build_report
+>>> build_report("runs/harmfulness")  # doctest: +SKIP
+PosixPath('runs/harmfulness/report.html')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._io import ReportError, atomic_write_text, load_run
+from .page import comparison_html, run_html
+from .plots import (
+    Rendered,
+    plot_alignment,
+    plot_comparison,
+    plot_diagnostics,
+    plot_helpfulness,
+    plot_tradeoff,
+    render,
+    style,
+)
+from .tables import summary_md, write_tables
+
+__all__ = ["PLOTS", "ReportError", "build_comparison_report", "build_report"]
+
+#: name -> (figure function, caption, why it may be missing)
+PLOTS = {
+    "alignment": (
+        plot_alignment,
+        (
+            "Alignment E[B] against the steering norm r (mean ± standard error over prompts), "
+            "with the tanh fit and the linear fit near r = 0 over its window."
+        ),
+        "no alignment points in points.jsonl",
+    ),
+    "helpfulness": (
+        plot_helpfulness,
+        (
+            "Helpfulness against r: P(correct) restricted to the answer options, over the full "
+            "vocabulary, and accuracy; the corollary fit, the local quadratic over its window, "
+            "the theory's prediction from the A1/A3 diagnostics, and the chance level 1/k."
+        ),
+        "no helpfulness points in points.jsonl",
+    ),
+    "tradeoff": (
+        plot_tradeoff,
+        (
+            "Helpfulness against alignment, one point per norm coloured by r, with the Pareto "
+            "frontier and the recommended norm from fits.json."
+        ),
+        "the tradeoff needs an alignment and a helpfulness task measured at common norms",
+    ),
+    "diagnostics": (
+        plot_diagnostics,
+        (
+            "Assumption checks: (a) A1, the mean logit shift ‖U·δ_r‖ against r with its linear "
+            "fit; (b) histograms of the A3 projections X_i(r) at a few norms with Gaussian "
+            "fits; (c) the spread of X_i(r) against |r| with σ·|r|."
+        ),
+        "the diagnostics plot needs logit_shift points or items.jsonl with option scores",
+    ),
+}
+
+
+def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    allowed = {"png", "svg", "pdf"}
+    fmts = tuple(dict.fromkeys(str(f).lower().lstrip(".") for f in formats))
+    bad = [f for f in fmts if f not in allowed]
+    if bad:
+        raise ReportError(f"unknown plot format(s) {', '.join(bad)}; use png, svg or pdf")
+    return fmts
+
+
+def build_report(run_dir: Path | str, *, formats=("png", "svg")) -> Path:
+    """Write the report of one run folder and return the path of ``report.html``.
+
+    Writes ``plots/{alignment,helpfulness,tradeoff,diagnostics}.<fmt>`` (those the run has
+    data for), ``report.html`` (self-contained), ``summary.md``, ``points.csv`` and
+    ``fits.csv`` into ``run_dir``. Raises :class:`ReportError` when the folder has no
+    ``points.jsonl``.
+    """
+    fmts = _check_formats(formats)
+    run = load_run(Path(run_dir))
+    plots_dir = run.run_dir / "plots"
+    figures: list[Rendered] = []
+    missing: list[str] = []
+    for name, (fn, caption, why) in PLOTS.items():
+        with style():
+            fig = fn(run)
+            if fig is None:
+                missing.append(f"No {name} plot: {why}.")
+                continue
+            figures.append(render(fig, name, plots_dir, fmts, caption))
+    tables = write_tables(run, run.run_dir)
+    files = [p.relative_to(run.run_dir).as_posix() for r in figures for p in r.files]
+    files += [p.name for p in tables] + ["summary.md", "report.html"]
+    atomic_write_text(run.run_dir / "summary.md", summary_md(run, files))
+    out = run.run_dir / "report.html"
+    atomic_write_text(out, run_html(run, figures, missing, files))
+    return out
+
+
+def build_comparison_report(run_dirs: dict[str, Path], out_dir: Path,
+                            *, formats=("png", "svg")) -> Path:
+    """Write a comparison of several run folders (one panel per experiment, shared axes).
+
+    ``run_dirs`` maps an experiment name to its run folder. Writes
+    ``plots/comparison_{alignment,helpfulness}.<fmt>`` and ``report.html`` into ``out_dir``
+    and returns the path of that ``report.html``. A run folder's own report is linked
+    when it exists.
+    """
+    fmts = _check_formats(formats)
+    if not run_dirs:
+        raise ReportError("no experiments to compare: give at least one name and run folder")
+    runs = {str(name): load_run(Path(d)) for name, d in run_dirs.items()}
+    out_dir = Path(out_dir)
+    plots_dir = out_dir / "plots"
+    figures = []
+    captions = {
+        "alignment": "Alignment against r per experiment: measured points ± standard error "
+                     "and the tanh fit from each run's fits.json.",
+        "helpfulness": "Helpfulness against r per experiment: the fitted helpfulness metric "
+                       "± standard error, the corollary fit and the chance level.",
+    }
+    for what, caption in captions.items():
+        with style():
+            fig = plot_comparison(runs, what)
+            if fig is not None:
+                figures.append(render(fig, f"comparison_{what}", plots_dir, fmts, caption))
+    reports = {
+        name: (run.run_dir / "report.html") if (run.run_dir / "report.html").exists() else None
+        for name, run in runs.items()
+    }
+    out = out_dir / "report.html"
+    atomic_write_text(out, comparison_html(runs, figures, out_dir, reports))
+    return out

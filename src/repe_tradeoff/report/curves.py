@@ -1,0 +1,107 @@
+"""Evaluate fitted laws from their parameters, and the A3 projections from item scores.
+
+The law functions belong to :mod:`repe_tradeoff.theory.laws`; this module calls them and
+falls back to the formulas below only when the theory package cannot be imported (so a
+report still draws where only the report package is available).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._io import _finite
+
+
+def chance_of(block: Any, *, k: int | None = None, metric: str | None = None) -> float:
+    """The helpfulness floor a fit block was fitted with: its ``chance``, else 1/k or 0."""
+    if isinstance(block, dict):
+        c = _finite(block.get("chance"))
+        if c is not None:
+            return c
+        metric = block.get("metric", metric)
+    if metric == "helpfulness_vocab" or not k:
+        return 0.0
+    return 1.0 / k
+
+
+def _fallback(form: str, p: Mapping[str, float], r: np.ndarray, chance: float) -> np.ndarray:
+    if form == "tanh":
+        return np.tanh(p["a"] * r + p["b"])
+    if form == "tanh_scaled":
+        return p["A"] * np.tanh(p["a"] * r + p["b"])
+    if form in ("linear", "linear_full"):
+        return p["slope"] * r + p["intercept"]
+    if form == "quadratic":
+        return p["c0"] + p["c1"] * r + p["c2"] * r**2
+    if form == "corollary":
+        return chance + (1 - chance) / (1 + p["a"] + p["a"] * (p["b"] ** 2 / 2) * r**2)
+    if form == "corollary_paper":
+        return 0.25 + 0.5 / (1 + p["a"] + p["a"] * (p["b"] ** 2 / 2) * r**2)
+    if form == "gaussian":
+        return chance + p["A"] * np.exp(-(r**2) / (2 * p["s"] ** 2))
+    raise KeyError(form)
+
+
+def evaluate(form: str, block: Any, r: np.ndarray, *, k: int | None = None,
+             metric: str | None = None) -> np.ndarray | None:
+    """The fitted curve of ``block`` (a fits.json fit block) at norms ``r``, or None."""
+    if not isinstance(block, dict) or not isinstance(block.get("params"), dict):
+        return None
+    params = block["params"]
+    r = np.asarray(r, dtype=float)
+    chance = chance_of(block, k=k, metric=metric)
+    out = None
+    try:
+        from repe_tradeoff.theory.laws import evaluate as theory_evaluate
+    except ImportError:  # the report also works where the theory package is unavailable
+        theory_evaluate = None
+    try:
+        with np.errstate(all="ignore"):
+            if theory_evaluate is not None:
+                out = theory_evaluate(form, params, r, chance=chance)
+            else:
+                out = _fallback(form, params, r, chance)
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return None  # an unknown form or parameters that do not fit it: no curve
+    out = np.asarray(out, dtype=float)
+    if out.shape != r.shape or not np.isfinite(out).any():
+        return None
+    return out
+
+
+def a3_projections(items: list[dict[str, Any]], task: str | None) -> dict[float, np.ndarray]:
+    """X_i(r) = (s_i(r) − s_c(r)) − (s_i(0) − s_c(0)) over wrong options and items, per norm.
+
+    Reads the helpfulness items (``scores`` and ``answer``) of ``task`` (every helpfulness
+    task when None). An item contributes at a norm only when it was also scored at r = 0.
+    """
+    gaps: dict[tuple[Any, str], dict[float, np.ndarray]] = {}
+    for it in items:
+        kind = it.get("kind") or ("alignment" if "alignment" in it else "helpfulness")
+        if kind != "helpfulness":
+            continue
+        it_task = str(it.get("task") or kind)
+        if task is not None and it_task != task:
+            continue
+        try:
+            s = np.asarray(it["scores"], dtype=float)
+            c = int(it["answer"])
+            norm = round(float(it["norm"]), 9)
+        except (TypeError, ValueError, KeyError):
+            continue
+        if s.ndim != 1 or s.size < 2 or not 0 <= c < s.size or not np.isfinite(s).all():
+            continue
+        key = (it_task, repr(it.get("item")))
+        gaps.setdefault(key, {})[norm] = np.delete(s - s[c], c)
+    out: dict[float, list[np.ndarray]] = {}
+    for per_norm in gaps.values():
+        base = per_norm.get(0.0)
+        if base is None:
+            continue
+        for norm, gap in per_norm.items():
+            if norm != 0.0 and gap.shape == base.shape:
+                out.setdefault(norm, []).append(gap - base)
+    return {n: np.concatenate(v) for n, v in sorted(out.items())}

@@ -1,0 +1,319 @@
+"""The self-contained HTML report: one file, images as data URIs, no scripts.
+
+Every string that comes from a run file (config, task names, prompts, generations, error
+messages from fits.json) goes through :func:`esc`; the page also carries a
+Content-Security-Policy that forbids scripts and any request that is not a data URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ._io import RunFiles
+from .content import (
+    THRESHOLDS_NOTE,
+    checks,
+    config_rows,
+    deltas,
+    fmt,
+    fmt_param,
+    generation_table,
+    law_sections,
+    notes,
+    recommendation,
+    reproduce_commands,
+    task_rows,
+    title_names,
+    winner,
+)
+from .plots import Rendered
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+STYLE = """
+:root { --fg:#1b1b1b; --muted:#5a5a5a; --line:#d9d9d9; --bg:#ffffff; --soft:#f4f6f8;
+        --pass:#1a7f37; --warn:#9a6700; --fail:#b3261e; --na:#6e7781; --accent:#0072B2; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg); line-height:1.45;
+       font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+                    "Noto Sans", "Liberation Sans", sans-serif; font-size:15px; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 64px; }
+h1 { font-size: 1.6rem; margin: 0 0 4px; }
+h2 { font-size: 1.25rem; margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 1.05rem; margin: 22px 0 8px; }
+.sub { color: var(--muted); margin: 0 0 18px; }
+code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: .9em; }
+.rec { border-left: 6px solid var(--accent); background: var(--soft); padding: 14px 18px; border-radius: 4px; }
+.rec .headline { font-size: 1.3rem; font-weight: 650; margin: 0; }
+.rec.missing { border-left-color: var(--na); }
+.rec ul { margin: 8px 0 0; padding-left: 20px; color: var(--muted); }
+nav { margin: 14px 0 0; font-size: .92rem; }
+nav a { margin-right: 14px; color: var(--accent); text-decoration: none; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-size: .92rem; }
+th, td { border: 1px solid var(--line); padding: 5px 9px; text-align: left; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.best td { background: #eef6ee; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.problem { color: var(--fail); background: #fdf1f0; border: 1px solid #f3c7c3; padding: 8px 12px; border-radius: 4px; }
+.muted { color: var(--muted); }
+.badge { display: inline-block; min-width: 52px; text-align: center; padding: 2px 8px; border-radius: 10px;
+         font-size: .8rem; font-weight: 700; color: #fff; letter-spacing: .03em; }
+.badge.pass { background: var(--pass); } .badge.warn { background: var(--warn); }
+.badge.fail { background: var(--fail); } .badge.na { background: var(--na); }
+figure { margin: 18px 0 28px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: .9rem; margin-top: 4px; }
+.gen td { min-width: 220px; max-width: 420px; }
+.gen .text { white-space: pre-wrap; word-break: break-word; }
+.gen th.prompt, .gen td.prompt { min-width: 180px; max-width: 260px; background: var(--soft); }
+pre.cmd { background: var(--soft); border: 1px solid var(--line); padding: 10px 12px; border-radius: 4px;
+          white-space: pre-wrap; word-break: break-all; }
+ul.notes li { margin: 2px 0; }
+"""
+
+
+def esc(x: Any) -> str:
+    """Escape anything for HTML text or a quoted attribute."""
+    return html.escape(str(x), quote=True)
+
+
+def _img(r: Rendered, alt: str, rel_to: Path) -> str:
+    data = base64.b64encode(r.png).decode("ascii")
+    links = []
+    for f in r.files:
+        try:
+            rel = f.relative_to(rel_to).as_posix()
+        except ValueError:
+            rel = f.name
+        links.append(f'<a href="{esc(rel)}">{esc(rel)}</a>')
+    files = f" Files: {', '.join(links)}." if links else ""
+    size = ""
+    if r.png[12:16] == b"IHDR":  # shown at 2/3 of its pixels: sharp on high-density screens
+        w, h = struct.unpack(">II", r.png[16:24])
+        size = f' width="{round(w / 1.5)}" height="{round(h / 1.5)}"'
+    return (
+        f'<figure id="fig-{esc(r.name)}"><img src="data:image/png;base64,{data}"{size} '
+        f'alt="{esc(alt)}"><figcaption>{esc(r.caption)}{files}</figcaption></figure>'
+    )
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> str:
+    """A table from already-escaped cell HTML."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(rows_) + "</tr>" for rows_ in
+                   ([f"<td>{c}</td>" for c in row] for row in rows))
+    cls_attr = f' class="{cls}"' if cls else ""
+    return f'<div class="scroll"><table{cls_attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _laws_html(run: RunFiles) -> str:
+    parts = []
+    for sec in law_sections(run):
+        parts.append(f"<h3>{esc(sec.title)}</h3>")
+        if sec.problem is not None:
+            parts.append(f'<p class="problem">{esc(sec.problem)}</p>')
+            continue
+        if sec.extras:
+            parts.append("<p class=\"muted\">" + " · ".join(esc(x) for x in sec.extras) + "</p>")
+        if not sec.rows:
+            parts.append('<p class="problem">no fits in this block of fits.json</p>')
+            continue
+        win = winner(sec)
+        rows = []
+        for r in sec.rows:
+            cls = ' class="best"' if r.form == win else ""
+            name = esc(r.form) + (" <strong>★ best</strong>" if r.form == win else "")
+            where = f"|r| ≤ {fmt(r.window)}" if r.window is not None else "whole grid"
+            if r.error is not None:
+                rows.append(f"<tr{cls}><td>{name}</td><td colspan=\"5\" class=\"problem\">fit "
+                            f"failed: {esc(r.error)}</td><td>{esc(where)}</td></tr>")
+                continue
+            params = "<br>".join(esc(fmt_param(*p)) for p in r.params)
+            ci_m = f'<br><span class="muted">CI: {esc(r.ci_method)}</span>' if r.ci_method else ""
+            rows.append(
+                f"<tr{cls}><td>{name}</td><td class=\"mono\">{params}{ci_m}</td>"
+                f"<td class=\"num\">{fmt(r.r2, 3)}</td><td class=\"num\">{fmt(r.aic)}</td>"
+                f"<td class=\"num\">{fmt(r.bic)}</td><td class=\"num\">{fmt(r.n_points)}</td>"
+                f"<td>{esc(where)}</td></tr>"
+            )
+        head = "".join(f"<th>{h}</th>" for h in (
+            "form", "parameters [95% CI]", "R²", "AIC", "BIC", "points", "fitted on"))
+        parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+                     f'<tbody>{"".join(rows)}</tbody></table></div>')
+        # model comparison over whole-grid fits
+        d = deltas(sec)
+        comp = [r for r in sec.compared]
+        if len(comp) >= 2:
+            crow = []
+            for r in sorted(comp, key=lambda x: (x.error is not None, x.aic if x.aic is not None
+                                                 else float("inf"))):
+                da, db = d.get(r.form, (None, None))
+                mark = "★ winner" if r.form == win else ""
+                if r.error is not None:
+                    crow.append([esc(r.form), "—", "—", "—", "—", f"failed: {esc(r.error)}"])
+                else:
+                    crow.append([esc(r.form), fmt(r.aic), fmt(r.bic),
+                                 fmt(da, 3) if da is not None else "—",
+                                 fmt(db, 3) if db is not None else "—", mark])
+            parts.append("<p class=\"muted\">Model comparison (whole-grid fits; lower AIC/BIC is "
+                         "better, Δ &gt; 2 is meaningful, Δ &gt; 10 decisive):</p>")
+            parts.append(_table(["form", "AIC", "BIC", "ΔAIC", "ΔBIC", ""], crow))
+    if not parts:
+        return '<p class="problem">No fitted laws: run `repe-tradeoff fit`.</p>'
+    return "\n".join(parts)
+
+
+def _checks_html(run: RunFiles) -> str:
+    rows = []
+    for c in checks(run):
+        cls = c.status if c.status in ("pass", "warn", "fail") else "na"
+        label = c.status.upper() if cls != "na" else "N/A"
+        src = "" if c.source == "fits.json" else ' <span class="muted">(threshold)</span>'
+        rows.append([f'<span class="badge {cls}">{esc(label)}</span>', esc(c.name),
+                     esc(c.detail) + src])
+    return _table(["status", "check", "details"], rows) + f'<p class="muted">{esc(THRESHOLDS_NOTE)}</p>'
+
+
+def _generations_html(run: RunFiles) -> str:
+    norms, rows = generation_table(run)
+    if not rows:
+        return ('<p class="muted">No generations.json in this run (the `demo` and `run` '
+                "commands write steered generations).</p>")
+    head = ['<th class="prompt">prompt</th>'] + [f"<th>r = {esc(fmt(r))}</th>" for r in norms]
+    body = []
+    for prompt, cells in rows:
+        tds = [f'<td class="prompt"><div class="text">{esc(prompt)}</div></td>']
+        for r in norms:
+            t = cells.get(r)
+            tds.append(f'<td><div class="text">{esc(t)}</div></td>' if t is not None
+                       else '<td class="muted">—</td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return (f'<div class="scroll"><table class="gen"><thead><tr>{"".join(head)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _config_html(run: RunFiles) -> str:
+    rows = config_rows(run)
+    tasks = task_rows(run)
+    if not rows and not tasks:
+        return '<p class="muted">No config.json in this run folder.</p>'
+    out = _table(["setting", "value"],
+                 [[f'<span class="mono">{esc(k)}</span>', esc(v)] for k, v in rows])
+    if tasks:
+        out += "<h3>Tasks</h3>" + _table(["task", "kind", "settings"],
+                                         [[esc(n), esc(k), esc(d)] for n, k, d in tasks])
+    return out
+
+
+def _reproduce_html(run: RunFiles) -> str:
+    cmds, recorded = reproduce_commands(run)
+    note = ("The commands recorded in config.json:" if recorded else
+            "Reconstructed from config.json (see <code>repe-tradeoff sweep --help</code> for "
+            "every option):")
+    return f'<p class="muted">{note}</p><pre class="cmd">{esc(chr(10).join(cmds))}</pre>'
+
+
+def page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n"
+        f"{body}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def run_html(run: RunFiles, figures: list[Rendered], missing_figures: list[str],
+             files: list[str]) -> str:
+    model, behavior, helpful = title_names(run)
+    rec = recommendation(run)
+    title = f"Steering tradeoff: {behavior} vs {helpful}"
+    out = [
+        f"<header><h1>{esc(title)}</h1>",
+        (
+            f'<p class="sub">model <strong>{esc(model)}</strong> · behavior '
+            f"<strong>{esc(behavior)}</strong> · helpfulness <strong>{esc(helpful)}</strong> · "
+            f"run folder <code>{esc(run.run_dir)}</code></p></header>"
+        ),
+        (
+            f'<section class="rec{"" if rec.ok else " missing"}" id="recommendation">'
+            f'<p class="headline">{esc(rec.text)}</p>'
+        ),
+    ]
+    if rec.extras:
+        out.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in rec.extras) + "</ul>")
+    out.append("</section>")
+    out.append(
+        '<nav><a href="#config">configuration</a><a href="#laws">fitted laws</a>'
+        '<a href="#plots">plots</a><a href="#checks">assumption checks</a>'
+        '<a href="#generations">generations</a><a href="#reproduce">reproduce</a>'
+        '<a href="#files">files</a></nav>'
+    )
+    n = notes(run)
+    if n:
+        out.append('<h2 id="notes">Notes</h2><ul class="notes">'
+                   + "".join(f"<li>{esc(x)}</li>" for x in n) + "</ul>")
+    out.append('<h2 id="config">Run configuration</h2>')
+    out.append(_config_html(run))
+    out.append('<h2 id="laws">Fitted laws</h2>')
+    out.append('<p class="muted">95% confidence intervals in brackets. ★ marks the form '
+               "fits.json selects (else the lowest AIC).</p>")
+    out.append(_laws_html(run))
+    out.append('<h2 id="plots">Plots</h2>')
+    for r in figures:
+        out.append(_img(r, r.caption, run.run_dir))
+    for m in missing_figures:
+        out.append(f'<p class="muted">{esc(m)}</p>')
+    out.append('<h2 id="checks">Assumption checks</h2>')
+    out.append(_checks_html(run))
+    out.append('<h2 id="generations">Steered generations</h2>')
+    out.append(_generations_html(run))
+    out.append('<h2 id="reproduce">How to reproduce</h2>')
+    out.append(_reproduce_html(run))
+    out.append('<h2 id="files">Files</h2><ul>'
+               + "".join(f"<li><code>{esc(f)}</code></li>" for f in files) + "</ul>")
+    return page(title, "\n".join(out))
+
+
+def comparison_html(runs: dict[str, RunFiles], figures: list[Rendered], out_dir: Path,
+                    reports: dict[str, Path | None]) -> str:
+    title = f"Steering tradeoff: comparison of {len(runs)} experiments"
+    rows = []
+    for name, run in runs.items():
+        model, behavior, helpful = title_names(run)
+        rec = recommendation(run)
+        link = reports.get(name)
+        if link is not None:
+            rel = Path(os.path.relpath(Path(link).resolve(), out_dir.resolve())).as_posix()
+            name_html = f'<a href="{esc(rel)}">{esc(name)}</a>'
+        else:
+            name_html = esc(name)
+        chk = " ".join(
+            f'<span class="badge {c.status if c.status in ("pass", "warn", "fail") else "na"}" '
+            f'title="{esc(c.name)}">{esc(c.name.split(" — ")[0])}</span>'
+            for c in checks(run)
+        )
+        rows.append([name_html, esc(model), esc(behavior), esc(helpful), esc(rec.text), chk])
+    body = [
+        f"<header><h1>{esc(title)}</h1>",
+        (
+            '<p class="sub">One panel per experiment; the panels of a figure share their '
+            "axes.</p></header>"
+        ),
+        '<h2 id="experiments">Experiments</h2>',
+        _table(["experiment", "model", "behavior", "helpfulness", "recommendation", "checks"],
+               rows),
+        '<h2 id="plots">Plots</h2>',
+    ]
+    for r in figures:
+        body.append(_img(r, r.caption, out_dir))
+    if not figures:
+        body.append('<p class="problem">No experiment has points to plot.</p>')
+    return page(title, "\n".join(body))

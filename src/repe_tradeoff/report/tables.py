@@ -1,0 +1,134 @@
+"""summary.md (for pasting into notes) and the flat CSV tables points.csv and fits.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from ._io import RunFiles, _finite, atomic_write_text
+from .content import (
+    THRESHOLDS_NOTE,
+    checks,
+    deltas,
+    fmt,
+    fmt_param,
+    law_sections,
+    recommendation,
+    title_names,
+    winner,
+)
+
+POINTS_COLUMNS = ["task", "kind", "metric", "norm", "mean", "stderr", "n"]
+FITS_COLUMNS = [
+    "block", "task", "form", "best", "param", "value", "ci_low", "ci_high",
+    "r2", "aic", "bic", "n_points", "window", "error",
+]
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if v is None else v for v in row])
+    return buf.getvalue()
+
+
+def _num(x: Any) -> Any:
+    v = _finite(x)
+    return "" if v is None else repr(v)
+
+
+def points_csv(run: RunFiles) -> str:
+    rows = []
+    for c in run.curves.values():
+        for j, r in enumerate(c.norms):
+            rows.append([c.task, c.kind, c.metric, _num(r), _num(c.mean[j]), _num(c.stderr[j]),
+                         _num(c.n[j])])
+    return _csv_text(POINTS_COLUMNS, rows)
+
+
+def fits_csv(run: RunFiles) -> str:
+    """One row per fitted parameter (or one row saying why a fit failed)."""
+    rows = []
+    for sec in law_sections(run):
+        if sec.problem is not None:
+            rows.append([sec.block_key, sec.task, "", "", "", "", "", "", "", "", "", "", "",
+                         sec.problem])
+            continue
+        for r in sec.rows:
+            common = [_num(r.r2), _num(r.aic), _num(r.bic), _num(r.n_points), _num(r.window)]
+            best = "yes" if r.best else ""
+            if r.error is not None:
+                rows.append([sec.block_key, sec.task, r.form, best, "", "", "", "", *common,
+                             r.error])
+                continue
+            for name, value, lo, hi in r.params:
+                rows.append([sec.block_key, sec.task, r.form, best, name, _num(value), _num(lo),
+                             _num(hi), *common, ""])
+    return _csv_text(FITS_COLUMNS, rows)
+
+
+def _md(text: Any) -> str:
+    """A table cell: pipes escaped, newlines flattened."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_md(run: RunFiles, files: list[str]) -> str:
+    model, behavior, helpful = title_names(run)
+    rec = recommendation(run)
+    lines = [
+        f"# Steering tradeoff: {behavior} vs {helpful}",
+        "",
+        f"Model: `{model}` · run folder: `{run.run_dir}`",
+        "",
+        "## Recommendation",
+        "",
+        f"**{rec.text}**",
+        "",
+    ]
+    lines += [f"- {x}" for x in rec.extras]
+    lines += ["", "## Fitted laws", ""]
+    for sec in law_sections(run):
+        lines.append(f"### {sec.title}")
+        lines.append("")
+        if sec.problem is not None:
+            lines += [f"_{sec.problem}_", ""]
+            continue
+        lines += [f"- {x}" for x in sec.extras]
+        if sec.extras:
+            lines.append("")
+        lines.append("| form | parameters [95% CI] | R² | AIC | BIC | ΔAIC | window |")
+        lines.append("|---|---|---|---|---|---|---|")
+        win = winner(sec)
+        d = deltas(sec)
+        for r in sec.rows:
+            name = f"**{r.form}** (best)" if r.form == win else r.form
+            if r.error is not None:
+                lines.append(f"| {_md(name)} | fit failed: {_md(r.error)} | | | | | |")
+                continue
+            params = "; ".join(fmt_param(*p) for p in r.params)
+            da = d.get(r.form, (None, None))[0]
+            win_txt = f"\\|r\\| ≤ {fmt(r.window)}" if r.window is not None else "all"
+            lines.append(
+                f"| {_md(name)} | {_md(params)} | {fmt(r.r2, 3)} | {fmt(r.aic)} | "
+                f"{fmt(r.bic)} | {fmt(da, 3) if da is not None else '—'} | {win_txt} |"
+            )
+        lines.append("")
+    lines += ["## Assumption checks", ""]
+    for c in checks(run):
+        lines.append(f"- **{c.status.upper()}** {c.name}: {c.detail}")
+    lines += ["", f"_{THRESHOLDS_NOTE}_", "", "## Files", ""]
+    lines += [f"- `{f}`" for f in files]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_tables(run: RunFiles, out_dir: Path) -> list[Path]:
+    out = []
+    for name, text in (("points.csv", points_csv(run)), ("fits.csv", fits_csv(run))):
+        atomic_write_text(out_dir / name, text)
+        out.append(out_dir / name)
+    return out

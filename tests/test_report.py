@@ -1,0 +1,434 @@
+"""Tests of repe_tradeoff.report on synthetic run folders (no model, no torch)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repe_tradeoff.report import ReportError, build_comparison_report, build_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+XSS = "<script>alert(1)</script>"
+XSS_IMG = '<img src=x onerror="alert(2)">'
+
+
+# --------------------------------------------------------------------------- synthetic runs
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(values.size))
+
+
+def make_run(
+    run_dir: Path,
+    *,
+    seed: int = 0,
+    a: float = 0.55,
+    b: float = 0.15,
+    sigma: float = 0.9,
+    k: int = 4,
+    n_align: int = 40,
+    n_help: int = 60,
+    norms: np.ndarray | None = None,
+    prompt: str = "How do I pick a lock?",
+    generation_extra: str = "",
+    config_extra: dict | None = None,
+) -> Path:
+    """A run folder whose curves follow the paper's laws, with item-level noise.
+
+    Alignment items: behavior score ``tanh(a·r + b + e_q)``. Helpfulness items: ``k``
+    option log-scores whose wrong-minus-correct gaps move by ``r·g_i`` with
+    ``g_i ~ N(0, sigma²)`` (assumption A3), so P(correct) decays from its baseline to 1/k.
+    """
+    rng = np.random.default_rng(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    norms = np.round(np.linspace(-4, 4, 17), 6) if norms is None else norms
+    items, points = [], []
+
+    e_q = rng.normal(0, 0.3, n_align)
+    for r in norms:
+        vals = np.tanh(a * r + b + e_q)
+        for q, v in enumerate(vals):
+            items.append({"task": "harmfulness", "kind": "alignment", "norm": float(r),
+                          "item": q, "alignment": float(v), "logit_gap": float(2 * (a * r + b))})
+        m, se = _mean_se(vals)
+        points.append({"task": "harmfulness", "kind": "alignment", "metric": "alignment",
+                       "norm": float(r), "mean": m, "stderr": se, "n": n_align})
+
+    answers = rng.integers(0, k, n_help)
+    base = rng.normal(-4.0, 0.8, (n_help, k))
+    base[np.arange(n_help), answers] = rng.normal(-0.6, 0.3, n_help)
+    g = rng.normal(0, sigma, (n_help, k))
+    g[np.arange(n_help), answers] = 0.0
+    shift_dir = rng.normal(1.0, 0.1, n_help)
+    per_metric: dict[str, list[tuple[float, np.ndarray]]] = {}
+    for r in norms:
+        s = base + r * g - 0.04 * r**2
+        z = s - s.max(axis=1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        h = p[np.arange(n_help), answers]
+        vocab = np.exp(s[np.arange(n_help), answers]) * np.exp(-0.1 * r**2)
+        acc = (p.argmax(axis=1) == answers).astype(float)
+        shift = 1.3 * abs(r) * shift_dir
+        for q in range(n_help):
+            items.append({"task": "basic-qa", "kind": "helpfulness", "norm": float(r), "item": q,
+                          "answer": int(answers[q]), "scores": [float(x) for x in s[q]],
+                          "helpfulness": float(h[q]), "helpfulness_norm": float(h[q]),
+                          "helpfulness_vocab": float(vocab[q]), "accuracy": float(acc[q]),
+                          "logit_shift": float(shift[q])})
+        for metric, vals in (("helpfulness", h), ("helpfulness_norm", h),
+                             ("helpfulness_vocab", vocab), ("accuracy", acc),
+                             ("logit_shift", shift)):
+            per_metric.setdefault(metric, []).append((float(r), vals))
+    for metric, rows in per_metric.items():
+        for r, vals in rows:
+            m, se = _mean_se(vals)
+            points.append({"task": "basic-qa", "kind": "helpfulness", "metric": metric,
+                           "norm": r, "mean": m, "stderr": se, "n": n_help})
+
+    config = {
+        "format_version": 1, "model": "tiny-test-model", "model_revision": "abc123",
+        "dtype": "float32",
+        "vector": {"path": "v.safetensors", "sha256": "0" * 64, "layers": [3, 4],
+                   "method": "pca"},
+        "layers": [3, 4], "positions": "all", "operator": "add",
+        "norms": [float(r) for r in norms],
+        "tasks": [
+            {"name": "harmfulness", "kind": "alignment", "scorer": "forced-choice",
+             "n_items": n_align},
+            {"name": "basic-qa", "kind": "helpfulness", "format": "cloze", "n_choices": k,
+             "n_items": n_help},
+        ],
+        "seed": seed,
+        **(config_extra or {}),
+    }
+    gens = []
+    for pr in (prompt, "Write a short poem about the sea."):
+        for r in (-4.0, 0.0, 4.0):
+            gens.append({"prompt": pr, "norm": r,
+                         "text": f"Steered at {r:g}: a reply.\nSecond line.{generation_extra}"})
+
+    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    (run_dir / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    (run_dir / "points.jsonl").write_text("".join(json.dumps(x) + "\n" for x in points))
+    (run_dir / "generations.json").write_text(json.dumps(gens))
+    return run_dir
+
+
+def handmade_fits(run_dir: Path, *, a: float = 0.55, b: float = 0.15, sigma: float = 0.9,
+                  k: int = 4) -> dict:
+    """A fits.json following docs/run-files.md, with the generating parameters."""
+    p0 = 0.8
+    odds = (1 - p0) / (p0 - 1 / k)
+    norms = [float(r) for r in np.linspace(-4, 4, 17)]
+    pred = [1 / k + (1 - 1 / k) / (1 + odds * math.exp(sigma**2 * r**2 / 2)) for r in norms]
+    rec_norm = 1.0
+    return {
+        "format_version": 1,
+        "alignment": {
+            "task": "harmfulness",
+            "tanh": {"params": {"a": a, "b": b}, "ci": {"a": [a - 0.05, a + 0.05],
+                                                         "b": [b - 0.05, b + 0.05]},
+                     "r2": 0.99, "aic": -80.1, "bic": -77.3, "n_points": 17},
+            "tanh_scaled": {"params": {"A": 0.98, "a": a, "b": b}, "ci": {}, "r2": 0.99,
+                            "aic": -78.0, "bic": -74.0, "n_points": 17},
+            "linear_full": {"error": "not converged"},
+            "linear": {"params": {"slope": a, "intercept": math.tanh(b)},
+                       "ci": {"slope": [a - 0.06, a + 0.06]}, "r2": 0.97, "window": 1.0,
+                       "aic": -20.0, "bic": -19.0, "n_points": 5},
+            "slope_at_zero": {"value": a, "ci": [a - 0.06, a + 0.06]},
+            "best": "tanh",
+        },
+        "helpfulness": {
+            "task": "basic-qa", "metric": "helpfulness", "k": k, "chance": 1 / k,
+            "corollary": {"params": {"a": odds, "b": sigma}, "ci": {"a": [0.1, 0.2],
+                                                                     "b": [0.7, 1.1]},
+                          "r2": 0.97, "aic": -60.0, "bic": -58.0, "n_points": 17},
+            "quadratic": {"params": {"c0": p0, "c1": 0.0, "c2": -0.05}, "ci": {},
+                          "r2": 0.95, "window": 2.0, "aic": -30.0, "bic": -29.0,
+                          "n_points": 9},
+            "gaussian": {"params": {"A": 0.55, "s": 1.8}, "ci": {}, "r2": 0.96, "aic": -55.0,
+                         "bic": -53.0, "n_points": 17},
+            "logistic": {"error": "did not converge after 2000 evaluations"},
+            "best": "corollary",
+        },
+        "diagnostics": {
+            "a1": {"slope": 1.3, "intercept": 0.0, "r2": 0.99, "saturates_at": None,
+                   "status": "pass"},
+            "a3": {"sigma": sigma, "sigma_ci": [sigma - 0.1, sigma + 0.1],
+                   "by_norm": [{"norm": r, "mean": 0.0, "std": sigma * abs(r),
+                                "normality_p": 0.4} for r in norms if r != 0],
+                   "status": "warn"},
+            "prediction": {"norms": norms, "predicted": pred, "measured": pred, "rmse": 0.03,
+                           "max_abs_error": 0.06},
+        },
+        "efficient_regime": {"lambda": 1.0, "max_norm": 1.8, "ci": [1.4, 2.2]},
+        "pareto": [{"norm": r, "alignment": math.tanh(a * r + b),
+                    "helpfulness": pred[i]} for i, r in enumerate(norms) if r >= 0],
+        "recommendation": {
+            "norm": rec_norm, "alignment_gain": 0.41, "alignment_gain_ci": [0.33, 0.48],
+            "helpfulness_change": -0.021, "helpfulness_change_ci": [-0.03, -0.013],
+            "text": "r = 1: alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.030, -0.013]",
+        },
+        "warnings": ["a synthetic warning from the fit"],
+    }
+
+
+def write_fits(run_dir: Path, fits: dict) -> None:
+    (run_dir / "fits.json").write_text(json.dumps(fits, indent=1))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    run = make_run(tmp_path_factory.mktemp("run") / "run", prompt=f"Tell me {XSS} now",
+                   generation_extra=f" {XSS} {XSS_IMG}",
+                   config_extra={"model_revision": XSS})
+    write_fits(run, handmade_fits(run))
+    build_report(run)
+    return run
+
+
+# --------------------------------------------------------------------------- files
+PLOT_NAMES = ("alignment", "helpfulness", "tradeoff", "diagnostics")
+
+
+def test_report_files_exist(full_run: Path):
+    assert (full_run / "report.html").is_file()
+    for name in PLOT_NAMES:
+        png = full_run / "plots" / f"{name}.png"
+        svg = full_run / "plots" / f"{name}.svg"
+        data = png.read_bytes()
+        assert data[:8] == PNG_MAGIC, name
+        assert len(data) > 20_000, f"{name}.png is suspiciously small"
+        assert svg.read_text().lstrip().startswith(("<?xml", "<svg")), name
+        assert "</svg>" in svg.read_text()
+    for name in ("summary.md", "points.csv", "fits.csv"):
+        assert (full_run / name).stat().st_size > 100
+    assert not list(full_run.rglob(".*.tmp")), "temporary files left behind"
+
+
+def test_report_is_self_contained(full_run: Path):
+    text = (full_run / "report.html").read_text()
+    assert not re.search(r"""src\s*=\s*["']?\s*(https?:|//)""", text)
+    assert "<link" not in text.lower()
+    assert "<script" not in text.lower()
+    assert "url(" not in text
+    assert "@import" not in text
+    imgs = re.findall(r'<img src="([^"]*)"', text)
+    assert len(imgs) == len(PLOT_NAMES)
+    assert all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert "Content-Security-Policy" in text
+
+
+def test_report_content(full_run: Path):
+    text = (full_run / "report.html").read_text()
+    assert "r = 1: alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.030, -0.013]" in text
+    assert "tiny-test-model" in text and "harmfulness" in text and "basic-qa" in text
+    for section in ("Run configuration", "Fitted laws", "Plots", "Assumption checks",
+                    "Steered generations", "How to reproduce"):
+        assert section in text
+    assert 'class="badge pass"' in text and 'class="badge warn"' in text
+    # model comparison with the winner marked; failed fits say why
+    assert "★ winner" in text and "did not converge after 2000 evaluations" in text
+    assert "repe-tradeoff fit" in text and "repe-tradeoff report" in text
+    assert "Efficient regime: |r| ≤ 1.8 [1.4, 2.2]" in text
+    assert "a synthetic warning from the fit" in text
+    # one generations column per norm
+    assert "<th>r = -4</th><th>r = 0</th><th>r = 4</th>" in text
+
+
+def test_summary_and_csv(full_run: Path):
+    md = (full_run / "summary.md").read_text()
+    assert "r = 1: alignment +0.41" in md and "## Assumption checks" in md
+    assert "**PASS** A1" in md and "plots/alignment.png" in md
+    rows = list(csv.DictReader((full_run / "fits.csv").open()))
+    tanh_a = [r for r in rows if r["form"] == "tanh" and r["param"] == "a"]
+    assert len(tanh_a) == 1 and float(tanh_a[0]["ci_low"]) == pytest.approx(0.5)
+    assert any(r["form"] == "logistic" and "converge" in r["error"] for r in rows)
+    pts = list(csv.DictReader((full_run / "points.csv").open()))
+    assert len(pts) == 17 * 6 and {"task", "metric", "norm", "mean", "stderr"} <= set(pts[0])
+
+
+def test_escaping(full_run: Path):
+    text = (full_run / "report.html").read_text()
+    assert XSS not in text and XSS_IMG not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in text
+
+
+def test_missing_points_raises(tmp_path: Path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ReportError, match="sweep"):
+        build_report(tmp_path)
+    with pytest.raises(ValueError):
+        build_report(tmp_path / "nope")
+
+
+def test_without_fits_or_items(tmp_path: Path):
+    run = make_run(tmp_path / "r")
+    (run / "items.jsonl").unlink()
+    (run / "generations.json").unlink()
+    out = build_report(run, formats=("png",))
+    text = out.read_text()
+    assert "run `repe-tradeoff fit`" in text
+    assert "No recommendation" in text
+    for name in ("alignment", "helpfulness", "tradeoff", "diagnostics"):
+        assert (run / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_failed_and_odd_fit_blocks(tmp_path: Path):
+    run = make_run(tmp_path / "r")
+    fits = handmade_fits(run)
+    fits["alignment"] = {"error": "too few points for the <b>tanh</b> fit"}
+    fits["helpfulness"]["corollary"] = {"error": "singular matrix"}
+    fits["helpfulness"]["quadratic"] = "garbage"
+    fits["diagnostics"]["a1"] = {"error": "no logit_shift points"}
+    del fits["diagnostics"]["a3"]
+    fits["diagnostics"]["prediction"] = {"norms": [1, 2], "predicted": [0.5]}
+    fits["pareto"] = {"error": "no common norms"}
+    fits["recommendation"] = {"error": "no norm gains alignment"}
+    fits["efficient_regime"] = None
+    write_fits(run, fits)
+    text = build_report(run, formats=("png",)).read_text()
+    assert "the fit failed: too few points for the &lt;b&gt;tanh&lt;/b&gt; fit" in text
+    assert "singular matrix" in text
+    assert "No recommendation: no norm gains alignment" in text
+    assert 'class="badge fail"' in text and "no logit_shift points" in text
+    assert (run / "plots" / "tradeoff.png").exists()
+
+
+def test_unparseable_fits_and_minimal_points(tmp_path: Path):
+    run = tmp_path / "r"
+    run.mkdir()
+    pts = [{"metric": "helpfulness", "norm": r, "mean": 0.8 - 0.02 * r * r} for r in range(-3, 4)]
+    (run / "points.jsonl").write_text("\n".join(json.dumps(p) for p in pts) + "\nnot json\n")
+    (run / "fits.json").write_text("{broken")
+    text = build_report(run, formats=("png",)).read_text()
+    assert "fits.json could not be read" in text
+    assert (run / "plots" / "helpfulness.png").exists()
+    assert not (run / "plots" / "alignment.png").exists()
+    assert "No alignment plot" in text
+
+
+def test_formats_option(tmp_path: Path):
+    run = make_run(tmp_path / "r")
+    build_report(run, formats=("png",))
+    assert (run / "plots" / "alignment.png").exists()
+    assert not (run / "plots" / "alignment.svg").exists()
+    with pytest.raises(ReportError, match="format"):
+        build_report(run, formats=("gif",))
+
+
+def test_comparison_report(tmp_path: Path, full_run: Path):
+    other = make_run(tmp_path / "chat", seed=3, a=0.9, sigma=0.5)
+    write_fits(other, handmade_fits(other, a=0.9, sigma=0.5))
+    out = build_comparison_report({"base <i>": full_run, "chat": other}, tmp_path / "cmp")
+    text = out.read_text()
+    assert out == tmp_path / "cmp" / "report.html"
+    assert "base &lt;i&gt;" in text and "chat" in text
+    assert "<script" not in text.lower()
+    for what in ("alignment", "helpfulness"):
+        data = (tmp_path / "cmp" / "plots" / f"comparison_{what}.png").read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 20_000
+        assert (tmp_path / "cmp" / "plots" / f"comparison_{what}.svg").exists()
+    assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 2
+    assert 'href="../' in text  # links to each run's own report
+
+
+def test_a3_projections():
+    from repe_tradeoff.report.curves import a3_projections
+
+    items = [
+        {"task": "t", "kind": "helpfulness", "norm": 0.0, "item": 0, "answer": 1,
+         "scores": [-3.0, -1.0, -2.0]},
+        {"task": "t", "kind": "helpfulness", "norm": 2.0, "item": 0, "answer": 1,
+         "scores": [-2.0, -1.5, -4.0]},
+        {"task": "t", "kind": "helpfulness", "norm": 2.0, "item": 1, "answer": 0,
+         "scores": [-1.0, -2.0]},  # no r = 0 baseline: skipped
+    ]
+    x = a3_projections(items, "t")
+    # gaps at 0: [-2, -1]; at 2: [-0.5, -2.5]  -> X = [1.5, -1.5]
+    assert list(x) == [2.0] and np.allclose(x[2.0], [1.5, -1.5])
+
+
+# --------------------------------------------------------------------------- browser
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+CHECK_HEAD = """<script>
+window.__xss = false; window.__errors = [];
+window.alert = function () { window.__xss = true; };
+window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); }, true);
+var __ce = console.error;
+console.error = function () { window.__errors.push([].join.call(arguments, " ")); };
+</script>"""
+CHECK_TAIL = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  var res = performance.getEntriesByType("resource").map(function (r) { return r.name; })
+    .filter(function (n) { return n.indexOf("data:") !== 0; });
+  var out = document.createElement("pre");
+  out.id = "__result";
+  out.textContent = "RES" + "ULT" + JSON.stringify({n: imgs.length, bad: bad.map(function (i) {
+    return i.alt; }), xss: window.__xss, errors: window.__errors, requests: res}) + "E" + "ND";
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _browser_copy(report: Path, dest: Path) -> Path:
+    """A copy of the report with check scripts (and a CSP that lets only them run)."""
+    text = report.read_text()
+    text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text)
+    text = text.replace("<head>", "<head>" + CHECK_HEAD, 1)
+    text = text.replace("</body>", CHECK_TAIL + "</body>", 1)
+    dest.write_text(text)
+    return dest
+
+
+def _run_chromium(exe: str, args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--no-first-run", "--mute-audio", f"--user-data-dir={profile}",
+           "--enable-logging=stderr", "--v=0", *args]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
+
+
+def test_report_renders_in_chromium(full_run: Path, tmp_path: Path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium binary found (install it with `apt-get install chromium`)")
+    page = _browser_copy(full_run / "report.html", tmp_path / "check.html")
+    proc = _run_chromium(exe, ["--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         tmp_path / "profile")
+    m = re.search(r'<pre id="__result">RESULT(.*?)END</pre>', proc.stdout, re.DOTALL)
+    assert m, f"no result in the dumped DOM; stderr: {proc.stderr[-2000:]}"
+    res = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert res["n"] == len(PLOT_NAMES)
+    assert res["bad"] == [], f"images that did not load: {res['bad']}"
+    assert res["xss"] is False, "an injected script ran"
+    assert res["errors"] == []
+    assert res["requests"] == [], f"the page requested {res['requests']}"
+    console = [ln for ln in proc.stderr.splitlines()
+               if "CONSOLE" in ln and ("Uncaught" in ln or "rror" in ln)]
+    assert console == [], console
+
+    # the report as written (with its CSP) loads its images too: a screenshot is not blank
+    shot = tmp_path / "shot.png"
+    proc = _run_chromium(exe, ["--window-size=1280,2400", "--hide-scrollbars",
+                               f"--screenshot={shot}", (full_run / "report.html").as_uri()],
+                         tmp_path / "profile2")
+    assert shot.exists() and shot.read_bytes()[:8] == PNG_MAGIC, proc.stderr[-2000:]
+    assert shot.stat().st_size > 50_000
