@@ -1,0 +1,11 @@
+"""The one exception the theory package raises for bad input."""
+
+from __future__ import annotations
+
+
+class TheoryError(ValueError):
+    """A run folder or an argument the theory functions cannot work with.
+
+    The message says what is wrong and what to do about it, so a command-line
+    front end can print it as it is.
+    """
