@@ -90,10 +90,15 @@ def _weights(sigma: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def information(y, fitted, w, n_params: int) -> tuple[float, float, float]:
-    """``(aic, bic, wss)`` of a fit under the Gaussian likelihood described above."""
+    """``(aic, bic, wss)`` of a fit under the Gaussian likelihood described above.
+
+    A residual variance below ``1e-12`` of the data's variance counts as a perfect fit, so
+    that two exact fits differ only by their parameter penalty.
+    """
     n = y.size
     wss = float(np.sum(w * (y - fitted) ** 2))
-    m2ll = n * np.log(2 * np.pi * max(wss / n, 1e-30)) + n
+    floor = 1e-12 * max(float(np.sum(w * (y - np.average(y, weights=w)) ** 2)) / n, 1e-300)
+    m2ll = n * np.log(2 * np.pi * max(wss / n, floor)) + n
     k = n_params + 1
     return float(m2ll + 2 * k), float(m2ll + k * np.log(n)), wss
 

@@ -637,6 +637,12 @@ def _tradeoff(ctx: _Context, align_fit, help_fit, lam: float) -> dict:
         float(hi if direction > 0 else -lo),
     )
     chance = h_blk["chance"]
+    if t_max <= 0:
+        ctx.warn(
+            "the grid has no norm on the side where alignment increases: "
+            "no efficient regime or recommendation"
+        )
+        return out
 
     def end(pa, ph):
         return regime_end(

@@ -135,12 +135,19 @@ def recommend(
     cand = np.flatnonzero((t > 1e-12) & (t <= (np.inf if max_norm is None else max_norm + 1e-9)))
     base = {"lambda": lam, "direction": direction, "ci_method": ci_method}
     if cand.size == 0:
+        why = (
+            "the efficient regime is empty: from the first step, the helpfulness lost "
+            "outweighs the alignment gained"
+            if max_norm == 0
+            else f"no grid norm lies inside the efficient regime (|r| <= {max_norm:.3g}); "
+            "refine the grid near 0"
+        )
         return {
             **base,
             "norm": 0.0,
             "alignment_gain": 0.0,
             "helpfulness_change": 0.0,
-            "text": "r = 0: no grid norm lies inside the efficient regime; refine the grid near 0",
+            "text": f"r = 0: {why}",
         }
     gain_a = align[cand] - align[z]
     gain_h = helpful[cand] - helpful[z]
