@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import re
@@ -184,13 +185,30 @@ def write_fits(run_dir: Path, fits: dict) -> None:
     (run_dir / "fits.json").write_text(json.dumps(fits, indent=1))
 
 
+def theory_fits(run_dir: Path) -> dict:
+    """fits.json written by the theory module (few bootstrap replicates: fast)."""
+    from repe_tradeoff.theory import fit_run
+
+    return fit_run(run_dir, n_boot=30, n_draws=300)
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
+    """A run with hostile strings in config, prompts and generations, fitted by the theory."""
     run = make_run(tmp_path_factory.mktemp("run") / "run", prompt=f"Tell me {XSS} now",
                    generation_extra=f" {XSS} {XSS_IMG}",
                    config_extra={"model_revision": XSS})
-    write_fits(run, handmade_fits(run))
+    theory_fits(run)
     build_report(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def handmade_run(tmp_path_factory) -> Path:
+    """A run whose fits.json is written by hand, following docs/run-files.md only."""
+    run = make_run(tmp_path_factory.mktemp("hand") / "run", seed=3, a=0.9, sigma=0.5)
+    write_fits(run, handmade_fits(run, a=0.9, sigma=0.5))
+    build_report(run, formats=("png",))
     return run
 
 
@@ -228,29 +246,68 @@ def test_report_is_self_contained(full_run: Path):
 
 def test_report_content(full_run: Path):
     text = (full_run / "report.html").read_text()
-    assert "r = 1: alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.030, -0.013]" in text
+    fits = json.loads((full_run / "fits.json").read_text())
+    rec = fits["recommendation"]["text"]
+    assert rec.startswith("r = ")
+    assert f'<p class="headline">{html.escape(rec)}</p>' in text
     assert "tiny-test-model" in text and "harmfulness" in text and "basic-qa" in text
     for section in ("Run configuration", "Fitted laws", "Plots", "Assumption checks",
                     "Steered generations", "How to reproduce"):
         assert section in text
-    assert 'class="badge pass"' in text and 'class="badge warn"' in text
-    # model comparison with the winner marked; failed fits say why
-    assert "★ winner" in text and "did not converge after 2000 evaluations" in text
+    # every fitted block has a section; the winner of each comparison is marked
+    for title in ("alignment — harmfulness", "helpfulness — basic-qa (helpfulness)",
+                  "helpfulness — basic-qa (helpfulness_vocab)"):
+        assert f"<h3>{html.escape(title)}</h3>" in text
+    assert text.count("★ winner") == 3
+    assert html.escape(fits["helpfulness"]["corollary"]["formula"]) in text
+    assert 'class="badge pass"' in text  # A1 holds exactly in the synthetic run
+    assert "Efficient regime: |r| ≤" in text
     assert "repe-tradeoff fit" in text and "repe-tradeoff report" in text
-    assert "Efficient regime: |r| ≤ 1.8 [1.4, 2.2]" in text
-    assert "a synthetic warning from the fit" in text
+    assert "--norms=-4,-3.5," in text
     # one generations column per norm
     assert "<th>r = -4</th><th>r = 0</th><th>r = 4</th>" in text
 
 
+def test_handmade_fits(handmade_run: Path):
+    text = (handmade_run / "report.html").read_text()
+    assert ("r = 1: alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.030, -0.013]"
+            in text)
+    assert 'class="badge pass"' in text and 'class="badge warn"' in text
+    assert "★ winner" in text and "did not converge after 2000 evaluations" in text
+    assert "Efficient regime: |r| ≤ 1.8 [1.4, 2.2]" in text
+    assert "a synthetic warning from the fit" in text
+    assert "(threshold)" in text  # the prediction has no status: graded by RMSE
+    for name in PLOT_NAMES:
+        assert (handmade_run / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a3_projections_match_fits(full_run: Path):
+    """The histograms show the same X_i(r) the A3 check in fits.json was computed from."""
+    from repe_tradeoff.report._io import load_run
+    from repe_tradeoff.report.curves import a3_projections
+
+    run = load_run(full_run)
+    xs = a3_projections(run.task_items("basic-qa"))
+    by_norm = {row["norm"]: row for row in run.fits["diagnostics"]["a3"]["by_norm"]}
+    assert sorted(xs) == sorted(by_norm) and 0.0 not in xs
+    for r, x in xs.items():
+        assert x.size == 60 * 3
+        assert np.std(x, ddof=1) == pytest.approx(by_norm[r]["std"])
+
+
 def test_summary_and_csv(full_run: Path):
     md = (full_run / "summary.md").read_text()
-    assert "r = 1: alignment +0.41" in md and "## Assumption checks" in md
+    fits = json.loads((full_run / "fits.json").read_text())
+    assert fits["recommendation"]["text"] in md and "## Assumption checks" in md
     assert "**PASS** A1" in md and "plots/alignment.png" in md
     rows = list(csv.DictReader((full_run / "fits.csv").open()))
-    tanh_a = [r for r in rows if r["form"] == "tanh" and r["param"] == "a"]
-    assert len(tanh_a) == 1 and float(tanh_a[0]["ci_low"]) == pytest.approx(0.5)
-    assert any(r["form"] == "logistic" and "converge" in r["error"] for r in rows)
+    tanh_a = [r for r in rows if r["block"] == "alignment" and r["form"] == "tanh"
+              and r["param"] == "a"]
+    assert len(tanh_a) == 1
+    assert float(tanh_a[0]["value"]) == pytest.approx(fits["alignment"]["tanh"]["params"]["a"])
+    assert float(tanh_a[0]["ci_low"]) == pytest.approx(fits["alignment"]["tanh"]["ci"]["a"][0])
+    assert {r["block"] for r in rows} == {
+        "alignment", "by_task.basic-qa", "by_task.basic-qa.helpfulness_vocab"}
     pts = list(csv.DictReader((full_run / "points.csv").open()))
     assert len(pts) == 17 * 6 and {"task", "metric", "norm", "mean", "stderr"} <= set(pts[0])
 
@@ -278,8 +335,9 @@ def test_without_fits_or_items(tmp_path: Path):
     text = out.read_text()
     assert "run `repe-tradeoff fit`" in text
     assert "No recommendation" in text
-    for name in ("alignment", "helpfulness", "tradeoff", "diagnostics"):
+    for name in PLOT_NAMES:
         assert (run / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+        assert not (run / "plots" / f"{name}.svg").exists()  # formats=("png",)
 
 
 def test_failed_and_odd_fit_blocks(tmp_path: Path):
@@ -299,7 +357,8 @@ def test_failed_and_odd_fit_blocks(tmp_path: Path):
     assert "the fit failed: too few points for the &lt;b&gt;tanh&lt;/b&gt; fit" in text
     assert "singular matrix" in text
     assert "No recommendation: no norm gains alignment" in text
-    assert 'class="badge fail"' in text and "no logit_shift points" in text
+    assert 'class="badge na"' in text
+    assert "could not be checked: no logit_shift points" in text
     assert (run / "plots" / "tradeoff.png").exists()
 
 
@@ -316,19 +375,29 @@ def test_unparseable_fits_and_minimal_points(tmp_path: Path):
     assert "No alignment plot" in text
 
 
-def test_formats_option(tmp_path: Path):
+def test_reproduce_commands(tmp_path: Path):
+    from repe_tradeoff.report._io import load_run
+    from repe_tradeoff.report.content import reproduce_commands
+
+    run = make_run(tmp_path / "r", config_extra={
+        "command": "repe-tradeoff sweep --out r --vector v.safetensors --norms=-2,0,2"})
+    write_fits(run, {"settings": {"lambda": 0.5, "window": 1.5, "n_boot": 100}})
+    cmds, recorded = reproduce_commands(load_run(run))
+    assert recorded and cmds[0].endswith("--norms=-2,0,2")
+    assert cmds[1] == f"repe-tradeoff fit {run} --window=1.5 --lambda=0.5 --n-boot=100"
+    assert cmds[2] == f"repe-tradeoff report {run}"
+
+
+def test_unknown_format(tmp_path: Path):
     run = make_run(tmp_path / "r")
-    build_report(run, formats=("png",))
-    assert (run / "plots" / "alignment.png").exists()
-    assert not (run / "plots" / "alignment.svg").exists()
     with pytest.raises(ReportError, match="format"):
         build_report(run, formats=("gif",))
+    assert not (run / "report.html").exists()
 
 
-def test_comparison_report(tmp_path: Path, full_run: Path):
-    other = make_run(tmp_path / "chat", seed=3, a=0.9, sigma=0.5)
-    write_fits(other, handmade_fits(other, a=0.9, sigma=0.5))
-    out = build_comparison_report({"base <i>": full_run, "chat": other}, tmp_path / "cmp")
+def test_comparison_report(tmp_path: Path, full_run: Path, handmade_run: Path):
+    out = build_comparison_report({"base <i>": full_run, "chat": handmade_run},
+                                  tmp_path / "cmp")
     text = out.read_text()
     assert out == tmp_path / "cmp" / "report.html"
     assert "base &lt;i&gt;" in text and "chat" in text
@@ -339,22 +408,6 @@ def test_comparison_report(tmp_path: Path, full_run: Path):
         assert (tmp_path / "cmp" / "plots" / f"comparison_{what}.svg").exists()
     assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 2
     assert 'href="../' in text  # links to each run's own report
-
-
-def test_a3_projections():
-    from repe_tradeoff.report.curves import a3_projections
-
-    items = [
-        {"task": "t", "kind": "helpfulness", "norm": 0.0, "item": 0, "answer": 1,
-         "scores": [-3.0, -1.0, -2.0]},
-        {"task": "t", "kind": "helpfulness", "norm": 2.0, "item": 0, "answer": 1,
-         "scores": [-2.0, -1.5, -4.0]},
-        {"task": "t", "kind": "helpfulness", "norm": 2.0, "item": 1, "answer": 0,
-         "scores": [-1.0, -2.0]},  # no r = 0 baseline: skipped
-    ]
-    x = a3_projections(items, "t")
-    # gaps at 0: [-2, -1]; at 2: [-0.5, -2.5]  -> X = [1.5, -1.5]
-    assert list(x) == [2.0] and np.allclose(x[2.0], [1.5, -1.5])
 
 
 # --------------------------------------------------------------------------- browser

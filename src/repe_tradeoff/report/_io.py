@@ -82,10 +82,27 @@ class RunFiles:
     run_dir: Path
     config: dict[str, Any]
     curves: dict[tuple[str, str], Curve]
-    items: list[dict[str, Any]]
     generations: list[dict[str, Any]]
     fits: dict[str, Any]
     problems: list[str] = field(default_factory=list)  # files that could not be read
+    _items: dict[str, Any] | None = field(default=None, repr=False)
+
+    def task_items(self, task: str | None) -> Any:
+        """items.jsonl of ``task`` (the first helpfulness task when None) as the theory
+        module's ``TaskItems``, or None when the run has none or they cannot be read."""
+        if self._items is None:
+            self._items = {}
+            path = self.run_dir / "items.jsonl"
+            if path.is_file():
+                from repe_tradeoff.theory.runfiles import read_items
+
+                try:
+                    self._items = read_items(path)
+                except (ValueError, OSError) as exc:  # TheoryError is a ValueError
+                    self.problems.append(f"items.jsonl could not be read: {exc}")
+        if task is None:
+            return next((t for t in self._items.values() if t.kind == "helpfulness"), None)
+        return self._items.get(task)
 
     # ------------------------------------------------------------------ tasks
     def tasks(self, kind: str) -> list[str]:
@@ -148,12 +165,11 @@ class RunFiles:
                 k = _finite(t.get("n_choices"))
                 if k and k >= 2:
                     return int(k)
-        for it in self.items:
-            scores = it.get("scores")
-            if (task is None or it.get("task") == task) and isinstance(scores, list) and (
-                len(scores) >= 2
-            ):
-                return len(scores)
+        items = self.task_items(task)
+        if items is not None and items.scores is not None:
+            sizes = {s.size for col in items.scores for s in col if s is not None}
+            if len(sizes) == 1:
+                return int(sizes.pop())
         return None
 
     # ------------------------------------------------------------------ names
@@ -262,7 +278,6 @@ def load_run(run_dir: Path) -> RunFiles:
         run_dir=run_dir,
         config=config if isinstance(config, dict) else {},
         curves=curves,
-        items=_read_jsonl(run_dir / "items.jsonl", problems),
         generations=[g for g in gens if isinstance(g, dict)] if isinstance(gens, list) else [],
         fits=fits if isinstance(fits, dict) else {},
         problems=problems,

@@ -7,6 +7,8 @@ Nothing here recomputes a fit: every number comes from fits.json or points.jsonl
 from __future__ import annotations
 
 import json
+import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,19 +17,20 @@ import numpy as np
 
 from ._io import RunFiles, _finite, block_problem, fit_ok
 
-#: Keys of a fits.json law block that are not fits.
-_NOT_FITS = {"task", "metric", "k", "chance", "best", "slope_at_zero", "n_points", "formula"}
-
-#: Thresholds used when fits.json carries no ``status`` for a check.
+#: Thresholds used when fits.json carries no ``status`` for a check (the theory module's
+#: own criteria for A1 and A3, so a hand-written fits.json is graded the same way).
 A1_R2_PASS, A1_R2_WARN = 0.95, 0.80
+A3_QQ_PASS, A3_QQ_WARN = 0.98, 0.95
 A3_P_PASS, A3_P_WARN = 0.05, 0.01
 PRED_RMSE_PASS, PRED_RMSE_WARN = 0.05, 0.10
 THRESHOLDS_NOTE = (
-    "Badges come from the status fits.json gives each check. Where it gives none, the report "
-    f"uses: A1 pass if R² ≥ {A1_R2_PASS}, warn if R² ≥ {A1_R2_WARN}, else fail; A3 pass if the "
-    f"median normality p-value over norms ≥ {A3_P_PASS}, warn if ≥ {A3_P_WARN}, else fail; "
-    f"prediction pass if RMSE ≤ {PRED_RMSE_PASS}, warn if ≤ {PRED_RMSE_WARN}, else fail "
-    "(probability units)."
+    "Badges are the status fits.json gives each check; a check it gives none is graded here "
+    f"(marked 'threshold'): A1 pass if R² ≥ {A1_R2_PASS}, warn if ≥ {A1_R2_WARN}, else fail; "
+    f"A3 pass if the median QQ correlation of X_i(r) with a normal ≥ {A3_QQ_PASS}, warn if "
+    f"≥ {A3_QQ_WARN} (without QQ correlations: the median normality p-value ≥ {A3_P_PASS}, "
+    f"≥ {A3_P_WARN}), else fail; prediction pass if its RMSE against the measured helpfulness "
+    f"≤ {PRED_RMSE_PASS}, warn if ≤ {PRED_RMSE_WARN}, else fail. N/A: the check could not be "
+    "made (the reason is given)."
 )
 
 
@@ -58,10 +61,8 @@ def fmt_ci(ci: Any) -> str:
 # --------------------------------------------------------------------------- laws
 @dataclass
 class LawRow:
-    section: str  # e.g. "alignment — harmfulness"
-    block_key: str  # "alignment", "helpfulness" or "by_task.<task>"
-    task: str
     form: str
+    formula: str | None = None
     # (name, value, ci_low, ci_high)
     params: list[tuple[str, float | None, float | None, float | None]] = field(
         default_factory=list
@@ -70,16 +71,28 @@ class LawRow:
     aic: float | None = None
     bic: float | None = None
     n_points: float | None = None
-    window: float | None = None
+    window: float | None = None  # a local fit on |r| <= window
+    span: tuple[float, float] | None = None  # a fit on part of the grid
     ci_method: str | None = None
+    compared: bool = False  # one of the whole-grid fits AIC/BIC compare
+    delta_aic: float | None = None
+    delta_bic: float | None = None
     best: bool = False
     error: str | None = None
+
+    @property
+    def fitted_on(self) -> str:
+        if self.window is not None:
+            return f"|r| ≤ {fmt(self.window)}"
+        if self.span is not None:
+            return f"r in [{fmt(self.span[0])}, {fmt(self.span[1])}]"
+        return "whole grid"
 
 
 @dataclass
 class LawSection:
     title: str
-    block_key: str
+    block_key: str  # where the block sits in fits.json, e.g. "by_task.basic-qa"
     task: str
     problem: str | None
     rows: list[LawRow]
@@ -87,22 +100,66 @@ class LawSection:
 
     @property
     def compared(self) -> list[LawRow]:
-        """Whole-grid fits (the ones AIC/BIC compare), fitted or failed."""
-        return [r for r in self.rows if r.window is None]
+        """The whole-grid fits AIC/BIC compare (fitted or failed), lowest AIC first."""
+        rows = [r for r in self.rows if r.compared]
+        return sorted(rows, key=lambda r: (r.error is not None,
+                                           r.aic if r.aic is not None else math.inf))
+
+    @property
+    def winner(self) -> str | None:
+        """fits.json's ``best``, else the compared fit with the lowest AIC."""
+        for r in self.rows:
+            if r.best:
+                return r.form
+        ok = [r for r in self.compared if r.error is None and r.aic is not None]
+        return ok[0].form if ok else None
 
 
-def _law_rows(title: str, key: str, task: str, block: dict[str, Any]) -> list[LawRow]:
+def _span(fit: dict[str, Any]) -> tuple[float, float] | None:
+    for key in ("range", "span"):
+        v = fit.get(key)
+        if isinstance(v, (list, tuple)) and len(v) == 2:
+            lo, hi = _finite(v[0]), _finite(v[1])
+            if lo is not None and hi is not None:
+                return lo, hi
+    return None
+
+
+#: Entries of a fits.json law block that are not fits even when they carry an ``error``.
+NOT_FITS = {"slope_at_zero", "comparison", "peak", "chance_norm", "helpfulness_vocab",
+            "diagnostics", "settings"}
+
+
+def is_fit(key: str, value: Any) -> bool:
+    """A fit of a law block: parameters, or an error in place of them."""
+    return key not in NOT_FITS and isinstance(value, dict) and (
+        "params" in value or "error" in value)
+
+
+def _law_rows(block: dict[str, Any]) -> list[LawRow]:
     best = block.get("best")
+    comparison = block.get("comparison") if isinstance(block.get("comparison"), dict) else None
     rows = []
     for form, fit in block.items():
-        if form in _NOT_FITS or not isinstance(fit, dict):
+        if not is_fit(form, fit):
             continue
-        if "params" not in fit and "error" not in fit:
-            continue
-        row = LawRow(title, key, task, form, best=(form == best))
+        row = LawRow(form, best=(form == best))
+        if isinstance(fit.get("formula"), str):
+            row.formula = fit["formula"]
+        row.window = _finite(fit.get("window"))
+        row.span = _span(fit)
+        row.n_points = _finite(fit.get("n_points"))
+        if comparison is not None:
+            row.compared = form in comparison
+            cmp = comparison.get(form)
+            if isinstance(cmp, dict):
+                row.delta_aic = _finite(cmp.get("delta_aic"))
+                row.delta_bic = _finite(cmp.get("delta_bic"))
+        else:  # a hand-written fits.json: every whole-grid fit is compared
+            row.compared = row.window is None and row.span is None
         if not fit_ok(fit):
             row.error = str(fit.get("error") or "no parameters")
-            row.window = _finite(fit.get("window"))
+            row.compared = row.window is None and row.span is None
             rows.append(row)
             continue
         cis = fit.get("ci") if isinstance(fit.get("ci"), dict) else {}
@@ -115,83 +172,95 @@ def _law_rows(title: str, key: str, task: str, block: dict[str, Any]) -> list[La
         row.r2 = _finite(fit.get("r2"))
         row.aic = _finite(fit.get("aic"))
         row.bic = _finite(fit.get("bic"))
-        row.n_points = _finite(fit.get("n_points"))
-        row.window = _finite(fit.get("window"))
         cm = fit.get("ci_method")
         row.ci_method = str(cm) if cm is not None else None
         rows.append(row)
+    if comparison is None:  # Δ relative to the best compared fit
+        ok = [r for r in rows if r.compared and r.error is None]
+        amin = min((r.aic for r in ok if r.aic is not None), default=None)
+        bmin = min((r.bic for r in ok if r.bic is not None), default=None)
+        for r in ok:
+            r.delta_aic = None if r.aic is None or amin is None else r.aic - amin
+            r.delta_bic = None if r.bic is None or bmin is None else r.bic - bmin
     return rows
 
 
+def _alignment_section(task: str, key: str, block: Any) -> LawSection:
+    title = f"alignment — {task}"
+    problem = block_problem(block, f"alignment fits for {task}")
+    if problem is not None:
+        return LawSection(title, key, task, problem, [], [])
+    extras = []
+    s0 = block.get("slope_at_zero")
+    if isinstance(s0, dict) and _finite(s0.get("value")) is not None:
+        model = f", from {s0['model']}" if isinstance(s0.get("model"), str) else ""
+        extras.append(f"slope at r = 0: {fmt(s0['value'])} {fmt_ci(s0.get('ci'))}".rstrip()
+                      + f" (alignment per unit r{model})")
+    elif isinstance(s0, dict) and s0.get("error"):
+        extras.append(f"slope at r = 0: not available ({s0['error']})")
+    tn = _finite(block.get("transition_norm"))
+    if tn is not None:
+        extras.append(f"transition (alignment 0) at r = {fmt(tn)}")
+    if block.get("trimmed") and isinstance(block.get("monotone_range"), list):
+        lo, hi = (block["monotone_range"] + [None, None])[:2]
+        extras.append(f"the curve turns back outside r in [{fmt(lo)}, {fmt(hi)}]")
+    return LawSection(title, key, task, None, _law_rows(block), extras)
+
+
+def _helpfulness_section(task: str, key: str, block: Any, k: int | None,
+                         metric: str) -> LawSection:
+    if isinstance(block, dict) and isinstance(block.get("metric"), str):
+        metric = block["metric"]
+    title = f"helpfulness — {task} ({metric})"
+    problem = block_problem(block, f"{metric} fits for {task}")
+    if problem is not None:
+        return LawSection(title, key, task, problem, [], [])
+    extras = []
+    chance = _finite(block.get("chance"))
+    if chance is None:
+        chance = 0.0 if metric == "helpfulness_vocab" else (1.0 / k if k else None)
+    if metric != "helpfulness_vocab" and k:
+        extras.append(f"k = {k} options")
+    if chance is not None:
+        extras.append(f"chance level {fmt(chance)}")
+    peak = block.get("peak")
+    if isinstance(peak, dict) and _finite(peak.get("norm")) is not None:
+        extras.append(f"measured peak {fmt(peak.get('value'))} at r = {fmt(peak['norm'])}")
+    return LawSection(title, key, task, None, _law_rows(block), extras)
+
+
 def law_sections(run: RunFiles) -> list[LawSection]:
-    """The alignment block and one helpfulness block per task, each possibly a problem."""
+    """One section per fitted curve (alignment, helpfulness, full-vocabulary helpfulness)."""
     out: list[LawSection] = []
-    a_task = run.alignment_task
     block = run.fits.get("alignment")
+    a_task = run.alignment_task
     if a_task is not None or block is not None:
-        task = str(block.get("task")) if isinstance(block, dict) and block.get("task") else (
-            a_task or "alignment")
-        title = f"alignment — {task}"
-        problem = block_problem(block, "alignment fits")
-        rows, extras = [], []
-        if problem is None:
-            rows = _law_rows(title, "alignment", task, block)
-            s0 = block.get("slope_at_zero")
-            if isinstance(s0, dict) and _finite(s0.get("value")) is not None:
-                extras.append(
-                    f"slope at r = 0: {fmt(s0['value'])} {fmt_ci(s0.get('ci'))} "
-                    "(alignment per unit r)".replace("  ", " ")
-                )
-            elif isinstance(s0, dict) and s0.get("error"):
-                extras.append(f"slope at r = 0: not available ({s0['error']})")
-        out.append(LawSection(title, "alignment", task, problem, rows, extras))
-    h_tasks = run.helpfulness_tasks
+        task = block.get("task") if isinstance(block, dict) and block.get("task") else a_task
+        out.append(_alignment_section(str(task or "alignment"), "alignment", block))
+    extra = run.fits.get("alignment_by_task")
+    if isinstance(extra, dict):
+        for task, blk in extra.items():
+            if all(sec.task != task for sec in out):
+                out.append(_alignment_section(str(task), f"alignment_by_task.{task}", blk))
     by_task = run.fits.get("by_task") if isinstance(run.fits.get("by_task"), dict) else {}
+    h_tasks = list(run.helpfulness_tasks)
+    for t in by_task:
+        if t not in h_tasks:
+            h_tasks.append(str(t))
     if not h_tasks and isinstance(run.fits.get("helpfulness"), dict):
         h_tasks = [str(run.fits["helpfulness"].get("task") or "helpfulness")]
     for task in h_tasks:
         block = run.helpfulness_block(task)
         key = f"by_task.{task}" if task in by_task else "helpfulness"
-        metric = block.get("metric") if isinstance(block, dict) else None
-        title = f"helpfulness — {task}" + (f" ({metric})" if metric else "")
-        problem = block_problem(block, f"helpfulness fits for {task}")
-        rows, extras = [], []
-        if problem is None:
-            rows = _law_rows(title, key, task, block)
-            k = run.n_choices(task)
-            chance = _finite(block.get("chance"))
-            if chance is None and k:
-                chance = 1.0 / k
-            if chance is not None:
-                kk = f"k = {k} options, " if k else ""
-                extras.append(f"{kk}chance level {fmt(chance)}")
-        out.append(LawSection(title, key, task, problem, rows, extras))
+        k = run.n_choices(task)
+        out.append(_helpfulness_section(task, key, block, k, "helpfulness"))
+        vocab = block.get("helpfulness_vocab") if isinstance(block, dict) else None
+        if vocab is None and key == "helpfulness":
+            vocab = run.fits.get("helpfulness_vocab")
+        if vocab is not None:
+            out.append(_helpfulness_section(task, f"{key}.helpfulness_vocab", vocab, k,
+                                            "helpfulness_vocab"))
     return out
-
-
-def winner(section: LawSection) -> str | None:
-    """The winning whole-grid form: fits.json's ``best``, else the lowest AIC."""
-    for r in section.rows:
-        if r.best:
-            return r.form
-    ok = [r for r in section.compared if r.error is None and r.aic is not None]
-    return min(ok, key=lambda r: r.aic).form if ok else None  # type: ignore[arg-type,return-value]
-
-
-def deltas(section: LawSection) -> dict[str, tuple[float | None, float | None]]:
-    """ΔAIC and ΔBIC of each compared form relative to the smallest."""
-    ok = [r for r in section.compared if r.error is None]
-    aics = [r.aic for r in ok if r.aic is not None]
-    bics = [r.bic for r in ok if r.bic is not None]
-    amin = min(aics) if aics else None
-    bmin = min(bics) if bics else None
-    return {
-        r.form: (
-            None if r.aic is None or amin is None else r.aic - amin,
-            None if r.bic is None or bmin is None else r.bic - bmin,
-        )
-        for r in ok
-    }
 
 
 # --------------------------------------------------------------------------- recommendation
@@ -209,14 +278,23 @@ def recommendation(run: RunFiles) -> Recommendation:
     if isinstance(er, dict) and not er.get("error"):
         mx = _finite(er.get("max_norm"))
         lam = _finite(er.get("lambda"))
+        lam_txt = f" at exchange rate λ = {fmt(lam)}" if lam is not None else ""
+        end = _finite(er.get("end_norm"))
+        side = ""
+        if end is not None and end < 0:
+            side = " on the negative side"
         if mx is not None:
-            lam_txt = f" at exchange rate λ = {fmt(lam)}" if lam is not None else ""
             extras.append(
-                f"Efficient regime: |r| ≤ {fmt(mx)} {fmt_ci(er.get('ci'))}{lam_txt} "
-                "(alignment gained outweighs helpfulness lost)".replace("  ", " ")
+                f"Efficient regime: |r| ≤ {fmt(mx)}{side} {fmt_ci(er.get('ci'))}".rstrip()
+                + f"{lam_txt}: the alignment gained outweighs the helpfulness lost"
             )
         elif er.get("note") or er.get("reason"):
             extras.append(f"Efficient regime: {er.get('note') or er.get('reason')}")
+        elif _finite(er.get("searched_up_to")) is not None:
+            extras.append(
+                f"Efficient regime: does not end inside the grid (searched up to "
+                f"|r| = {fmt(er['searched_up_to'])}){lam_txt}"
+            )
     elif isinstance(er, dict):
         extras.append(f"Efficient regime: not determined ({er['error']})")
     if not run.fits:
@@ -226,9 +304,9 @@ def recommendation(run: RunFiles) -> Recommendation:
     if isinstance(rec, dict) and rec.get("error"):
         return Recommendation(f"No recommendation: {rec['error']}", False, extras)
     if isinstance(rec, dict):
-        if isinstance(rec.get("text"), str) and rec["text"].strip():
-            return Recommendation(rec["text"].strip(), True, extras)
         r = _finite(rec.get("norm"))
+        if isinstance(rec.get("text"), str) and rec["text"].strip():
+            return Recommendation(rec["text"].strip(), r is not None, extras)
         if r is not None:
             parts = []
             if _finite(rec.get("alignment_gain")) is not None:
@@ -265,70 +343,99 @@ def _grade(value: float | None, good: float, ok: float, higher_is_better: bool) 
     return "pass" if value <= good else "warn" if value <= ok else "fail"
 
 
+def _median(values: list[Any]) -> float | None:
+    vals = [v for v in (_finite(x) for x in values) if v is not None]
+    return float(np.median(vals)) if vals else None
+
+
+def _check_a1(block: dict[str, Any]) -> tuple[str | None, list[str]]:
+    bits = []
+    slope, r2 = _finite(block.get("slope")), _finite(block.get("r2"))
+    if slope is not None:
+        bits.append(f"slope {fmt(slope)} logit units per unit |r|")
+    if r2 is not None:
+        bits.append(f"R² = {fmt(r2, 3)}")
+    sat = _finite(block.get("saturates_at"))
+    bits.append(f"saturates at |r| ≈ {fmt(sat)}" if sat is not None else "no saturation")
+    return _grade(r2, A1_R2_PASS, A1_R2_WARN, True), bits
+
+
+def _check_a3(block: dict[str, Any]) -> tuple[str | None, list[str]]:
+    bits = []
+    rows = [r for r in block.get("by_norm") or [] if isinstance(r, dict)]
+    sigma = _finite(block.get("sigma"))
+    if sigma is not None:
+        bits.append(f"σ = {fmt(sigma)} {fmt_ci(block.get('sigma_ci'))}".rstrip())
+    fit_r2 = _finite(block.get("sigma_fit_r2"))
+    if fit_r2 is not None:
+        bits.append(f"std ≈ σ·|r| with R² = {fmt(fit_r2, 3)}")
+    qq = _finite(block.get("qq_corr_median"))
+    if qq is None:
+        qq = _median([r.get("qq_corr") for r in rows])
+    if qq is not None:
+        bits.append(f"median QQ correlation {fmt(qq, 4)}")
+    ratio = _finite(block.get("mean_over_std_median"))
+    if ratio is None:
+        ratio = _median([abs(r["mean"]) / r["std"] for r in rows
+                         if _finite(r.get("mean")) is not None and _finite(r.get("std"))])
+    if ratio is not None:
+        bits.append(f"median |mean|/std {fmt(ratio, 2)}")
+    p = _median([r.get("normality_p") for r in rows])
+    if p is not None:
+        bits.append(f"median normality p {fmt(p, 2)}")
+    if qq is not None:
+        return _grade(qq, A3_QQ_PASS, A3_QQ_WARN, True), bits
+    return _grade(p, A3_P_PASS, A3_P_WARN, True), bits
+
+
+def _check_prediction(block: dict[str, Any]) -> tuple[str | None, list[str]]:
+    bits = []
+    rmse, mae = _finite(block.get("rmse")), _finite(block.get("max_abs_error"))
+    if rmse is not None:
+        bits.append(f"RMSE {fmt(rmse, 3)}")
+    if mae is not None:
+        bits.append(f"max |error| {fmt(mae, 3)}")
+    n = len(block.get("norms") or [])
+    if n:
+        bits.append(f"over {n} norms")
+    cf = _finite(block.get("rmse_closed_form"))
+    if cf is not None:
+        bits.append(f"closed-form corollary RMSE {fmt(cf, 3)}")
+    return _grade(rmse, PRED_RMSE_PASS, PRED_RMSE_WARN, False), bits
+
+
 def checks(run: RunFiles) -> list[Check]:
+    """The A1, A3 and prediction checks with their status (see THRESHOLDS_NOTE)."""
     diag = run.fits.get("diagnostics")
-    out: list[Check] = []
-    names = {
-        "a1": "A1 — logit shift ‖U·δ_r‖ grows linearly in r",
-        "a3": "A3 — X_i(r) is zero-mean Gaussian with std σ·r",
-        "prediction": "Prediction — helpfulness predicted from A1/A3 vs measured",
+    specs = {
+        "a1": ("A1 — logit shift ‖U·δ_r‖ grows linearly in |r|", _check_a1),
+        "a3": ("A3 — X_i(r) is zero-mean Gaussian with std σ·|r|", _check_a3),
+        "prediction": ("Prediction — helpfulness predicted from A1/A3 vs measured",
+                       _check_prediction),
     }
-    if diag is None or (isinstance(diag, dict) and diag.get("error")):
+    if not isinstance(diag, dict) or diag.get("error"):
         why = (f"the diagnostics failed: {diag['error']}" if isinstance(diag, dict)
                else "fits.json has no diagnostics (run `repe-tradeoff fit`)")
-        return [Check(n, "n/a", why, "fits.json") for n in names.values()]
-    if not isinstance(diag, dict):
-        diag = {}
-    for key, name in names.items():
+        return [Check(name, "n/a", why, "fits.json") for name, _ in specs.values()]
+    out: list[Check] = []
+    for key, (name, fn) in specs.items():
         block = diag.get(key)
-        problem = block_problem(block, name.split(" — ")[0])
-        if problem is not None:
-            out.append(Check(name, "fail" if isinstance(block, dict) else "n/a", problem,
+        if not isinstance(block, dict):
+            why = (f"not checked: see the notes above ({key} is empty in fits.json)"
+                   if key in diag else f"not in fits.json ({key})")
+            out.append(Check(name, "n/a", why, "fits.json"))
+            continue
+        if block.get("error"):
+            out.append(Check(name, "n/a", f"could not be checked: {block['error']}",
                              "fits.json"))
             continue
+        graded, bits = fn(block)
         st = _status(block)
-        src = "fits.json" if st else "threshold"
-        bits: list[str] = []
-        if key == "a1":
-            slope, r2 = _finite(block.get("slope")), _finite(block.get("r2"))
-            if slope is not None:
-                bits.append(f"slope {fmt(slope)} logit units per unit r")
-            if r2 is not None:
-                bits.append(f"R² = {fmt(r2, 3)}")
-            sat = _finite(block.get("saturates_at"))
-            if sat is not None:
-                bits.append(f"saturates at |r| ≈ {fmt(sat)}")
-            st = st or _grade(r2, A1_R2_PASS, A1_R2_WARN, True)
-        elif key == "a3":
-            sigma = _finite(block.get("sigma"))
-            if sigma is not None:
-                bits.append(f"σ = {fmt(sigma)} {fmt_ci(block.get('sigma_ci'))}".rstrip())
-            ps = [_finite(r.get("normality_p")) for r in block.get("by_norm") or []
-                  if isinstance(r, dict)]
-            ps = [p for p in ps if p is not None]
-            med = float(np.median(ps)) if ps else None
-            if med is not None:
-                bits.append(f"median normality p over {len(ps)} norms = {fmt(med, 2)}")
-            means = [(_finite(r.get("mean")), _finite(r.get("std")))
-                     for r in block.get("by_norm") or [] if isinstance(r, dict)]
-            z = [abs(m) / s for m, s in means if m is not None and s]
-            if z:
-                bits.append(f"largest |mean|/std = {fmt(max(z), 2)}")
-            st = st or _grade(med, A3_P_PASS, A3_P_WARN, True)
-        else:
-            rmse, mae = _finite(block.get("rmse")), _finite(block.get("max_abs_error"))
-            if rmse is not None:
-                bits.append(f"RMSE {fmt(rmse, 3)}")
-            if mae is not None:
-                bits.append(f"max |error| {fmt(mae, 3)}")
-            n = len(block.get("norms") or [])
-            if n:
-                bits.append(f"over {n} norms")
-            st = st or _grade(rmse, PRED_RMSE_PASS, PRED_RMSE_WARN, False)
         note = block.get("note") or block.get("message")
         if isinstance(note, str) and note:
             bits.append(note)
-        out.append(Check(name, st, "; ".join(bits) or "no details in fits.json", src))
+        out.append(Check(name, st or graded, "; ".join(bits) or "no details in fits.json",
+                         "fits.json" if st else "threshold"))
     return out
 
 
@@ -391,58 +498,79 @@ def _as_command(c: Any) -> str | None:
     return None
 
 
+def _fit_command(run: RunFiles, run_arg: str) -> str:
+    """`repe-tradeoff fit` with the settings fits.json was made with."""
+    args = ["repe-tradeoff", "fit", run_arg]
+    st = run.fits.get("settings") if isinstance(run.fits.get("settings"), dict) else {}
+    for key, flag in (("choices", "--choices"), ("window", "--window"), ("lambda", "--lambda"),
+                      ("n_boot", "--n-boot")):
+        v = _finite(st.get(key))
+        if v is not None:
+            args.append(f"{flag}={fmt_scalar(int(v) if v.is_integer() else v)}")
+    return " ".join(args)
+
+
 def reproduce_commands(run: RunFiles) -> tuple[list[str], bool]:
-    """The commands that remake this run, and whether config.json recorded them."""
+    """The commands that remake this run, and whether config.json recorded the first one.
+
+    A recorded ``command`` (or ``commands``) is shown as it is; otherwise the ``sweep`` is
+    reconstructed from config.json (norms as absolute values, so ``--norm-unit`` is not
+    needed). ``fit`` carries the settings recorded in fits.json.
+    """
     run_arg = shlex.quote(str(run.run_dir))
     recorded: list[str] = []
-    for key in ("commands", "command"):
-        c = run.config.get(key)
-        if isinstance(c, list) and c and all(isinstance(x, (list, str)) for x in c) and (
-            key == "commands" or isinstance(c[0], list)
-        ):
-            recorded += [s for s in map(_as_command, c) if s]
-        else:
-            s = _as_command(c)
-            if s:
-                recorded.append(s)
+    cmds = run.config.get("commands")
+    if isinstance(cmds, list):
+        recorded += [c for c in map(_as_command, cmds) if c]
+    c = _as_command(run.config.get("command"))
+    if c and c not in recorded:
+        recorded.append(c)
+    tail = [_fit_command(run, run_arg), f"repe-tradeoff report {run_arg}"]
     if recorded:
-        tail = []
-        if not any(" fit" in c or c.startswith("fit") for c in recorded):
-            tail.append(f"repe-tradeoff fit {run_arg}")
-        if not any(" report" in c for c in recorded):
-            tail.append(f"repe-tradeoff report {run_arg}")
-        return recorded + tail, True
+        if any(re.match(r"\S*repe-tradeoff\s+(run|demo)\b", x) for x in recorded):
+            return recorded, True  # `run` and `demo` fit and report themselves
+        joined = "\n".join(recorded)
+        missing = [t for t in tail
+                   if not re.search(rf"repe-tradeoff\s+{t.split()[1]}\b", joined)]
+        return recorded + missing, True
     cfg = run.config
+    if not cfg:
+        return tail, False
     opts: list[tuple[str, str]] = []
-    model = cfg.get("model")
-    if isinstance(model, str):
-        opts.append(("--model", model))
-    if isinstance(cfg.get("model_revision"), str):
-        opts.append(("--revision", cfg["model_revision"]))
+    if isinstance(cfg.get("model"), str):
+        opts.append(("--model", cfg["model"]))
     vec = cfg.get("vector")
-    if isinstance(vec, dict) and isinstance(vec.get("path"), str):
-        opts.append(("--vector", vec["path"]))
+    vec_path = cfg.get("vector_path") or (vec.get("path") if isinstance(vec, dict) else None)
+    if isinstance(vec_path, str):
+        opts.append(("--vector", vec_path))
     layers = cfg.get("layers")
     if isinstance(layers, list) and layers:
         opts.append(("--layers", ",".join(str(x) for x in layers)))
     norms = cfg.get("norms")
     if isinstance(norms, list) and norms:
         opts.append(("--norms", ",".join(fmt_scalar(x) for x in norms)))
-    for t in cfg.get("tasks") or []:
-        if isinstance(t, dict) and t.get("name"):
-            flag = "--behavior" if t.get("kind") == "alignment" else "--task"
-            opts.append((flag, str(t["name"])))
-    for key in ("positions", "operator", "dtype", "seed"):
-        if cfg.get(key) is not None and not isinstance(cfg[key], (dict, list)):
-            opts.append((f"--{key}", fmt_scalar(cfg[key])))
+    tasks = [t for t in cfg.get("tasks") or [] if isinstance(t, dict) and t.get("name")]
+    for t in tasks:
+        if t.get("kind") == "alignment":
+            opts.append(("--alignment", str(t["name"])))
+    scorers = {t.get("scorer") for t in tasks if t.get("kind") == "alignment"} - {None}
+    if len(scorers) == 1 and scorers != {"forced-choice"}:
+        opts.append(("--scorer", str(scorers.pop())))
+    for t in tasks:
+        if t.get("kind") == "helpfulness":
+            opts.append(("--helpfulness", str(t["name"])))
+    formats = {t.get("format") for t in tasks if t.get("kind") == "helpfulness"} - {None}
+    if len(formats) == 1 and formats != {"cloze"}:
+        opts.append(("--format", str(formats.pop())))
+    for key in ("positions", "operator", "dtype"):
+        if isinstance(cfg.get(key), str):
+            opts.append((f"--{key}", cfg[key]))
     opts.append(("--out", str(run.run_dir)))
     # `--flag=value` keeps a value that starts with '-' (a negative norm) from reading as a flag
     sweep = " \\\n    ".join(
         ["repe-tradeoff sweep"] + [f"{flag}={shlex.quote(value)}" for flag, value in opts]
     )
-    cmds = [sweep] if cfg else []
-    cmds += [f"repe-tradeoff fit {run_arg}", f"repe-tradeoff report {run_arg}"]
-    return cmds, False
+    return [sweep, *tail], False
 
 
 # --------------------------------------------------------------------------- generations

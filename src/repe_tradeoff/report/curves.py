@@ -72,36 +72,26 @@ def evaluate(form: str, block: Any, r: np.ndarray, *, k: int | None = None,
     return out
 
 
-def a3_projections(items: list[dict[str, Any]], task: str | None) -> dict[float, np.ndarray]:
+def a3_projections(items: Any) -> dict[float, np.ndarray]:
     """X_i(r) = (s_i(r) − s_c(r)) − (s_i(0) − s_c(0)) over wrong options and items, per norm.
 
-    Reads the helpfulness items (``scores`` and ``answer``) of ``task`` (every helpfulness
-    task when None). An item contributes at a norm only when it was also scored at r = 0.
+    ``items`` is the theory module's ``TaskItems`` of one helpfulness task; the projections
+    are computed by :func:`repe_tradeoff.theory.diagnostics.score_shifts` (the same numbers
+    the A3 check in fits.json was made from). Empty when the items carry no option scores
+    or the grid has no r = 0.
     """
-    gaps: dict[tuple[Any, str], dict[float, np.ndarray]] = {}
-    for it in items:
-        kind = it.get("kind") or ("alignment" if "alignment" in it else "helpfulness")
-        if kind != "helpfulness":
+    from repe_tradeoff.theory.diagnostics import score_shifts
+
+    shifts = score_shifts(items) if items is not None else None
+    if shifts is None:
+        return {}
+    X, norms, _ = shifts
+    out: dict[float, np.ndarray] = {}
+    for j, r in enumerate(np.asarray(norms, dtype=float)):
+        if abs(r) < 1e-12:
             continue
-        it_task = str(it.get("task") or kind)
-        if task is not None and it_task != task:
-            continue
-        try:
-            s = np.asarray(it["scores"], dtype=float)
-            c = int(it["answer"])
-            norm = round(float(it["norm"]), 9)
-        except (TypeError, ValueError, KeyError):
-            continue
-        if s.ndim != 1 or s.size < 2 or not 0 <= c < s.size or not np.isfinite(s).all():
-            continue
-        key = (it_task, repr(it.get("item")))
-        gaps.setdefault(key, {})[norm] = np.delete(s - s[c], c)
-    out: dict[float, list[np.ndarray]] = {}
-    for per_norm in gaps.values():
-        base = per_norm.get(0.0)
-        if base is None:
-            continue
-        for norm, gap in per_norm.items():
-            if norm != 0.0 and gap.shape == base.shape:
-                out.setdefault(norm, []).append(gap - base)
-    return {n: np.concatenate(v) for n, v in sorted(out.items())}
+        x = np.asarray(X[:, j, :], dtype=float).ravel()
+        x = x[np.isfinite(x)]
+        if x.size:
+            out[float(r)] = x
+    return out

@@ -20,7 +20,6 @@ from .content import (
     THRESHOLDS_NOTE,
     checks,
     config_rows,
-    deltas,
     fmt,
     fmt_param,
     generation_table,
@@ -30,7 +29,6 @@ from .content import (
     reproduce_commands,
     task_rows,
     title_names,
-    winner,
 )
 from .plots import Rendered
 
@@ -59,6 +57,7 @@ table { border-collapse: collapse; margin: 6px 0 12px; font-size: .92rem; }
 th, td { border: 1px solid var(--line); padding: 5px 9px; text-align: left; vertical-align: top; }
 th { background: var(--soft); font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.mono, td.nowrap { white-space: nowrap; }
 tr.best td { background: #eef6ee; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .problem { color: var(--fail); background: #fdf1f0; border: 1px solid #f3c7c3; padding: 8px 12px; border-radius: 4px; }
@@ -113,59 +112,69 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") 
     return f'<div class="scroll"><table{cls_attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def _fit_settings(run: RunFiles) -> str:
+    st = run.fits.get("settings")
+    if not isinstance(st, dict):
+        return ""
+    names = {"lambda": "λ", "window": "quadratic window", "align_window": "linear window",
+             "n_boot": "bootstrap replicates", "ci_level": "CI level", "seed": "seed",
+             "choices": "k (given)"}
+    bits = [f"{label} = {fmt(st[key]) if not isinstance(st[key], str) else st[key]}"
+            for key, label in names.items() if st.get(key) is not None]
+    return f'<p class="muted">Fit settings: {esc(", ".join(bits))}.</p>' if bits else ""
+
+
 def _laws_html(run: RunFiles) -> str:
-    parts = []
+    parts = [_fit_settings(run)]
     for sec in law_sections(run):
         parts.append(f"<h3>{esc(sec.title)}</h3>")
         if sec.problem is not None:
             parts.append(f'<p class="problem">{esc(sec.problem)}</p>')
             continue
         if sec.extras:
-            parts.append("<p class=\"muted\">" + " · ".join(esc(x) for x in sec.extras) + "</p>")
+            parts.append('<p class="muted">' + " · ".join(esc(x) for x in sec.extras) + "</p>")
         if not sec.rows:
             parts.append('<p class="problem">no fits in this block of fits.json</p>')
             continue
-        win = winner(sec)
+        win = sec.winner
         rows = []
         for r in sec.rows:
             cls = ' class="best"' if r.form == win else ""
-            name = esc(r.form) + (" <strong>★ best</strong>" if r.form == win else "")
-            where = f"|r| ≤ {fmt(r.window)}" if r.window is not None else "whole grid"
+            name = esc(r.form) + (" <strong>★</strong>" if r.form == win else "")
+            formula = f'<span class="mono">{esc(r.formula)}</span>' if r.formula else ""
             if r.error is not None:
-                rows.append(f"<tr{cls}><td>{name}</td><td colspan=\"5\" class=\"problem\">fit "
-                            f"failed: {esc(r.error)}</td><td>{esc(where)}</td></tr>")
+                rows.append(f"<tr{cls}><td>{name}</td><td>{formula}</td><td colspan=\"5\" "
+                            f'class="problem">fit failed: {esc(r.error)}</td>'
+                            f"<td>{esc(r.fitted_on)}</td></tr>")
                 continue
             params = "<br>".join(esc(fmt_param(*p)) for p in r.params)
-            ci_m = f'<br><span class="muted">CI: {esc(r.ci_method)}</span>' if r.ci_method else ""
             rows.append(
-                f"<tr{cls}><td>{name}</td><td class=\"mono\">{params}{ci_m}</td>"
-                f"<td class=\"num\">{fmt(r.r2, 3)}</td><td class=\"num\">{fmt(r.aic)}</td>"
-                f"<td class=\"num\">{fmt(r.bic)}</td><td class=\"num\">{fmt(r.n_points)}</td>"
-                f"<td>{esc(where)}</td></tr>"
+                f"<tr{cls}><td>{name}</td><td>{formula}</td>"
+                f'<td class="mono">{params}</td>'
+                f'<td class="num">{fmt(r.r2, 3)}</td><td class="num">{fmt(r.aic)}</td>'
+                f'<td class="num">{fmt(r.bic)}</td><td class="num">{fmt(r.n_points)}</td>'
+                f'<td class="nowrap">{esc(r.fitted_on)}</td></tr>'
             )
         head = "".join(f"<th>{h}</th>" for h in (
-            "form", "parameters [95% CI]", "R²", "AIC", "BIC", "points", "fitted on"))
+            "form", "formula", "parameters [95% CI]", "R²", "AIC", "BIC", "points", "fitted on"))
+        methods = sorted({r.ci_method for r in sec.rows if r.ci_method})
+        ci_note = (f'<p class="muted">Intervals: {esc(", ".join(methods))}.</p>'
+                   if methods else "")
         parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-                     f'<tbody>{"".join(rows)}</tbody></table></div>')
-        # model comparison over whole-grid fits
-        d = deltas(sec)
-        comp = [r for r in sec.compared]
+                     f'<tbody>{"".join(rows)}</tbody></table></div>{ci_note}')
+        comp = sec.compared
         if len(comp) >= 2:
             crow = []
-            for r in sorted(comp, key=lambda x: (x.error is not None, x.aic if x.aic is not None
-                                                 else float("inf"))):
-                da, db = d.get(r.form, (None, None))
-                mark = "★ winner" if r.form == win else ""
+            for r in comp:
                 if r.error is not None:
                     crow.append([esc(r.form), "—", "—", "—", "—", f"failed: {esc(r.error)}"])
-                else:
-                    crow.append([esc(r.form), fmt(r.aic), fmt(r.bic),
-                                 fmt(da, 3) if da is not None else "—",
-                                 fmt(db, 3) if db is not None else "—", mark])
-            parts.append("<p class=\"muted\">Model comparison (whole-grid fits; lower AIC/BIC is "
-                         "better, Δ &gt; 2 is meaningful, Δ &gt; 10 decisive):</p>")
+                    continue
+                crow.append([esc(r.form), fmt(r.aic), fmt(r.bic), fmt(r.delta_aic, 3),
+                             fmt(r.delta_bic, 3), "★ winner" if r.form == win else ""])
+            parts.append('<p class="muted">Model comparison of the whole-grid fits (lower '
+                         "AIC/BIC is better; Δ &gt; 2 is meaningful, Δ &gt; 10 decisive):</p>")
             parts.append(_table(["form", "AIC", "BIC", "ΔAIC", "ΔBIC", ""], crow))
-    if not parts:
+    if len(parts) == 1:
         return '<p class="problem">No fitted laws: run `repe-tradeoff fit`.</p>'
     return "\n".join(parts)
 

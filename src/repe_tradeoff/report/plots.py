@@ -143,6 +143,35 @@ def _best(block: Any) -> str | None:
     return block.get("best") if isinstance(block, dict) else None
 
 
+# --------------------------------------------------------------------------- regime
+def _regime_decor(ax: Any, run: RunFiles, lo: float, hi: float) -> None:
+    """Shade the efficient regime and mark the recommended norm (from fits.json)."""
+    er = run.fits.get("efficient_regime")
+    if isinstance(er, dict) and not er.get("error"):
+        end = _finite(er.get("end_norm"))
+        if end is None:
+            mx = _finite(er.get("max_norm"))
+            d = _finite(er.get("direction")) or 1.0
+            end = None if mx is None else math.copysign(mx, d)
+        if end is not None and end != 0:
+            a, b = sorted((0.0, max(lo, min(hi, end))))
+            lam = _finite(er.get("lambda"))
+            lam_txt = f", λ = {lam:g}" if lam is not None else ""
+            ax.axvspan(a, b, color=OKABE_ITO["yellow"], alpha=0.22, lw=0,
+                       label=f"efficient regime (|r| ≤ {abs(end):.3g}{lam_txt})")
+    rec = run.fits.get("recommendation")
+    r = _finite(rec.get("norm")) if isinstance(rec, dict) else None
+    if r is not None and r != 0 and lo <= r <= hi:
+        ax.axvline(r, color=OKABE_ITO["black"], lw=1.0, ls=(0, (6, 2, 1, 2)),
+                   label=f"recommended r = {r:g}")
+
+
+def _curve(ax: Any, form: str, fit: Any, rr: np.ndarray, label: str, **style: Any) -> None:
+    y = evaluate(form, fit, rr, k=style.pop("k", None), metric=style.pop("metric", None))
+    if y is not None:
+        ax.plot(rr, y, label=label, **style)
+
+
 # --------------------------------------------------------------------------- alignment
 def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
     """Alignment points with the tanh fit and the linear fit near 0; False if no data."""
@@ -161,24 +190,31 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
     best = _best(block)
     lo, hi = float(c.norms.min()), float(c.norms.max())
     if isinstance(block, dict):
-        tanh = block.get("tanh")
-        if fit_ok(tanh):
-            rr = _grid(lo, hi)
-            y = evaluate("tanh", tanh, rr)
-            if y is not None:
-                star = " ★ best" if best == "tanh" and not compact else ""
-                ax.plot(rr, y, color=OKABE_ITO["vermillion"], lw=1.8,
-                        label=f"tanh fit{_r2(tanh)}{star}")
+        def star(form: str) -> str:
+            return " ★ best" if best == form and not compact else ""
+
+        if fit_ok(block.get("tanh")):
+            _curve(ax, "tanh", block["tanh"], _grid(lo, hi),
+                   f"tanh fit{_r2(block['tanh'])}{star('tanh')}",
+                   color=OKABE_ITO["vermillion"], lw=1.8)
+        mono = block.get("tanh_monotone")
+        if block.get("trimmed") and fit_ok(mono) and not compact:
+            span = mono.get("range") or block.get("monotone_range")
+            if isinstance(span, list) and len(span) == 2 and None not in map(_finite, span):
+                _curve(ax, "tanh", mono, _grid(float(span[0]), float(span[1]), 300),
+                       f"tanh on the monotone range [{float(span[0]):g}, {float(span[1]):g}]"
+                       f"{_r2(mono)}", color=OKABE_ITO["vermillion"], lw=1.4, ls=(0, (5, 2)))
         lin = block.get("linear")
         if fit_ok(lin):
-            rr = _window_grid(lin, lo, hi)
-            y = evaluate("linear", lin, rr)
-            if y is not None:
-                w = _finite(lin.get("window"))
-                where = f" (|r| ≤ {w:g})" if w is not None else ""
-                star = " ★ best" if best == "linear" and not compact else ""
-                ax.plot(rr, y, color=OKABE_ITO["black"], lw=1.6, ls="--",
-                        label=f"linear fit near 0{where}{_r2(lin)}{star}")
+            w = _finite(lin.get("window"))
+            where = f" (|r| ≤ {w:.3g})" if w is not None else ""
+            _curve(ax, "linear", lin, _window_grid(lin, lo, hi),
+                   f"linear fit near 0{where}{_r2(lin)}{star('linear')}",
+                   color=OKABE_ITO["black"], lw=1.6, ls="--")
+        if best not in (None, "tanh", "linear") and fit_ok(block.get(best)) and not compact:
+            _curve(ax, best, block[best], _grid(lo, hi),
+                   f"{plain(best)} fit{_r2(block[best])} ★ best",
+                   color=OKABE_ITO["purple"], lw=1.4, ls="-.")
         s0 = block.get("slope_at_zero")
         if isinstance(s0, dict) and _finite(s0.get("value")) is not None and not compact:
             ci = s0.get("ci")
@@ -189,9 +225,10 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
                 ci_txt = f" [{float(ci[0]):.3g}, {float(ci[1]):.3g}]"
             ax.text(0.98, 0.04, f"slope at r = 0: {float(s0['value']):.3g}{ci_txt} per unit r",
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=8.5,
-                    bbox={"boxstyle": "round", "fc": "white", "ec": OKABE_ITO["grey"], "alpha": 0.9})
-    elif block is None and not compact:
-        ax.set_title("alignment (no fits.json: points only)")
+                    bbox={"boxstyle": "round", "fc": "white", "ec": OKABE_ITO["grey"],
+                          "alpha": 0.9})
+    if not compact:
+        _regime_decor(ax, run, lo, hi)
     ax.set_ylim(-1.08, 1.08)
     ax.set_xlabel(R_LABEL)
     ax.set_ylabel(ALIGN_LABEL)
@@ -200,7 +237,7 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
 
 
 def plot_alignment(run: RunFiles) -> Figure | None:
-    fig = _new_figure(7.0, 4.6)
+    fig = _new_figure(7.4, 5.0)
     ax = fig.add_subplot()
     if not draw_alignment(ax, run):
         return None
@@ -210,6 +247,26 @@ def plot_alignment(run: RunFiles) -> Figure | None:
 
 
 # --------------------------------------------------------------------------- helpfulness
+def _prediction(run: RunFiles, block: Any, primary: bool) -> dict[str, Any] | None:
+    diag = block.get("diagnostics") if isinstance(block, dict) else None
+    if not isinstance(diag, dict) and primary:
+        diag = run.fits.get("diagnostics")
+    pred = diag.get("prediction") if isinstance(diag, dict) else None
+    return pred if isinstance(pred, dict) and not pred.get("error") else None
+
+
+def _series(pred: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        x = np.asarray(pred.get("norms"), dtype=float)
+        y = np.asarray(pred.get(key), dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if x.ndim != 1 or x.shape != y.shape or not x.size:
+        return None
+    order = np.argsort(x)
+    return x[order], y[order]
+
+
 def draw_helpfulness(ax: Any, run: RunFiles, task: str, *, compact: bool = False,
                      primary: bool = True) -> bool:
     """Helpfulness curves of ``task`` with fits, prediction and chance level."""
@@ -230,7 +287,8 @@ def draw_helpfulness(ax: Any, run: RunFiles, task: str, *, compact: bool = False
         curves = {keep: curves[keep]}
     k = run.n_choices(task)
     for metric, c in curves.items():
-        st = METRIC_STYLE.get(metric, {"color": OKABE_ITO["grey"], "marker": "x", "label": metric})
+        st = METRIC_STYLE.get(metric, {"color": OKABE_ITO["grey"], "marker": "x",
+                                       "label": metric})
         ax.errorbar(c.norms, c.mean, yerr=_yerr(c), fmt=st["marker"], ms=4, color=st["color"],
                     elinewidth=1, capsize=2, label=f"{st['label']} ± stderr", zorder=3,
                     alpha=0.75 if metric == "accuracy" else 1.0)
@@ -238,47 +296,53 @@ def draw_helpfulness(ax: Any, run: RunFiles, task: str, *, compact: bool = False
     lo, hi = float(all_norms.min()), float(all_norms.max())
     best = _best(block)
     if isinstance(block, dict):
+        opts = {"k": k, "metric": fitted_metric}
         cor = block.get("corollary")
         if fit_ok(cor):
-            rr = _grid(lo, hi)
-            y = evaluate("corollary", cor, rr, k=k, metric=fitted_metric)
-            if y is not None:
-                star = " ★ best" if best == "corollary" and not compact else ""
-                ax.plot(rr, y, color=OKABE_ITO["vermillion"], lw=1.8,
-                        label=f"corollary fit{_r2(cor)}{star}")
+            star = " ★ best" if best == "corollary" and not compact else ""
+            _curve(ax, "corollary", cor, _grid(lo, hi), f"corollary fit{_r2(cor)}{star}",
+                   color=OKABE_ITO["vermillion"], lw=1.8, **opts)
         quad = block.get("quadratic")
         if fit_ok(quad) and not compact:
-            rr = _window_grid(quad, lo, hi)
-            y = evaluate("quadratic", quad, rr, k=k, metric=fitted_metric)
-            if y is not None:
-                w = _finite(quad.get("window"))
-                where = f" (|r| ≤ {w:g})" if w is not None else ""
-                star = " ★ best" if best == "quadratic" else ""
-                ax.plot(rr, y, color=OKABE_ITO["black"], lw=1.6, ls="--",
-                        label=f"local quadratic{where}{_r2(quad)}{star}")
-        if best not in (None, "corollary", "quadratic") and fit_ok(block.get(best)) and not compact:
-            rr = _grid(lo, hi)
-            y = evaluate(best, block[best], rr, k=k, metric=fitted_metric)
-            if y is not None:
-                ax.plot(rr, y, color=OKABE_ITO["purple"], lw=1.4, ls="-.",
-                        label=f"{plain(best)} fit{_r2(block[best])} ★ best")
-    if primary and not compact:
-        pred = (run.fits.get("diagnostics") or {}).get("prediction")
-        if isinstance(pred, dict) and not pred.get("error"):
-            try:
-                pn = np.asarray(pred.get("norms"), dtype=float)
-                pv = np.asarray(pred.get("predicted"), dtype=float)
-            except (TypeError, ValueError):
-                pn = pv = np.array([])
-            if pn.ndim == 1 and pn.shape == pv.shape and pn.size:
-                order = np.argsort(pn)
-                rmse = _finite(pred.get("rmse"))
-                rm = f" (RMSE {rmse:.3f})" if rmse is not None else ""
-                ax.plot(pn[order], pv[order], color=OKABE_ITO["sky"], lw=2.0, ls=":",
-                        marker="x", ms=5, label=f"theory prediction from A1/A3{rm}")
+            w = _finite(quad.get("window"))
+            where = f" (|r| ≤ {w:.3g})" if w is not None else ""
+            _curve(ax, "quadratic", quad, _window_grid(quad, lo, hi),
+                   f"local quadratic{where}{_r2(quad)}", color=OKABE_ITO["black"], lw=1.6,
+                   ls="--", **opts)
+        if best not in (None, "corollary", "quadratic") and fit_ok(block.get(best)) and (
+            not compact
+        ):
+            _curve(ax, best, block[best], _grid(lo, hi),
+                   f"{plain(best)} fit{_r2(block[best])} ★ best (lowest AIC)",
+                   color=OKABE_ITO["purple"], lw=1.4, ls="-.", **opts)
+        vocab = block.get("helpfulness_vocab")
+        if vocab is None and primary:
+            vocab = run.fits.get("helpfulness_vocab")
+        if "helpfulness_vocab" in curves and isinstance(vocab, dict) and fit_ok(
+            vocab.get("corollary")
+        ) and not compact:
+            _curve(ax, "corollary", vocab["corollary"], _grid(lo, hi),
+                   f"corollary fit, full vocabulary{_r2(vocab['corollary'])}",
+                   color=OKABE_ITO["orange"], lw=1.4, metric="helpfulness_vocab")
+    pred = _prediction(run, block, primary) if not compact else None
+    if pred is not None:
+        mc = _series(pred, "predicted")
+        if mc is not None:
+            rmse = _finite(pred.get("rmse"))
+            rm = f" (RMSE {rmse:.3f})" if rmse is not None else ""
+            ax.plot(*mc, color=OKABE_ITO["sky"], lw=2.0, ls=":", marker="x", ms=5,
+                    label=f"predicted from A1/A3, no fit{rm}")
+        cf = _series(pred, "predicted_closed_form")
+        if cf is not None:
+            rmse = _finite(pred.get("rmse_closed_form"))
+            rm = f" (RMSE {rmse:.3f})" if rmse is not None else ""
+            ax.plot(*cf, color=OKABE_ITO["sky"], lw=1.2, ls=(0, (4, 2)),
+                    label=f"predicted, closed-form corollary{rm}")
     if k:
         ax.axhline(1.0 / k, color=OKABE_ITO["grey"], lw=1, ls=(0, (1, 2)),
                    label=f"chance 1/k = {1.0 / k:.3g} (k = {k})")
+    if primary and not compact:
+        _regime_decor(ax, run, lo, hi)
     ax.set_ylim(-0.02, 1.04)
     ax.set_xlabel(R_LABEL)
     ax.set_ylabel(HELP_LABEL)
@@ -385,7 +449,7 @@ def plot_tradeoff(run: RunFiles) -> Figure | None:
     ax.set_ylabel(f"{HELP_LABEL}\n{mlabel} — {plain(htasks[0])}")
     ax.set_title("Alignment–helpfulness tradeoff")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower left", frameon=True, framealpha=0.9)
+        ax.legend(loc="best", frameon=True, framealpha=0.9)
     return fig
 
 
@@ -406,7 +470,7 @@ def plot_diagnostics(run: RunFiles) -> Figure | None:
     htasks = run.helpfulness_tasks
     task = htasks[0] if htasks else None
     shift = run.curve(task, "logit_shift") if task else None
-    xs = a3_projections(run.items, task) if run.items else {}
+    xs = a3_projections(run.task_items(task))
     if shift is None and not xs:
         return None
     diag = run.fits.get("diagnostics") if isinstance(run.fits.get("diagnostics"), dict) else {}
@@ -423,14 +487,13 @@ def plot_diagnostics(run: RunFiles) -> Figure | None:
                       color=OKABE_ITO["blue"], capsize=2, label="mean ‖U·δ_r‖ ± stderr")
         slope = _finite(a1.get("slope")) if isinstance(a1, dict) else None
         if slope is not None and not a1.get("error"):
-            icpt = _finite(a1.get("intercept")) or 0.0
             sat = _finite(a1.get("saturates_at"))
             lo, hi = float(shift.norms.min()), float(shift.norms.max())
             rr = _grid(lo, hi)
             r2 = _finite(a1.get("r2"))
             r2t = f", R² = {r2:.3f}" if r2 is not None else ""
-            ax_a.plot(rr, icpt + slope * np.abs(rr), color=OKABE_ITO["vermillion"], lw=1.6,
-                      label=f"A1 fit {slope:.3g}·|r|{r2t}")
+            ax_a.plot(rr, slope * np.abs(rr), color=OKABE_ITO["vermillion"], lw=1.6,
+                      label=f"A1 fit {slope:.3g}·|r| (through 0){r2t}")
             if sat is not None:
                 for s in (-sat, sat):
                     if lo <= s <= hi:
@@ -504,9 +567,12 @@ def plot_diagnostics(run: RunFiles) -> Figure | None:
         if sigma is not None and sigma * abs(r) > 0:
             ax.plot(grid, _gauss(grid, 0.0, sigma * abs(r)), color=OKABE_ITO["black"], lw=1.2,
                     ls="--", label="A3 law N(0, (σr)²)")
-        p = _finite(row.get("normality_p"))
-        ptxt = f"\nnormality p = {p:.2g}" if p is not None else ""
-        ax.set_title(f"(b) r = {r:g}{ptxt}", fontsize=9.5)
+        qq, p = _finite(row.get("qq_corr")), _finite(row.get("normality_p"))
+        stats_txt = ", ".join(
+            ([f"QQ corr. {qq:.3f}"] if qq is not None else [])
+            + ([f"normality p {p:.2g}"] if p is not None else [])
+        )
+        ax.set_title(f"(b) r = {r:g}" + (f"\n{stats_txt}" if stats_txt else ""), fontsize=9.5)
         ax.set_xlabel("X_i(r) (logit units)")
         if j == 0:
             ax.set_ylabel("density")

@@ -11,19 +11,17 @@ from ._io import RunFiles, _finite, atomic_write_text
 from .content import (
     THRESHOLDS_NOTE,
     checks,
-    deltas,
     fmt,
     fmt_param,
     law_sections,
     recommendation,
     title_names,
-    winner,
 )
 
 POINTS_COLUMNS = ["task", "kind", "metric", "norm", "mean", "stderr", "n"]
 FITS_COLUMNS = [
     "block", "task", "form", "best", "param", "value", "ci_low", "ci_high",
-    "r2", "aic", "bic", "n_points", "window", "error",
+    "r2", "aic", "bic", "delta_aic", "n_points", "fitted_on", "ci_method", "error",
 ]
 
 
@@ -53,21 +51,22 @@ def points_csv(run: RunFiles) -> str:
 def fits_csv(run: RunFiles) -> str:
     """One row per fitted parameter (or one row saying why a fit failed)."""
     rows = []
+    blank = [""] * (len(FITS_COLUMNS) - 3)
     for sec in law_sections(run):
         if sec.problem is not None:
-            rows.append([sec.block_key, sec.task, "", "", "", "", "", "", "", "", "", "", "",
-                         sec.problem])
+            rows.append([sec.block_key, sec.task, *blank, sec.problem])
             continue
         for r in sec.rows:
-            common = [_num(r.r2), _num(r.aic), _num(r.bic), _num(r.n_points), _num(r.window)]
-            best = "yes" if r.best else ""
+            best = "yes" if r.form == sec.winner else ""
+            tail = [_num(r.r2), _num(r.aic), _num(r.bic), _num(r.delta_aic), _num(r.n_points),
+                    r.fitted_on, r.ci_method or ""]
             if r.error is not None:
-                rows.append([sec.block_key, sec.task, r.form, best, "", "", "", "", *common,
+                rows.append([sec.block_key, sec.task, r.form, best, "", "", "", "", *tail,
                              r.error])
                 continue
             for name, value, lo, hi in r.params:
                 rows.append([sec.block_key, sec.task, r.form, best, name, _num(value), _num(lo),
-                             _num(hi), *common, ""])
+                             _num(hi), *tail, ""])
     return _csv_text(FITS_COLUMNS, rows)
 
 
@@ -100,21 +99,19 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
         lines += [f"- {x}" for x in sec.extras]
         if sec.extras:
             lines.append("")
-        lines.append("| form | parameters [95% CI] | R² | AIC | BIC | ΔAIC | window |")
-        lines.append("|---|---|---|---|---|---|---|")
-        win = winner(sec)
-        d = deltas(sec)
+        lines.append("| form | parameters [95% CI] | R² | AIC | ΔAIC | fitted on |")
+        lines.append("|---|---|---|---|---|---|")
+        win = sec.winner
         for r in sec.rows:
             name = f"**{r.form}** (best)" if r.form == win else r.form
             if r.error is not None:
-                lines.append(f"| {_md(name)} | fit failed: {_md(r.error)} | | | | | |")
+                lines.append(f"| {_md(name)} | fit failed: {_md(r.error)} | | | | "
+                             f"{_md(r.fitted_on)} |")
                 continue
             params = "; ".join(fmt_param(*p) for p in r.params)
-            da = d.get(r.form, (None, None))[0]
-            win_txt = f"\\|r\\| ≤ {fmt(r.window)}" if r.window is not None else "all"
             lines.append(
                 f"| {_md(name)} | {_md(params)} | {fmt(r.r2, 3)} | {fmt(r.aic)} | "
-                f"{fmt(r.bic)} | {fmt(da, 3) if da is not None else '—'} | {win_txt} |"
+                f"{fmt(r.delta_aic, 3) if r.compared else 'local'} | {_md(r.fitted_on)} |"
             )
         lines.append("")
     lines += ["## Assumption checks", ""]
