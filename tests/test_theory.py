@@ -298,11 +298,11 @@ def test_diagnostics_recover_sigma_and_predict_the_curve(tmp_path):
 
 
 def test_diagnostics_without_zero_or_scores_warn(tmp_path):
-    fits = fit_run(model_run(tmp_path / "a", with_zero=False, n_items=60), n_boot=5)
+    fits = fit_run(model_run(tmp_path / "a", with_zero=False, n_items=40), n_boot=5)
     assert fits["diagnostics"]["a3"] is None and fits["diagnostics"]["prediction"] is None
     assert any("no r = 0" in w for w in fits["warnings"])
     assert fits["recommendation"]["norm"] is None
-    fits = fit_run(model_run(tmp_path / "b", with_scores=False, n_items=60), n_boot=5)
+    fits = fit_run(model_run(tmp_path / "b", with_scores=False, n_items=40), n_boot=5)
     assert fits["diagnostics"]["a3"] is None
     assert any("no `scores`" in w for w in fits["warnings"])
 
@@ -355,8 +355,8 @@ def test_efficient_regime_matches_the_analytic_root(tmp_path):
 
 
 def test_recommendation_and_pareto_with_intervals(tmp_path):
-    run = model_run(tmp_path, n_items=120)
-    fits = fit_run(run, n_boot=30)
+    run = model_run(tmp_path, n_items=80)
+    fits = fit_run(run, n_boot=20, n_draws=300)
     reg, rec = fits["efficient_regime"], fits["recommendation"]
     assert reg["ci"] is not None and reg["ci_method"] == "bootstrap-items"
     assert rec["norm"] > 0 and rec["norm"] <= reg["max_norm"] + 1e-9
