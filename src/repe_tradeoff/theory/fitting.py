@@ -137,7 +137,7 @@ def _curve_fit(law: Law, r, y, sigma, p0):
     kw = {}
     if law.bounded:
         kw["bounds"] = (np.asarray(law.lower, float), np.asarray(law.upper, float))
-        kw["max_nfev"] = 2000
+        kw["max_nfev"] = 500
     else:
         kw["maxfev"] = 4000
     with _warnings.catch_warnings():
