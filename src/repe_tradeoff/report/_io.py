@@ -272,6 +272,8 @@ def load_run(run_dir: Path) -> RunFiles:
     config = _read_json(run_dir / "config.json", problems)
     fits = _read_json(run_dir / "fits.json", problems)
     gens = _read_json(run_dir / "generations.json", problems)
+    if fits is not None and not isinstance(fits, dict):
+        problems.append("fits.json is not a JSON object: rerun `repe-tradeoff fit`")
     if fits is None and not (run_dir / "fits.json").exists():
         problems.append("fits.json is missing: run `repe-tradeoff fit` to add the fitted laws")
     return RunFiles(

@@ -38,7 +38,7 @@ def fmt(x: Any, digits: int = 4) -> str:
     """A number for a table: 4 significant digits, '—' when missing."""
     v = _finite(x)
     if v is None:
-        return "—" if x is None else str(x)
+        return "—"
     if v == 0:
         return "0"
     return f"{v:.{digits}g}"
@@ -79,6 +79,7 @@ class LawRow:
     delta_bic: float | None = None
     best: bool = False
     error: str | None = None
+    at_bound: list[str] = field(default_factory=list)  # parameters stuck at a bound
 
     @property
     def fitted_on(self) -> str:
@@ -174,6 +175,8 @@ def _law_rows(block: dict[str, Any]) -> list[LawRow]:
         row.bic = _finite(fit.get("bic"))
         cm = fit.get("ci_method")
         row.ci_method = str(cm) if cm is not None else None
+        if isinstance(fit.get("at_bound"), list):
+            row.at_bound = [str(x) for x in fit["at_bound"]]
         rows.append(row)
     if comparison is None:  # Δ relative to the best compared fit
         ok = [r for r in rows if r.compared and r.error is None]
@@ -283,7 +286,9 @@ def recommendation(run: RunFiles) -> Recommendation:
         side = ""
         if end is not None and end < 0:
             side = " on the negative side"
-        if mx is not None:
+        if mx is not None and mx <= 0:
+            extras.append(f"Efficient regime: empty{lam_txt}")
+        elif mx is not None:
             extras.append(
                 f"Efficient regime: |r| ≤ {fmt(mx)}{side} {fmt_ci(er.get('ci'))}".rstrip()
                 + f"{lam_txt}: the alignment gained outweighs the helpfulness lost"
@@ -536,6 +541,18 @@ def reproduce_commands(run: RunFiles) -> tuple[list[str], bool]:
     cfg = run.config
     if not cfg:
         return tail, False
+    source = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
+    if source.get("kind") == "paper-curves":
+        files = source.get("files")
+        if isinstance(files, dict):
+            files = list(files.values())
+        names = [str(f["name"]) for f in files or [] if isinstance(f, dict) and f.get("name")]
+        behavior = [n for n in names if n.startswith("behavior_")]
+        helpful = [n for n in names if not n.startswith("behavior_")]
+        if behavior and helpful:
+            args = ["repe-tradeoff", "import-paper", helpful[0], behavior[0], "--out",
+                    str(run.run_dir)]
+            return [shlex.join(args), *tail], False
     opts: list[tuple[str, str]] = []
     if isinstance(cfg.get("model"), str):
         opts.append(("--model", cfg["model"]))

@@ -148,6 +148,9 @@ def _laws_html(run: RunFiles) -> str:
                             f"<td>{esc(r.fitted_on)}</td></tr>")
                 continue
             params = "<br>".join(esc(fmt_param(*p)) for p in r.params)
+            if r.at_bound:
+                params += (f'<br><span class="muted">at a bound: {esc(", ".join(r.at_bound))}'
+                           "</span>")
             rows.append(
                 f"<tr{cls}><td>{name}</td><td>{formula}</td>"
                 f'<td class="mono">{params}</td>'
@@ -223,9 +226,9 @@ def _config_html(run: RunFiles) -> str:
 
 def _reproduce_html(run: RunFiles) -> str:
     cmds, recorded = reproduce_commands(run)
-    note = ("The commands recorded in config.json:" if recorded else
-            "Reconstructed from config.json (see <code>repe-tradeoff sweep --help</code> for "
-            "every option):")
+    note = ("The command recorded in config.json, then the fit and report:" if recorded else
+            "Reconstructed from config.json and fits.json (see <code>repe-tradeoff --help</code> "
+            "for every option):")
     return f'<p class="muted">{note}</p><pre class="cmd">{esc(chr(10).join(cmds))}</pre>'
 
 

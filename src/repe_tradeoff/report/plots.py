@@ -223,10 +223,9 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
                 _finite(v) is not None for v in ci
             ):
                 ci_txt = f" [{float(ci[0]):.3g}, {float(ci[1]):.3g}]"
-            ax.text(0.98, 0.04, f"slope at r = 0: {float(s0['value']):.3g}{ci_txt} per unit r",
-                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8.5,
-                    bbox={"boxstyle": "round", "fc": "white", "ec": OKABE_ITO["grey"],
-                          "alpha": 0.9})
+            # a legend line without a handle: the legend finds a place free of data
+            ax.plot([], [], " ",
+                    label=f"slope at r = 0: {float(s0['value']):.3g}{ci_txt} per unit r")
     if not compact:
         _regime_decor(ax, run, lo, hi)
     ax.set_ylim(-1.08, 1.08)
@@ -441,8 +440,10 @@ def plot_tradeoff(run: RunFiles) -> Figure | None:
         r, x, y = rp
         ax.scatter([x], [y], marker="*", s=320, color=OKABE_ITO["yellow"], edgecolors="black",
                    linewidths=1.0, zorder=5, label=f"recommended r = {r:g}")
-        ax.annotate(f"recommended\nr = {r:g}", (x, y), xytext=(-14, -30),
-                    textcoords="offset points", ha="right", fontsize=9,
+        x0, x1 = ax.get_xlim()
+        left = (x - x0) / (x1 - x0) < 0.5 if x1 > x0 else False
+        ax.annotate(f"recommended\nr = {r:g}", (x, y), xytext=(16 if left else -16, -30),
+                    textcoords="offset points", ha="left" if left else "right", fontsize=9,
                     arrowprops={"arrowstyle": "->", "color": "black", "lw": 0.8})
     mlabel = METRIC_STYLE.get(metric, {}).get("label", metric)
     ax.set_xlabel(f"{ALIGN_LABEL} — {plain(atask)}")

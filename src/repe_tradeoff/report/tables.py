@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ._io import RunFiles, _finite, atomic_write_text
 from .content import (
     THRESHOLDS_NOTE,
@@ -43,8 +45,9 @@ def points_csv(run: RunFiles) -> str:
     rows = []
     for c in run.curves.values():
         for j, r in enumerate(c.norms):
+            n = "" if not np.isfinite(c.n[j]) else int(c.n[j])
             rows.append([c.task, c.kind, c.metric, _num(r), _num(c.mean[j]), _num(c.stderr[j]),
-                         _num(c.n[j])])
+                         n])
     return _csv_text(POINTS_COLUMNS, rows)
 
 
@@ -58,7 +61,8 @@ def fits_csv(run: RunFiles) -> str:
             continue
         for r in sec.rows:
             best = "yes" if r.form == sec.winner else ""
-            tail = [_num(r.r2), _num(r.aic), _num(r.bic), _num(r.delta_aic), _num(r.n_points),
+            n = "" if r.n_points is None else int(r.n_points)
+            tail = [_num(r.r2), _num(r.aic), _num(r.bic), _num(r.delta_aic), n,
                     r.fitted_on, r.ci_method or ""]
             if r.error is not None:
                 rows.append([sec.block_key, sec.task, r.form, best, "", "", "", "", *tail,
@@ -70,33 +74,39 @@ def fits_csv(run: RunFiles) -> str:
     return _csv_text(FITS_COLUMNS, rows)
 
 
+def _txt(text: Any) -> str:
+    """Text from a run file, inert in Markdown: no raw HTML, newlines flattened."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\n", " "))
+
+
 def _md(text: Any) -> str:
-    """A table cell: pipes escaped, newlines flattened."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell: like :func:`_txt`, with pipes escaped."""
+    return _txt(text).replace("|", "\\|")
 
 
 def summary_md(run: RunFiles, files: list[str]) -> str:
     model, behavior, helpful = title_names(run)
     rec = recommendation(run)
     lines = [
-        f"# Steering tradeoff: {behavior} vs {helpful}",
+        f"# Steering tradeoff: {_txt(behavior)} vs {_txt(helpful)}",
         "",
-        f"Model: `{model}` · run folder: `{run.run_dir}`",
+        f"Model: {_txt(model)} · run folder: {_txt(run.run_dir)}",
         "",
         "## Recommendation",
         "",
-        f"**{rec.text}**",
+        f"**{_txt(rec.text)}**",
         "",
     ]
-    lines += [f"- {x}" for x in rec.extras]
+    lines += [f"- {_txt(x)}" for x in rec.extras]
     lines += ["", "## Fitted laws", ""]
     for sec in law_sections(run):
-        lines.append(f"### {sec.title}")
+        lines.append(f"### {_txt(sec.title)}")
         lines.append("")
         if sec.problem is not None:
-            lines += [f"_{sec.problem}_", ""]
+            lines += [f"_{_txt(sec.problem)}_", ""]
             continue
-        lines += [f"- {x}" for x in sec.extras]
+        lines += [f"- {_txt(x)}" for x in sec.extras]
         if sec.extras:
             lines.append("")
         lines.append("| form | parameters [95% CI] | R² | AIC | ΔAIC | fitted on |")
@@ -116,7 +126,7 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
         lines.append("")
     lines += ["## Assumption checks", ""]
     for c in checks(run):
-        lines.append(f"- **{c.status.upper()}** {c.name}: {c.detail}")
+        lines.append(f"- **{c.status.upper()}** {c.name}: {_txt(c.detail)}")
     lines += ["", f"_{THRESHOLDS_NOTE}_", "", "## Files", ""]
     lines += [f"- `{f}`" for f in files]
     lines.append("")
