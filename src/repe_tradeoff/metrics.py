@@ -90,7 +90,7 @@ class TaskSequences:
 
 
 @dataclass
-class AlignmentTask:
+class AlignmentMetric:
     """Behavior expectation E[B] ∈ [-1, 1] over evaluation prompts.
 
     ``forced-choice``: P(aligned) = σ(ℓa − ℓm) from the two responses' log-likelihoods, score
@@ -155,7 +155,7 @@ class AlignmentTask:
 
 
 @dataclass
-class HelpfulnessTask:
+class HelpfulnessMetric:
     """P(correct answer) over multiple-choice questions.
 
     ``cloze``: each option's summed log-likelihood as a continuation of the question; the main

@@ -79,7 +79,7 @@ def default_model_dir() -> Path:
         del config.quantization_config
     from transformers import AutoModelForCausalLM
 
-    clean = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(model.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}-", dir=target.parent))

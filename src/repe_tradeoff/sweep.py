@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from repe_tradeoff import __version__
-from repe_tradeoff.metrics import AlignmentTask, HelpfulnessTask, generate, response_scorer
+from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric, generate, response_scorer
 from repe_tradeoff.scoring import Steering, score
 from repe_tradeoff.vectors import SteeringVector
 
@@ -78,7 +78,7 @@ class SweepPlan:
     """What to sweep. ``batch_size`` is the number of rows (sequence × norm) per forward pass."""
 
     norms: list[float]
-    tasks: list[AlignmentTask | HelpfulnessTask]
+    tasks: list[AlignmentMetric | HelpfulnessMetric]
     layers: list[int]
     positions: str = "all"
     operator: str = "add"
@@ -273,7 +273,7 @@ def _score_chunk(model, tokenizer, seqs, rows: list[int], plan: SweepPlan, steer
     )
 
 
-def _generate_chunk(model, tokenizer, task: AlignmentTask, item_ids, plan: SweepPlan, vector) -> list[dict]:
+def _generate_chunk(model, tokenizer, task: AlignmentMetric, item_ids, plan: SweepPlan, vector) -> list[dict]:
     scorer = response_scorer(plan.response_scorer)
     prompts = [task.items[i].prompt for i in item_ids]
     texts = generate(

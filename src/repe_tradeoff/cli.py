@@ -1,0 +1,344 @@
+"""The `repe-tradeoff` command line: wires the stages and turns errors into messages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Measure, explain and predict what steering a language model costs.",
+)
+console = Console(stderr=True)
+out_console = Console()
+STATE = {"debug": False, "quiet": False}
+
+MODEL_HELP = "`default` (embedded SmolLM2-135M-Instruct), a Hugging Face id, a local folder, or a .gguf file"
+
+
+class SweepProgress:
+    """A rich progress bar for the sweep: points done, rate, time left."""
+
+    def __init__(self, label: str = "sweep"):
+        self.label, self.bar, self.task = label, None, None
+
+    def start(self, total: int, done: int) -> None:
+        if STATE["quiet"]:
+            return
+        self.bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("points"), TextColumn("{task.speed}/s"), TimeRemainingColumn(),
+                            console=console)
+        self.bar.start()
+        self.task = self.bar.add_task(self.label, total=total, completed=done)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+            if self.bar.tasks[0].finished:
+                self.bar.stop()
+
+
+@app.callback()
+def main_options(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every step."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    STATE.update(debug=debug, quiet=quiet)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("transformers", "accelerate", "urllib3", "filelock", "matplotlib", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if quiet:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+
+
+def _load(model: str, dtype: str, device: Optional[str], trust_remote_code: bool):
+    from repe_tradeoff.models import load_model
+
+    return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+
+
+@app.command()
+def layers(
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Show where a model's decoder blocks, final norm and unembedding are, and the layer numbering."""
+    from repe_tradeoff.models import find_final_norm, layer_path, middle_layers, n_layers, unembedding
+
+    lm = _load(model, "float32", None, trust_remote_code)
+    n = n_layers(lm.model)
+    out_console.print(f"blocks: {layer_path(lm.model)} ({n} layers, numbered 0-{n - 1}; layer i = output of block i)")
+    out_console.print(f"final norm: {type(find_final_norm(lm.model)).__name__}; unembedding U: {tuple(unembedding(lm.model).shape)}")
+    out_console.print(f"`middle` = {middle_layers(n)}")
+
+
+@app.command("extract")
+def extract_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the vector (.safetensors)."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    behavior: str = typer.Option("harmfulness", "--behavior", "-b", help="harmfulness, sentiment, a folder or a pairs file"),
+    layer_spec: str = typer.Option("middle", "--layers", "-l", help="e.g. middle, 8-15, 8,10,12, -5"),
+    method: str = typer.Option("pca", "--method", help="pca, mean or probe"),
+    position: str = typer.Option("last", "--position", help="read at the last token or the mean over tokens"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Read a behavior direction from contrastive pairs and save it as a steering vector."""
+    from repe_tradeoff.data import load_behavior
+    from repe_tradeoff.models import n_layers, parse_layers
+    from repe_tradeoff.reading import extract
+
+    data = load_behavior(behavior)
+    if not data.pairs:
+        raise typer.BadParameter(f"behavior {behavior!r} has no contrastive pairs to read a direction from")
+    lm = _load(model, dtype, device, trust_remote_code)
+    chosen = parse_layers(layer_spec, n_layers(lm.model))
+    vector, report = extract(
+        lm.model, lm.tokenizer, [(p.aligned, p.misaligned) for p in data.pairs], chosen, method=method,
+        position=position, batch_size=batch_size,
+        metadata={"model": model, "model_revision": lm.revision, "dataset": data.name},
+    )
+    vector.save(out)
+    table = Table(title=f"{data.name}: {method} directions, separation on held-out pairs")
+    for col in ("layer", "pairs separated", "projection gap", "effect size", "mean ‖h‖"):
+        table.add_column(col, justify="right")
+    for s in report:
+        table.add_row(str(s.layer), f"{s.accuracy:.0%}", f"{s.gap:.2f}", f"{s.effect_size:.2f}", f"{s.residual_norm:.1f}")
+    out_console.print(table)
+    out_console.print(f"wrote {out}")
+
+
+@app.command("generate")
+def generate_cmd(
+    prompt: str = typer.Argument(..., help="The user prompt."),
+    vector: Path = typer.Option(..., "--vector", help="A vector written by `extract`."),
+    norms: list[float] = typer.Option([0.0], "--norm", "-r", help="Repeat for several norms."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    layer_spec: Optional[str] = typer.Option(None, "--layers", "-l", help="Default: the vector's layers."),
+    positions: str = typer.Option("all", "--positions"),
+    operator: str = typer.Option("add", "--operator"),
+    max_new_tokens: int = typer.Option(60, "--max-new-tokens"),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Print greedy continuations of PROMPT steered at each norm, side by side."""
+    from repe_tradeoff.metrics import generate
+    from repe_tradeoff.models import n_layers, parse_layers
+    from repe_tradeoff.vectors import SteeringVector
+
+    vec = SteeringVector.load(vector)
+    lm = _load(model, dtype, device, trust_remote_code)
+    vec.check_model(lm.model)
+    chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
+    texts = generate(lm.model, lm.tokenizer, [prompt], vec, norms, layers=chosen, positions=positions,
+                     operator=operator, max_new_tokens=max_new_tokens)[0]
+    table = Table(title=prompt, show_lines=True)
+    for r in norms:
+        table.add_column(f"r = {r:g}", overflow="fold")
+    table.add_row(*texts)
+    out_console.print(table)
+
+
+@app.command()
+def sweep(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; resumed if it holds this sweep)."),
+    vector: Path = typer.Option(..., "--vector", help="A vector written by `extract`."),
+    norms: str = typer.Option("-60:60:4", "--norms", help="start:stop:step (stop included) or a comma list"),
+    norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
+    alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
+    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, a file"),
+    fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
+    scorer: str = typer.Option("forced-choice", "--scorer", help="forced-choice, yes-no or generate"),
+    response_scorer: str = typer.Option("refusal", "--response-scorer", help="For --scorer generate: refusal, sentiment or module:function"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    layer_spec: Optional[str] = typer.Option(None, "--layers", "-l", help="Default: the vector's layers."),
+    positions: str = typer.Option("all", "--positions"),
+    operator: str = typer.Option("add", "--operator"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N items of each task."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Rows (sequence × norm) per forward pass."),
+    chunk_size: int = typer.Option(16, "--chunk-size", help="Items per resumable chunk."),
+    no_share: bool = typer.Option(False, "--no-share", help="Recompute the layers below the first steered one per norm."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Measure alignment and helpfulness at every norm of a grid; writes points.jsonl and items.jsonl."""
+    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, RunConfig
+    from repe_tradeoff.data import load_behavior, load_helpfulness
+    from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric
+    from repe_tradeoff.models import n_layers, parse_layers
+    from repe_tradeoff.pipeline import norm_grid
+    from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
+    from repe_tradeoff.vectors import SteeringVector
+
+    if not alignment and not helpfulness:
+        raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
+    cfg = RunConfig(model=model, norms=norms, norm_unit=norm_unit, operator=operator,
+                    behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment] or [BehaviorSpec(name="harmfulness")],
+                    helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness] or [HelpfulnessSpec(spec="basic-qa")])
+    vec = SteeringVector.load(vector)
+    tasks = []
+    for a in alignment:
+        data = load_behavior(a)
+        if not data.items:
+            raise typer.BadParameter(f"behavior {a!r} has no evaluation items to score")
+        tasks.append(AlignmentMetric(data.name, list(data.items), scorer))
+    for h in helpfulness:
+        data = load_helpfulness(h)
+        tasks.append(HelpfulnessMetric(data.name, list(data.questions), fmt))
+    lm = _load(model, dtype, device, trust_remote_code)
+    vec.check_model(lm.model)
+    chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
+    grid, scale = norm_grid(cfg, vec)
+    plan = SweepPlan(norms=grid, tasks=tasks, layers=chosen, positions=positions, operator=operator,
+                     share_lower=not no_share, batch_size=batch_size, chunk_size=chunk_size,
+                     response_scorer=response_scorer)
+    config = run_config(plan, vec, model_name=model, model_revision=lm.revision, dtype=dtype,
+                        extra={"norm_unit": norm_unit, "norm_unit_scale": scale,
+                               "vector_path": str(vector), "command": " ".join(["repe-tradeoff", *sys.argv[1:]])})
+    run_sweep(lm.model, lm.tokenizer, vec, plan, out, config=config, limit=limit, progress=SweepProgress())
+    out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
+
+
+@app.command()
+def fit(
+    run: Path = typer.Argument(..., help="A run folder holding points.jsonl."),
+    choices: Optional[int] = typer.Option(None, "--choices", help="Options per question k (when config.json lacks it)."),
+    window: Optional[float] = typer.Option(None, "--window", help="Half-width |r| ≤ w of the local quadratic fit."),
+    lam: float = typer.Option(1.0, "--lambda", help="Exchange rate: helpfulness lost per unit of alignment gained."),
+    n_boot: int = typer.Option(200, "--n-boot", help="Bootstrap replicates over items."),
+):
+    """Fit the paper's laws, check its assumptions and find the efficient regime; writes fits.json."""
+    from repe_tradeoff.theory import fit_run
+
+    kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot}
+    if window is not None:
+        kwargs["window"] = window
+    fits = fit_run(run, **kwargs)
+    for warning in fits.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
+    rec = (fits.get("recommendation") or {}).get("text")
+    out_console.print(f"wrote {run / 'fits.json'}" + (f"\n{rec}" if rec else ""))
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fits.json).")):
+    """(Re)build the plots and the HTML report from a run folder, without the model."""
+    from repe_tradeoff.report import build_report
+
+    if not (run / "fits.json").exists():
+        from repe_tradeoff.theory import fit_run
+
+        fit_run(run)
+    out_console.print(f"wrote {build_report(run)}")
+
+
+@app.command("import-paper")
+def import_paper(
+    helpfulness_json: Path = typer.Argument(..., help="An authors' helpfulness curve (p_mean …)."),
+    behavior_json: Path = typer.Argument(..., help="An authors' behavior curve (behavior_*_mean …)."),
+    out: Path = typer.Option(..., "--out", "-o"),
+):
+    """Turn the paper authors' published curves into a run folder for `fit` and `report`."""
+    from repe_tradeoff.theory import import_paper_curves
+
+    out_console.print(f"wrote {import_paper_curves(helpfulness_json, behavior_json, out)}")
+
+
+@app.command("export-lm-eval")
+def export_lm_eval(
+    vector: Path = typer.Option(..., "--vector"),
+    norm: float = typer.Option(..., "--norm", "-r"),
+    out: Path = typer.Option(..., "--out", "-o", help="The .pt file for lm-eval's `steered` model."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+):
+    """Write a vector at norm r in the format lm-evaluation-harness's `steered` model reads."""
+    from repe_tradeoff.vectors import SteeringVector
+
+    vec = SteeringVector.load(vector)
+    lm = _load(model, "float32", None, False)
+    vec.check_model(lm.model)
+    vec.to_lm_eval(out, lm.model, norm)
+    out_console.print(f"wrote {out}")
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="A YAML run configuration (see examples/).")):
+    """Run a whole study from a YAML config: every behavior × task × layer set × method."""
+    from repe_tradeoff.config import load_config
+    from repe_tradeoff.pipeline import run_study
+
+    cfg = load_config(config)
+    report_path, _ = run_study(cfg, progress=SweepProgress())
+    out_console.print(f"report: {report_path}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
+    quick: bool = typer.Option(False, "--quick", help="Fewer items and norms (about a minute)."),
+):
+    """The main job on the embedded model: harmfulness vector, sweep, fits, diagnostics, report."""
+    from repe_tradeoff.pipeline import run_study
+
+    cfg = demo_config(out, quick)
+    report_path, runs = run_study(cfg, progress=SweepProgress("demo sweep"))
+    fits = json.loads((runs[0] / "fits.json").read_text())
+    rec = (fits.get("recommendation") or {}).get("text", "no recommendation (see warnings in fits.json)")
+    out_console.print(f"report: {report_path}\nrecommendation: {rec}")
+
+
+def demo_config(out: Path, quick: bool):
+    from repe_tradeoff.config import FitSpec, RunConfig
+
+    if quick:  # 9 norms × 24 items per task
+        return RunConfig(out=out, norms="-0.6:0.6:0.15", limit=24, fit=FitSpec(n_boot=100))
+    return RunConfig(out=out, norms="-0.6:0.6:0.0375", limit=48)  # 33 norms × 48 items per task
+
+
+def main() -> None:
+    """Entry point: known errors become one clear message and exit code 1."""
+    from repe_tradeoff.errors import user_errors
+
+    try:
+        app(standalone_mode=False)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except (typer.BadParameter, typer.Exit) as err:
+        if isinstance(err, typer.Exit):
+            sys.exit(err.exit_code)
+        console.print(f"[red]error:[/] {err}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: finished chunks are saved; rerun the same command to resume")
+        sys.exit(130)
+    except user_errors() as err:
+        if STATE["debug"]:
+            raise
+        console.print(f"[red]error:[/] {err}")
+        console.print("(run with --debug for the traceback)", style="dim")
+        sys.exit(1)
+    except Exception as err:  # click's own usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

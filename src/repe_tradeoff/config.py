@@ -1,0 +1,123 @@
+"""The typed run configuration (`repe-tradeoff run CONFIG.yaml`), validated at the boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from repe_tradeoff.sweep import parse_norms
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and the allowed values."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BehaviorSpec(_Strict):
+    name: str = Field(description="built-in name (harmfulness, sentiment), a folder, or a loader spec")
+    scorer: Literal["forced-choice", "yes-no", "generate"] = "forced-choice"
+    template: Literal["auto", "chat", "plain"] = "auto"
+
+
+class HelpfulnessSpec(_Strict):
+    spec: str = Field(description="basic-qa, mmlu:SUBJECT[@FOLDER], or a JSONL/CSV file")
+    format: Literal["cloze", "letter"] = "cloze"
+    template: Literal["plain", "chat"] = "plain"
+
+
+class FitSpec(_Strict):
+    window: float | None = None
+    lam: float = Field(1.0, gt=0)
+    n_boot: int = Field(200, ge=0)
+    choices: int | None = Field(None, ge=2)
+
+
+class RunConfig(_Strict):
+    """One study: behaviors × helpfulness tasks × layer sets × methods, on one model."""
+
+    model: str = "default"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str | None = None
+    trust_remote_code: bool = False
+    out: Path = Path("runs/study")
+    behaviors: list[BehaviorSpec] = Field(default_factory=lambda: [BehaviorSpec(name="harmfulness")], min_length=1)
+    helpfulness: list[HelpfulnessSpec] = Field(default_factory=lambda: [HelpfulnessSpec(spec="basic-qa")], min_length=1)
+    layer_sets: list[str] = Field(default_factory=lambda: ["middle"], min_length=1)
+    methods: list[Literal["pca", "mean", "probe"]] = Field(default_factory=lambda: ["pca"], min_length=1)
+    read_position: Literal["last", "mean"] = "last"
+    norms: str | list[float] = "-1:1:0.05"
+    norm_unit: Literal["absolute", "residual"] = Field(
+        "residual", description="residual: norms are multiples of the mean residual-stream norm at the steered layers"
+    )
+    positions: Literal["all", "after-prompt", "last"] = "all"
+    operator: Literal["add", "ablate", "ablate-then-add"] = "add"
+    limit: int | None = Field(None, ge=1)
+    batch_size: int = Field(256, ge=1)
+    chunk_size: int = Field(16, ge=1)
+    share_lower: bool = True
+    generation_norm: float | None = Field(None, description="R for the side-by-side generations at -R, 0, +R")
+    max_new_tokens: int = Field(40, ge=1)
+    fit: FitSpec = Field(default_factory=FitSpec)
+
+    @field_validator("behaviors", mode="before")
+    @classmethod
+    def _behavior_strings(cls, value):
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @field_validator("helpfulness", mode="before")
+    @classmethod
+    def _task_strings(cls, value):
+        return [{"spec": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @field_validator("norms")
+    @classmethod
+    def _norms(cls, value):
+        parse_norms(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.operator == "ablate" and len(parse_norms(self.norms)) > 1:
+            raise ValueError(
+                "operator `ablate` ignores the norm, so a grid of norms measures the same thing at every "
+                "point: use `ablate-then-add` to sweep norms, or `norms: \"0\"`"
+            )
+        return self
+
+    def grid(self) -> list[float]:
+        return parse_norms(self.norms)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; see examples/ for one to copy")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys (model:, behaviors:, …), not {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: " + describe(err)) from None
+
+
+def describe(err: ValidationError) -> str:
+    """One line per problem: the key path, what is wrong, and what is allowed."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(RunConfig.model_fields) if len(e["loc"]) == 1 else "see the docs"
+            lines.append(f"unknown key `{key}` (allowed: {allowed})")
+        else:
+            lines.append(f"`{key}`: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
