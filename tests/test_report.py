@@ -362,6 +362,62 @@ def test_failed_and_odd_fit_blocks(tmp_path: Path):
     assert (run / "plots" / "tradeoff.png").exists()
 
 
+JUNK = [None, "junk", 7, [], {}, {"error": "<b>why</b>"}, {"params": "x", "ci": 3},
+        {"params": {"a": "x"}, "ci": {"a": "q"}, "window": "w", "range": [1]}, [1, "a"],
+        float("nan")]
+JUNK_PATHS = [
+    ("alignment",), ("helpfulness",), ("by_task",), ("diagnostics",), ("pareto",),
+    ("efficient_regime",), ("recommendation",), ("warnings",), ("settings",),
+    ("alignment", "tanh"), ("alignment", "linear"), ("alignment", "slope_at_zero"),
+    ("alignment", "comparison"), ("alignment", "best"), ("alignment", "monotone_range"),
+    ("HB", "corollary"), ("HB", "quadratic"), ("HB", "comparison"), ("HB", "best"),
+    ("HB", "metric"), ("HB", "k"), ("HB", "chance"), ("HB", "helpfulness_vocab"),
+    ("diagnostics", "a1"), ("diagnostics", "a3"), ("diagnostics", "prediction"),
+    ("diagnostics", "a1", "slope"), ("diagnostics", "a3", "sigma"),
+    ("diagnostics", "a3", "by_norm"), ("diagnostics", "a3", "sigma_ci"),
+    ("diagnostics", "prediction", "norms"), ("diagnostics", "prediction", "predicted"),
+    ("efficient_regime", "max_norm"), ("efficient_regime", "ci"),
+    ("recommendation", "norm"), ("recommendation", "text"),
+]
+
+
+def _set_path(fits: dict, path: tuple, value) -> None:
+    if path[0] == "HB":  # the helpfulness block, in both places it is read from
+        for root in (fits["helpfulness"], fits["by_task"]["basic-qa"]):
+            root[path[1]] = value
+        return
+    obj = fits
+    for key in path[:-1]:
+        obj = obj[key]
+    obj[path[-1]] = value
+
+
+def test_junk_in_fits_never_crashes(full_run: Path):
+    """Any block of fits.json may be missing, failed or malformed: the report still renders."""
+    import copy
+
+    from repe_tradeoff.report import PLOTS
+    from repe_tradeoff.report._io import load_run
+    from repe_tradeoff.report.page import run_html
+    from repe_tradeoff.report.plots import style
+    from repe_tradeoff.report.tables import fits_csv, summary_md
+
+    run = load_run(full_run)
+    base = run.fits
+    for i, path in enumerate(JUNK_PATHS):
+        for j, junk in enumerate(JUNK):
+            run.fits = copy.deepcopy(base)
+            _set_path(run.fits, path, copy.deepcopy(junk))
+            page = run_html(run, [], [], [])
+            assert "<b>why</b>" not in page
+            summary_md(run, [])
+            fits_csv(run)
+            if j == i % len(JUNK) and i % 2 == 0:  # figures are slow: a sample of them
+                with style():
+                    for fn, _, _ in PLOTS.values():
+                        fn(run)
+
+
 def test_unparseable_fits_and_minimal_points(tmp_path: Path):
     run = tmp_path / "r"
     run.mkdir()

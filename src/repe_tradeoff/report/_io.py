@@ -160,7 +160,8 @@ class RunFiles:
                 k = _finite(block.get("k"))
                 if k and k >= 2:
                     return int(k)
-        for t in self.config.get("tasks") or []:
+        tasks = self.config.get("tasks")
+        for t in tasks if isinstance(tasks, list) else []:
             if isinstance(t, dict) and (task is None or t.get("name") == task):
                 k = _finite(t.get("n_choices"))
                 if k and k >= 2:

@@ -138,7 +138,7 @@ def is_fit(key: str, value: Any) -> bool:
 
 
 def _law_rows(block: dict[str, Any]) -> list[LawRow]:
-    best = block.get("best")
+    best = block.get("best") if isinstance(block.get("best"), str) else None
     comparison = block.get("comparison") if isinstance(block.get("comparison"), dict) else None
     rows = []
     for form, fit in block.items():
@@ -348,6 +348,10 @@ def _grade(value: float | None, good: float, ok: float, higher_is_better: bool) 
     return "pass" if value <= good else "warn" if value <= ok else "fail"
 
 
+def _as_list(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
 def _median(values: list[Any]) -> float | None:
     vals = [v for v in (_finite(x) for x in values) if v is not None]
     return float(np.median(vals)) if vals else None
@@ -367,7 +371,7 @@ def _check_a1(block: dict[str, Any]) -> tuple[str | None, list[str]]:
 
 def _check_a3(block: dict[str, Any]) -> tuple[str | None, list[str]]:
     bits = []
-    rows = [r for r in block.get("by_norm") or [] if isinstance(r, dict)]
+    rows = [r for r in _as_list(block.get("by_norm")) if isinstance(r, dict)]
     sigma = _finite(block.get("sigma"))
     if sigma is not None:
         bits.append(f"σ = {fmt(sigma)} {fmt_ci(block.get('sigma_ci'))}".rstrip())
@@ -400,7 +404,7 @@ def _check_prediction(block: dict[str, Any]) -> tuple[str | None, list[str]]:
         bits.append(f"RMSE {fmt(rmse, 3)}")
     if mae is not None:
         bits.append(f"max |error| {fmt(mae, 3)}")
-    n = len(block.get("norms") or [])
+    n = len(_as_list(block.get("norms")))
     if n:
         bits.append(f"over {n} norms")
     cf = _finite(block.get("rmse_closed_form"))
@@ -482,7 +486,7 @@ def config_rows(run: RunFiles) -> list[tuple[str, str]]:
 def task_rows(run: RunFiles) -> list[tuple[str, str, str]]:
     """config.json's tasks as (name, kind, other settings) rows."""
     out = []
-    for t in run.config.get("tasks") or []:
+    for t in _as_list(run.config.get("tasks")):
         if not isinstance(t, dict):
             continue
         rest: list[tuple[str, str]] = []
@@ -546,7 +550,7 @@ def reproduce_commands(run: RunFiles) -> tuple[list[str], bool]:
         files = source.get("files")
         if isinstance(files, dict):
             files = list(files.values())
-        names = [str(f["name"]) for f in files or [] if isinstance(f, dict) and f.get("name")]
+        names = [str(f["name"]) for f in _as_list(files) if isinstance(f, dict) and f.get("name")]
         behavior = [n for n in names if n.startswith("behavior_")]
         helpful = [n for n in names if not n.startswith("behavior_")]
         if behavior and helpful:
@@ -566,7 +570,7 @@ def reproduce_commands(run: RunFiles) -> tuple[list[str], bool]:
     norms = cfg.get("norms")
     if isinstance(norms, list) and norms:
         opts.append(("--norms", ",".join(fmt_scalar(x) for x in norms)))
-    tasks = [t for t in cfg.get("tasks") or [] if isinstance(t, dict) and t.get("name")]
+    tasks = [t for t in _as_list(cfg.get("tasks")) if isinstance(t, dict) and t.get("name")]
     for t in tasks:
         if t.get("kind") == "alignment":
             opts.append(("--alignment", str(t["name"])))

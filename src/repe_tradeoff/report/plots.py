@@ -140,7 +140,8 @@ def _note(ax: Any, text: str) -> None:
 
 
 def _best(block: Any) -> str | None:
-    return block.get("best") if isinstance(block, dict) else None
+    best = block.get("best") if isinstance(block, dict) else None
+    return best if isinstance(best, str) else None
 
 
 # --------------------------------------------------------------------------- regime
@@ -379,7 +380,8 @@ def _rec_point(run: RunFiles, a: Curve, h: Curve) -> tuple[float, float, float] 
     r = _finite(rec.get("norm"))
     if r is None:
         return None
-    for p in run.fits.get("pareto") or []:
+    pareto = run.fits.get("pareto")
+    for p in pareto if isinstance(pareto, list) else []:
         if isinstance(p, dict) and _finite(p.get("norm")) == r:
             x, y = _finite(p.get("alignment")), _finite(p.get("helpfulness"))
             if x is not None and y is not None:
