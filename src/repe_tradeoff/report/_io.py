@@ -98,7 +98,7 @@ class RunFiles:
 
                 try:
                     self._items = read_items(path)
-                except (ValueError, OSError) as exc:  # TheoryError is a ValueError
+                except (ValueError, TypeError, KeyError, OSError) as exc:  # TheoryError: ValueError
                     self.problems.append(f"items.jsonl could not be read: {exc}")
         if task is None:
             return next((t for t in self._items.values() if t.kind == "helpfulness"), None)
