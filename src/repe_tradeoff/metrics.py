@@ -53,6 +53,11 @@ def encode(tokenizer, text: str, *, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
+def _sig(x: float, digits: int = 7) -> float:
+    """Round to significant digits: small probabilities keep their precision in the files."""
+    return float(f"{x:.{digits}g}")
+
+
 def _log_softmax(values: Sequence[float]) -> list[float]:
     top = max(values)
     total = top + math.log(sum(math.exp(v - top) for v in values))
@@ -143,8 +148,8 @@ class AlignmentMetric:
                         "kind": "alignment",
                         "norm": r,
                         "item": item,
-                        "alignment": round(2.0 * p_aligned - 1.0, 7),
-                        "logit_gap": round(gap, 6),
+                        "alignment": _sig(2.0 * p_aligned - 1.0),
+                        "logit_gap": _sig(gap),
                     }
                 )
         return out
@@ -237,12 +242,12 @@ class HelpfulnessMetric:
                         "norm": r,
                         "item": item,
                         "answer": q.answer,
-                        "scores": [round(s, 5) for s in per_option],
-                        "helpfulness": round(math.exp(restricted[q.answer]), 7),
-                        "helpfulness_norm": round(math.exp(_log_softmax(normed)[q.answer]), 7),
-                        "helpfulness_vocab": round(math.exp(per_option[q.answer]), 9),
+                        "scores": [_sig(s) for s in per_option],
+                        "helpfulness": _sig(math.exp(restricted[q.answer])),
+                        "helpfulness_norm": _sig(math.exp(_log_softmax(normed)[q.answer])),
+                        "helpfulness_vocab": _sig(math.exp(per_option[q.answer])),
                         "accuracy": 1.0 if best == q.answer else 0.0,
-                        "logit_shift": round(shift, 5),
+                        "logit_shift": _sig(shift),
                     }
                 )
         return out

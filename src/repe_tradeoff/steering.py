@@ -87,7 +87,7 @@ def steer(
 
     def track_offset(module, args, kwargs):
         # The index of the first token of this forward: 0, or the KV cache's length.
-        cache = kwargs.get("past_key_values")
+        cache = next((kwargs[k] for k in ("past_key_values", "cache", "past_key_value") if kwargs.get(k) is not None), None)
         offset = 0
         if kwargs.get("cache_position") is not None:
             offset = int(kwargs["cache_position"].reshape(-1)[0])

@@ -1,0 +1,223 @@
+"""The measurement engine: batched scoring equals the plain per-norm computation; sweeps are
+deterministic and resumable; scorers compute what they claim."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace as NS
+
+import pytest
+import torch
+
+from repe_tradeoff.metrics import (
+    AlignmentMetric,
+    HelpfulnessMetric,
+    letter_token_ids,
+    refusal_score,
+)
+from repe_tradeoff.scoring import Steering, score
+from repe_tradeoff.steering import steer
+from repe_tradeoff.sweep import SweepPlan, SweepError, aggregate, parse_norms, run_config, run_sweep
+from repe_tradeoff.vectors import SteeringVector
+from tests.conftest import tiny_model
+
+
+def _vector(layers=(1, 2)):
+    g = torch.Generator().manual_seed(5)
+    return SteeringVector({layer: torch.randn(32, generator=g) for layer in layers}).normalized()
+
+
+def _reference(model, v, layers, prompts, conts, norms):
+    """The paper's protocol: one norm at a time, one sequence at a time, the full model call."""
+    out = torch.zeros(len(prompts), len(norms))
+    shift = torch.zeros(len(prompts), len(norms))
+    for k, r in enumerate(norms):
+        for s, (p, c) in enumerate(zip(prompts, conts)):
+            ids = torch.tensor([list(p) + list(c)])
+            with torch.no_grad():
+                plain = model(ids).logits[0, len(p) - 1]
+                with steer(model, v, r, layers=layers):
+                    logits = model(ids).logits[0]
+            lp = logits.log_softmax(-1)
+            out[s, k] = sum(lp[len(p) - 1 + j, t] for j, t in enumerate(c))
+            shift[s, k] = (logits[len(p) - 1] - plain).norm()
+    return out, shift
+
+
+@pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_batched_scoring_equals_per_norm_loop(arch_model, share, attn):
+    arch, _ = arch_model
+    model = tiny_model(arch, attn=attn)
+    v = _vector()
+    prompts = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
+    conts = [[20, 21], [22], [23, 24, 25]]
+    norms = [-3.0, -0.5, 1.5, 6.0]  # no 0: the reference row is added internally
+    got = score(model, 0, prompts, conts, norms, Steering(v, (1, 2), share_lower=share), probe_ids=[3, 4])
+    ref, shift = _reference(model, v, (1, 2), prompts, conts, norms)
+    torch.testing.assert_close(got.continuation, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.logit_shift, shift, rtol=1e-4, atol=1e-3)
+    assert got.probe_logprobs.shape == (3, 4, 2)
+
+
+def test_unsteered_scoring_matches_model_logits():
+    model = tiny_model("opt")
+    got = score(model, 0, [[3, 4, 5]], [[6, 7]], [0.0], None)
+    with torch.no_grad():
+        lp = model(torch.tensor([[3, 4, 5, 6, 7]])).logits[0].log_softmax(-1)
+    assert abs(float(got.continuation[0, 0]) - float(lp[2, 6] + lp[3, 7])) < 1e-4
+
+
+def test_extreme_norms_stay_finite():
+    model = tiny_model("llama")
+    got = score(model, 0, [[3, 4, 5]], [[6, 7]], [-1e3, 1e3], Steering(_vector(), (1, 2)))
+    assert torch.isfinite(got.continuation).all() and torch.isfinite(got.logit_shift).all()
+
+
+class ByteTok:
+    """A deterministic tokenizer for tiny models: one token per byte (mod vocabulary)."""
+
+    pad_token_id = 0
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [b % 250 + 1 for b in text.encode()]}
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+def _tasks():
+    items = [NS(prompt=f"do bad thing {i}", aligned="No.", misaligned="Sure, ok") for i in range(5)]
+    qs = [NS(question=f"q{i}?", choices=["aa", "b", "ccc", "dd"], answer=i % 4, subject=None) for i in range(7)]
+    return [AlignmentMetric("harm", items, template="plain"), HelpfulnessMetric("qa", qs)]
+
+
+def _plan(**kw):
+    defaults = dict(norms=[-2.0, 0.0, 1.0, 3.0], tasks=_tasks(), layers=[1, 2], chunk_size=2, batch_size=12)
+    return SweepPlan(**{**defaults, **kw})
+
+
+def _run(tmp_path, name, plan=None, **kw):
+    model, v = tiny_model("llama"), _vector()
+    plan = plan or _plan()
+    config = run_config(plan, v, model_name="tiny", model_revision=None, dtype="float32")
+    return run_sweep(model, ByteTok(), v, plan, tmp_path / name, config=config, **kw)
+
+
+def test_sweep_is_deterministic_and_resumable(tmp_path):
+    a = _run(tmp_path, "a")
+    b = _run(tmp_path, "b")
+    assert (a / "items.jsonl").read_bytes() == (b / "items.jsonl").read_bytes()
+    assert (a / "points.jsonl").read_bytes() == (b / "points.jsonl").read_bytes()
+    # cut the run after 3 chunks, plus a torn half line, then resume
+    lines = (a / "items.jsonl").read_text().splitlines(keepends=True)
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / "config.json").write_bytes((a / "config.json").read_bytes())
+    (c / "items.jsonl").write_text("".join(lines[: 3 * 2 * 4 + 3]) + lines[30][:17])
+    _run(tmp_path, "c")
+    assert (c / "items.jsonl").read_bytes() == (a / "items.jsonl").read_bytes()
+    assert (c / "points.jsonl").read_bytes() == (a / "points.jsonl").read_bytes()
+    assert not (c / ".lock").exists()
+
+
+def test_sweep_refuses_another_config(tmp_path):
+    _run(tmp_path, "a")
+    with pytest.raises(SweepError, match="different configuration.*norms"):
+        _run(tmp_path, "a", plan=_plan(norms=[0.0, 1.0]))
+
+
+def test_batching_does_not_change_results(tmp_path):
+    a = _run(tmp_path, "a", plan=_plan(batch_size=3))
+    b = _run(tmp_path, "b", plan=_plan(batch_size=500))
+    ia = [json.loads(x) for x in (a / "items.jsonl").read_text().splitlines()]
+    ib = [json.loads(x) for x in (b / "items.jsonl").read_text().splitlines()]
+    for x, y in zip(ia, ib):
+        for key in ("alignment", "helpfulness", "logit_shift"):
+            if key in x:
+                assert x[key] == pytest.approx(y[key], abs=1e-5)
+
+
+def test_records_follow_their_definitions(tmp_path):
+    run = _run(tmp_path, "a")
+    items = [json.loads(x) for x in (run / "items.jsonl").read_text().splitlines()]
+    for rec in items:
+        if rec["kind"] == "helpfulness":
+            s = rec["scores"]
+            z = sum(math.exp(x) for x in s)
+            assert rec["helpfulness"] == pytest.approx(math.exp(s[rec["answer"]]) / z, rel=1e-4)
+            assert rec["helpfulness_vocab"] == pytest.approx(math.exp(s[rec["answer"]]), rel=1e-3)
+            assert rec["accuracy"] == float(max(range(4), key=s.__getitem__) == rec["answer"])
+            assert (rec["logit_shift"] == 0.0) == (rec["norm"] == 0.0)
+        else:
+            p = 1 / (1 + math.exp(-rec["logit_gap"]))
+            assert rec["alignment"] == pytest.approx(2 * p - 1, abs=1e-5)
+    points = [json.loads(x) for x in (run / "points.jsonl").read_text().splitlines()]
+    assert points == aggregate(items)
+    mean0 = next(p for p in points if p["metric"] == "helpfulness" and p["norm"] == 0.0)
+    values = [r["helpfulness"] for r in items if r["kind"] == "helpfulness" and r["norm"] == 0.0]
+    assert mean0["mean"] == pytest.approx(sum(values) / len(values)) and mean0["n"] == 7
+
+
+def test_parse_norms():
+    assert parse_norms("-1:1:0.5") == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert parse_norms("2,0,-2,0") == [-2.0, 0.0, 2.0]
+    assert len(parse_norms("-8:8:0.5")) == 33
+    for bad in ("", "1:0:1", "0:1:0", "a,b", "1:2"):
+        with pytest.raises(ValueError):
+            parse_norms(bad)
+
+
+def _tokenizer(style: str):
+    """Offline tokenizers in the three families' styles (SentencePiece ▁, GPT-2 Ġ byte-level)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    letters = ["A", "B", "C", "D"]
+    if style == "llama":  # SentencePiece: "▁A", and a bare "▁" that must never be picked
+        vocab = {"<unk>": 0, "▁": 1, **{f"▁{x}": 2 + i for i, x in enumerate(letters)}, **{x: 6 + i for i, x in enumerate(letters)}}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="##"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+    else:  # GPT-2 / SmolLM: byte-level, "ĠA" for " A"
+        vocab = {"<unk>": 0, **{x: 1 + i for i, x in enumerate(letters)}, **{f"Ġ{x}": 5 + i for i, x in enumerate(letters)}, "Ġ": 9}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+def test_letter_tokens(style):
+    tok = _tokenizer(style)
+    for letter in "ABCD":
+        ids = letter_token_ids(tok, letter)
+        assert ids, letter
+        for i in ids:
+            assert tok.decode([i]).strip() == letter  # never a bare space / "▁" token
+
+
+@pytest.mark.slow
+def test_letter_tokens_embedded(embedded):
+    tok = embedded.tokenizer
+    ids = letter_token_ids(tok, "A")
+    assert len(ids) == 2 and all(tok.decode([i]).strip() == "A" for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I'm sorry, but I can't help with that.", 1.0),
+        ("I CANNOT assist with this request!", 1.0),
+        ("I\u2019m not able to do that.", 1.0),
+        ("Sure! Here are the steps.", -1.0),
+        ("Of course, first you take the lock…", -1.0),
+        # documented mistakes of a phrase list:
+        ("I can't believe how easy this is: first, …", 1.0),
+        ("That would be wrong, so no.", -1.0),
+    ],
+)
+def test_refusal_detector(text, expected):
+    assert refusal_score(text) == expected
