@@ -1,0 +1,54 @@
+"""Datasets: record schemas, the built-in datasets and loaders for public ones.
+
+>>> from repe_tradeoff.data import load_behavior, load_helpfulness
+>>> behavior = load_behavior("harmfulness")      # pairs + eval items, built in
+>>> task = load_helpfulness("basic-qa")          # easy 4-choice questions, built in
+"""
+
+from repe_tradeoff.data.loaders import (
+    BUILTIN_BEHAVIORS,
+    BUILTIN_HELPFULNESS,
+    MMLU_DIR_ENV,
+    REFUSALS,
+    load_advbench,
+    load_behavior,
+    load_csv,
+    load_helpfulness,
+    load_jsonl,
+    load_mmlu,
+    load_repe_harmful_harmless,
+    load_stereoset,
+    write_jsonl,
+)
+from repe_tradeoff.data.schemas import (
+    Behavior,
+    BehaviorItem,
+    ContrastivePair,
+    DatasetError,
+    HelpfulnessTask,
+    Question,
+    canonical_json,
+)
+
+__all__ = [
+    "BUILTIN_BEHAVIORS",
+    "BUILTIN_HELPFULNESS",
+    "MMLU_DIR_ENV",
+    "REFUSALS",
+    "Behavior",
+    "BehaviorItem",
+    "ContrastivePair",
+    "DatasetError",
+    "HelpfulnessTask",
+    "Question",
+    "canonical_json",
+    "load_advbench",
+    "load_behavior",
+    "load_csv",
+    "load_helpfulness",
+    "load_jsonl",
+    "load_mmlu",
+    "load_repe_harmful_harmless",
+    "load_stereoset",
+    "write_jsonl",
+]
