@@ -179,6 +179,8 @@ def sweep(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
     """Measure alignment and helpfulness at every norm of a grid; writes points.jsonl and items.jsonl."""
+    from pydantic import ValidationError
+
     from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, RunConfig
     from repe_tradeoff.data import load_behavior, load_helpfulness
     from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric
@@ -189,9 +191,12 @@ def sweep(
 
     if not alignment and not helpfulness:
         raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
-    cfg = RunConfig(model=model, norms=norms, norm_unit=norm_unit, operator=operator,
-                    behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment] or [BehaviorSpec(name="harmfulness")],
-                    helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness] or [HelpfulnessSpec(spec="basic-qa")])
+    try:
+        cfg = RunConfig(model=model, norms=norms, norm_unit=norm_unit, operator=operator,
+                        behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment] or [BehaviorSpec(name="harmfulness")],
+                        helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness] or [HelpfulnessSpec(spec="basic-qa")])
+    except ValidationError as err:
+        raise typer.BadParameter(_option_errors(err)) from None
     vec = SteeringVector.load(vector)
     tasks = []
     for a in alignment:
@@ -214,6 +219,20 @@ def sweep(
                                "vector_path": str(vector), "command": " ".join(["repe-tradeoff", *sys.argv[1:]])})
     run_sweep(lm.model, lm.tokenizer, vec, plan, out, config=config, limit=limit, progress=SweepProgress())
     out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
+
+
+def _option_errors(err) -> str:
+    """A validation error of the sweep's options as one line naming each option and its value."""
+    option = {"name": "alignment", "spec": "helpfulness"}
+    parts = []
+    for e in err.errors():
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        keys = [str(p) for p in e["loc"] if not isinstance(p, int)]
+        if keys:
+            name = option.get(keys[-1], keys[-1]).replace("_", "-")
+            msg = f"--{name} {e.get('input')!r}: {msg}"
+        parts.append(msg)
+    return "; ".join(parts)
 
 
 @app.command()
