@@ -100,8 +100,15 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"config file {str(path)!r} does not exist; see examples/ for one to copy")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text: save it as UTF-8 (it should be a YAML file)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        raise ConfigError(
+            f"{path} is not valid YAML{where}: {problem}; fix the indentation, quotes or brackets there"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of keys (model:, behaviors:, …), not {type(raw).__name__}")
     try:
@@ -119,5 +126,6 @@ def describe(err: ValidationError) -> str:
             allowed = ", ".join(RunConfig.model_fields) if len(e["loc"]) == 1 else "see the docs"
             lines.append(f"unknown key `{key}` (allowed: {allowed})")
         else:
-            lines.append(f"`{key}`: {e['msg']} (got {e.get('input')!r})")
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            lines.append(f"`{key}`: {msg} (got {e.get('input')!r})")
     return "; ".join(lines)
