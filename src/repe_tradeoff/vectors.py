@@ -144,7 +144,13 @@ class SteeringVector:
                 f"{str(path)!r} is not a safetensors steering vector ({err}); "
                 "vectors are written by `repe-tradeoff extract`"
             ) from None
-        version = int(header.get("format_version", "0") or 0)
+        try:
+            version = int(header.get("format_version", "0") or 0)
+        except ValueError:
+            raise VectorError(
+                f"{str(path)!r} has an unreadable vector format version {header['format_version']!r}; "
+                "re-extract it with `repe-tradeoff extract`"
+            ) from None
         if version > FORMAT_VERSION:
             raise VectorError(
                 f"{str(path)!r} has vector format version {version}, newer than this library's "
@@ -154,7 +160,19 @@ class SteeringVector:
         if bad or not tensors:
             raise VectorError(f"{str(path)!r} holds tensors {bad or 'none'}, not `layer.N` directions")
         directions = {int(k[len(_KEY):]): v.to(torch.float32) for k, v in tensors.items()}
-        return cls(directions, json.loads(header.get("metadata", "{}")))
+        try:
+            metadata = json.loads(header.get("metadata", "{}"))
+        except ValueError:
+            metadata = None
+        if not isinstance(metadata, dict):
+            raise VectorError(
+                f"{str(path)!r} has a malformed metadata header (not a JSON object); "
+                "re-extract it with `repe-tradeoff extract`"
+            )
+        try:
+            return cls(directions, metadata)
+        except VectorError as err:
+            raise VectorError(f"{str(path)!r}: {err}") from None
 
     def to_lm_eval(self, path: str | Path, model, norm: float) -> Path:
         """Write the ``.pt`` that lm-evaluation-harness's ``steered`` model reads.
