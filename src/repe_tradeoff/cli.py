@@ -103,6 +103,8 @@ def extract_cmd(
     from repe_tradeoff.models import n_layers, parse_layers
     from repe_tradeoff.reading import extract
 
+    if out.is_dir():
+        raise typer.BadParameter(f"--out {out} is a folder; give the vector a file name, e.g. {out / 'vector.safetensors'}")
     data = load_behavior(behavior)
     if not data.pairs:
         raise typer.BadParameter(f"behavior {behavior!r} has no contrastive pairs to read a direction from")

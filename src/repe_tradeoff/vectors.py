@@ -115,6 +115,10 @@ class SteeringVector:
     def save(self, path: str | Path) -> Path:
         """Write one float32 tensor per layer (``layer.12``) with the metadata in the header, atomically."""
         path = Path(path)
+        if path.is_dir():
+            raise VectorError(
+                f"{str(path)!r} is a folder; give the vector a file name, e.g. {str(path / 'vector.safetensors')!r}"
+            )
         tensors = {f"{_KEY}{k}": v.detach().to(torch.float32).contiguous().cpu() for k, v in self.directions.items()}
         meta = {"format_version": str(FORMAT_VERSION), "metadata": json.dumps(self.metadata, sort_keys=True)}
         path.parent.mkdir(parents=True, exist_ok=True)
