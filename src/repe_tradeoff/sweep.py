@@ -302,7 +302,14 @@ def run_sweep(
 ) -> Path:
     """Run (or resume) a sweep into ``out`` and return the folder."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"{out} is a file, not a run folder; give --out a folder path (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SweepError(
+            f"cannot use {out} as the run folder ({err.strerror or err}); give --out a folder you can write to"
+        ) from None
     cfg_path = out / "config.json"
     config = {**config, "limit": limit}
     config["config_hash"] = _sha({"base": config["config_hash"], "limit": limit})
