@@ -315,7 +315,15 @@ def run_sweep(
     config["config_hash"] = _sha({"base": config["config_hash"], "limit": limit})
     with run_lock(out):
         if cfg_path.exists():
-            old = json.loads(cfg_path.read_text())
+            try:
+                old = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except ValueError:
+                old = None
+            if not isinstance(old, dict):
+                raise SweepError(
+                    f"{cfg_path} is not a readable run configuration, so the sweep in {out} cannot be "
+                    f"resumed. Use another --out folder, or delete {out} to start over."
+                )
             if old.get("config_hash") != config["config_hash"]:
                 changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k)
                                  and k not in ("versions", "config_hash"))
