@@ -212,6 +212,7 @@ def sweep(
     lm = _load(model, dtype, device, trust_remote_code)
     vec.check_model(lm.model)
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
+    vec.select(chosen)  # a layer the vector lacks fails here, before the run folder is made
     grid, scale = norm_grid(cfg, vec)
     plan = SweepPlan(norms=grid, tasks=tasks, layers=chosen, positions=positions, operator=operator,
                      share_lower=not no_share, batch_size=batch_size, chunk_size=chunk_size,
