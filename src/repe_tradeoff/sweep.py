@@ -59,9 +59,10 @@ def parse_norms(spec: str | Sequence[float]) -> list[float]:
                     f"norm grid {spec!r}: stop is below start; write start:stop:step with start ≤ stop, "
                     f"e.g. `{parts[1]}:{parts[0]}:{parts[2]}`"
                 )
-            count = int(math.floor((stop - start) / step + 1e-9)) + 1
-            if count > 100_000:
-                raise ValueError(f"norm grid {spec!r} has {count} norms; use a coarser step")
+            span = (stop - start) / step  # inf when the range overflows a float
+            if span >= 100_000:
+                raise ValueError(f"norm grid {spec!r} has over 100000 norms; use a coarser step")
+            count = int(math.floor(span + 1e-9)) + 1
             values = [start + i * step for i in range(count)]
         else:
             try:
