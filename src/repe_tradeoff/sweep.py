@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -176,15 +177,25 @@ def run_lock(out: Path):
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        holder = lock.read_text().strip() if lock.exists() else "unknown"
+        try:
+            holder = lock.read_text().strip()
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:  # released meanwhile
+            holder, age = "", math.inf
         host, _, pid = holder.partition(":")
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        dead = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+        unwritten = not holder and age > 5  # its process died between creating and writing it
+        fd = None
+        if dead or unwritten:
             lock.unlink(missing_ok=True)  # left by a process that died
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        else:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:  # another process took it over first
+                pass
+        if fd is None:
             raise SweepError(
-                f"{out} is in use by process {holder} (lock file {lock}). Wait for it to finish, or "
-                f"delete {lock} if that process is gone."
+                f"{out} is in use by process {holder or 'unknown'} (lock file {lock}). Wait for it to "
+                f"finish, or delete {lock} if that process is gone."
             ) from None
     os.write(fd, me.encode())
     os.close(fd)
