@@ -556,7 +556,9 @@ def load_repe_harmful_harmless(
     return out.finish("row with 'sentence' and 'label'")
 
 
-def _repe_pair(path: Path, where: dict[str, int], value: Any, template: str | None):
+def _repe_pair(
+    path: Path, where: dict[str, int], value: Any, template: str | None
+) -> ContrastivePair:
     def fail(problem: str, field: str | None, hint: str) -> DatasetError:
         return DatasetError(problem, path=path, field=field, hint=hint, **where)
 
