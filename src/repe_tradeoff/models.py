@@ -156,13 +156,17 @@ def load_model(
             source, torch_dtype, device, trust_remote_code, revision, gguf_file
         )
     except (OSError, ValueError, KeyError) as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = (
-            " The hub is offline (HF_HUB_OFFLINE=1): download the model on a connected machine "
-            "or pass a local folder."
-            if offline
-            else " Check the id or path, and that it is a causal language model."
-        )
+        if gguf_file:
+            hint = " Check that it is a complete GGUF file of a causal language model."
+        elif Path(spec).exists():
+            hint = " Check that the folder holds a complete causal language model (config.json, weights, tokenizer)."
+        elif os.environ.get("HF_HUB_OFFLINE") == "1":
+            hint = (
+                " The hub is offline (HF_HUB_OFFLINE=1): download the model on a connected machine "
+                "or pass a local folder."
+            )
+        else:
+            hint = " Check the id or path, and that it is a causal language model."
         raise ModelError(f"Could not load model {spec!r}: {_first_line(err)}.{hint}") from err
     return _finish(model, tokenizer, name, revision)
 
