@@ -141,6 +141,11 @@ def load_model(
         if importlib.util.find_spec("gguf") is None:
             raise ModelError(f"Loading {spec!r} needs the `gguf` package: `pip install gguf`.")
         source, gguf_file = str(path.parent), path.name
+    elif Path(spec).is_file():
+        raise ModelError(
+            f"{spec!r} is a file, not a model folder: pass the folder written by save_pretrained "
+            f"(e.g. {str(Path(spec).parent)!r}) or a .gguf file."
+        )
     elif Path(spec).exists():
         if not (Path(spec) / "config.json").is_file():
             raise ModelError(
