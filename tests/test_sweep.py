@@ -45,28 +45,35 @@ def _reference(model, v, layers, prompts, conts, norms):
     return out, shift
 
 
+@pytest.mark.parametrize("share_prompts", [True, False])
 @pytest.mark.parametrize("share", [True, False])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_batched_scoring_equals_per_norm_loop(arch_model, share, attn):
+def test_batched_scoring_equals_per_norm_loop(arch_model, share, share_prompts, attn):
+    """Shared prompts (KV cache, left padding) and shared lower layers change no number."""
     arch, _ = arch_model
     model = tiny_model(arch, attn=attn)
     v = _vector()
-    prompts = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
-    conts = [[20, 21], [22], [23, 24, 25]]
+    prompts = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16], [5, 6, 7, 8], [9, 10, 11]]
+    conts = [[20, 21], [22], [23, 24, 25], [26], [27, 28, 29, 30]]
     norms = [-3.0, -0.5, 1.5, 6.0]  # no 0: the reference row is added internally
-    got = score(model, 0, prompts, conts, norms, Steering(v, (1, 2), share_lower=share), probe_ids=[3, 4])
+    steering = Steering(v, (1, 2), share_lower=share, share_prompts=share_prompts)
+    got = score(model, 0, prompts, conts, norms, steering, probe_ids=[3, 4])
     ref, shift = _reference(model, v, (1, 2), prompts, conts, norms)
     torch.testing.assert_close(got.continuation, ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got.logit_shift, shift, rtol=1e-4, atol=1e-3)
-    assert got.probe_logprobs.shape == (3, 4, 2)
+    assert got.probe_logprobs.shape == (5, 4, 2)
+    torch.testing.assert_close(got.probe_logprobs[0], got.probe_logprobs[3])
 
 
-def test_unsteered_scoring_matches_model_logits():
-    model = tiny_model("opt")
-    got = score(model, 0, [[3, 4, 5]], [[6, 7]], [0.0], None)
+@pytest.mark.parametrize("arch", ["opt", "gpt2"])
+def test_unsteered_scoring_matches_model_logits(arch):
+    model = tiny_model(arch)
+    got = score(model, 0, [[3, 4, 5], [9, 3, 4, 5]], [[6, 7], [8]], [0.0], None)
     with torch.no_grad():
         lp = model(torch.tensor([[3, 4, 5, 6, 7]])).logits[0].log_softmax(-1)
+        lp2 = model(torch.tensor([[9, 3, 4, 5, 8]])).logits[0].log_softmax(-1)
     assert abs(float(got.continuation[0, 0]) - float(lp[2, 6] + lp[3, 7])) < 1e-4
+    assert abs(float(got.continuation[1, 0]) - float(lp2[3, 8])) < 1e-4
 
 
 def test_extreme_norms_stay_finite():

@@ -175,7 +175,7 @@ def sweep(
     limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N items of each task."),
     batch_size: int = typer.Option(256, "--batch-size", help="Rows (sequence × norm) per forward pass."),
     chunk_size: int = typer.Option(16, "--chunk-size", help="Items per resumable chunk."),
-    no_share: bool = typer.Option(False, "--no-share", help="Recompute the layers below the first steered one per norm."),
+    no_share: bool = typer.Option(False, "--no-share", help="Recompute shared prompts and the layers below the first steered one for every sequence and norm."),
     dtype: str = typer.Option("float32", "--dtype"),
     device: Optional[str] = typer.Option(None, "--device"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
@@ -215,7 +215,7 @@ def sweep(
     vec.select(chosen)  # a layer the vector lacks fails here, before the run folder is made
     grid, scale = norm_grid(cfg, vec)
     plan = SweepPlan(norms=grid, tasks=tasks, layers=chosen, positions=positions, operator=operator,
-                     share_lower=not no_share, batch_size=batch_size, chunk_size=chunk_size,
+                     share_lower=not no_share, share_prompts=not no_share, batch_size=batch_size, chunk_size=chunk_size,
                      response_scorer=response_scorer)
     config = run_config(plan, vec, model_name=model, model_revision=lm.revision, dtype=dtype,
                         extra={"norm_unit": norm_unit, "norm_unit_scale": scale,

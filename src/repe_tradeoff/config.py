@@ -61,6 +61,7 @@ class RunConfig(_Strict):
     batch_size: int = Field(256, ge=1)
     chunk_size: int = Field(16, ge=1)
     share_lower: bool = True
+    share_prompts: bool = True
     generation_norm: float | None = Field(None, description="R for the side-by-side generations at -R, 0, +R")
     max_new_tokens: int = Field(40, ge=1)
     fit: FitSpec = Field(default_factory=FitSpec)

@@ -71,7 +71,8 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
         tasks.append(HelpfulnessMetric(task.name, list(task.questions), h.format, h.template))
     plan = SweepPlan(
         norms=norms, tasks=tasks, layers=layers, positions=cfg.positions, operator=cfg.operator,
-        share_lower=cfg.share_lower, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size,
+        share_lower=cfg.share_lower, share_prompts=cfg.share_prompts, batch_size=cfg.batch_size,
+        chunk_size=cfg.chunk_size,
         max_new_tokens=cfg.max_new_tokens,
     )
     config = run_config(

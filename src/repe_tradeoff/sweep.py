@@ -92,6 +92,7 @@ class SweepPlan:
     positions: str = "all"
     operator: str = "add"
     share_lower: bool = True
+    share_prompts: bool = True
     batch_size: int = 256
     chunk_size: int = 16
     max_new_tokens: int = 40
@@ -150,6 +151,7 @@ def run_config(plan: SweepPlan, vector: SteeringVector, *, model_name: str, mode
             "total_per_unit_r": math.sqrt(len(plan.layers)),
         },
         "share_lower": plan.share_lower,
+        "share_prompts": plan.share_prompts,
         "batch_size": plan.batch_size,
         "versions": {"repe_tradeoff": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
@@ -260,7 +262,7 @@ def _score_chunk(model, tokenizer, seqs, rows: list[int], plan: SweepPlan, steer
     per_group = math.ceil(len(plan.norms) / groups)
     norm_groups = [plan.norms[i : i + per_group] for i in range(0, len(plan.norms), per_group)]
     # similar lengths together: less padding, same result
-    order = sorted(rows, key=lambda r: (len(seqs.prompts[r]) + len(seqs.continuations[r]), r))
+    order = sorted(rows, key=lambda r: (len(seqs.prompts[r]), seqs.owners[r], r))  # a prompt's sequences together
     parts_c, parts_p, parts_s = [], [], []
     for group in norm_groups:
         step = max(1, plan.batch_size // (len(group) + (0.0 not in group)))
@@ -352,7 +354,8 @@ def run_sweep(
                 )
         else:
             atomic_write(cfg_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower)
+        steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower,
+                            plan.share_prompts)
         plan_chunks = [(t, c, ids) for t in plan.tasks for c, ids in enumerate(_chunks(t, plan.chunk_size, limit))]
         expected = {(t.name, c): len(ids) * len(plan.norms) for t, c, ids in plan_chunks}
         items_path = out / "items.jsonl"
