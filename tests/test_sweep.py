@@ -228,3 +228,26 @@ def test_letter_tokens_embedded(embedded):
 )
 def test_refusal_detector(text, expected):
     assert refusal_score(text) == expected
+
+
+def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
+    """A batch that does not fit is split and retried; the results are those of a run that fit."""
+    import repe_tradeoff.sweep as sweep_module
+
+    real = sweep_module.score
+
+    def small_memory(model, pad, prompts, *args):
+        if len(prompts) > 3:
+            raise torch.OutOfMemoryError("simulated")
+        return real(model, pad, prompts, *args)
+
+    a = _run(tmp_path, "a", plan=_plan(batch_size=500))
+    monkeypatch.setattr(sweep_module, "score", small_memory)
+    plan = _plan(batch_size=500)
+    b = _run(tmp_path, "b", plan=plan)
+    assert plan.batch_size < 500
+    ia = [json.loads(x) for x in (a / "items.jsonl").read_text().splitlines()]
+    ib = [json.loads(x) for x in (b / "items.jsonl").read_text().splitlines()]
+    assert len(ia) == len(ib)
+    for x, y in zip(ia, ib):
+        assert x.get("helpfulness", x.get("alignment")) == pytest.approx(y.get("helpfulness", y.get("alignment")), abs=1e-5)

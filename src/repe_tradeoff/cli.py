@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -175,6 +176,7 @@ def sweep(
     limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N items of each task."),
     batch_size: int = typer.Option(256, "--batch-size", help="Rows (sequence × norm) per forward pass."),
     chunk_size: int = typer.Option(16, "--chunk-size", help="Items per resumable chunk."),
+    processes: int = typer.Option(1, "--processes", min=1, help="Data-parallel processes (through `accelerate launch`)."),
     no_share: bool = typer.Option(False, "--no-share", help="Recompute shared prompts and the layers below the first steered one for every sequence and norm."),
     dtype: str = typer.Option("float32", "--dtype"),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -193,6 +195,8 @@ def sweep(
 
     if not alignment and not helpfulness:
         raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
+    if processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise typer.Exit(_relaunch(processes, device))
     try:
         cfg = RunConfig(model=model, norms=norms, norm_unit=norm_unit, operator=operator,
                         behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment] or [BehaviorSpec(name="harmfulness")],
@@ -221,7 +225,27 @@ def sweep(
                         extra={"norm_unit": norm_unit, "norm_unit_scale": scale,
                                "vector_path": str(vector), "command": " ".join(["repe-tradeoff", *sys.argv[1:]])})
     run_sweep(lm.model, lm.tokenizer, vec, plan, out, config=config, limit=limit, progress=SweepProgress())
-    out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
+
+
+def _relaunch(processes: int, device: str | None) -> int:
+    """Run this same command under `accelerate launch` with N processes; return its exit code."""
+    import subprocess
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:  # drop --processes N / --processes=N
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            args.append(arg)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if device in (None, "cpu"):
+        launch.append("--cpu")
+    return subprocess.call([*launch, "-m", "repe_tradeoff", *args])
 
 
 def _option_errors(err) -> str:

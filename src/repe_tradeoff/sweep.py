@@ -7,6 +7,7 @@ docs/run-files.md for the files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ import platform
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,38 +218,73 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _complete_prefix(path: Path, expected: dict[tuple[str, int], int]) -> tuple[int, set[tuple[str, int]]]:
-    """Bytes of ``items.jsonl`` that hold whole chunks, and which chunks those are.
+def _complete_chunks(path: Path, expected: dict[tuple[str, int], int]) -> dict[tuple[str, int], bytes]:
+    """The whole chunks found in ``items.jsonl``, each as the bytes of its lines.
 
-    A torn last line or a chunk cut short by a crash is not counted, and is overwritten on resume.
+    Chunks may stand in any order (several processes append to one file). A torn line, or a
+    chunk cut short by a crash, is left out and computed again on resume.
     """
     if not path.exists():
-        return 0, set()
-    data = path.read_bytes()
-    good, done, offset = 0, set(), 0
-    current, count = None, 0
-    for line in data.splitlines(keepends=True):
-        offset += len(line)
-        if not line.endswith(b"\n"):
-            break
+        return {}
+    groups: dict[tuple[str, int], list[bytes]] = {}
+    for line in path.read_bytes().splitlines(keepends=True):
         try:
             rec = json.loads(line)
             key = (rec["task"], int(rec["chunk"]))
-        except (ValueError, KeyError):
-            break
-        if key != current:
-            current, count = key, 0
-        count += 1
-        if count == expected.get(key, -1):
-            done.add(key)
-            good = offset
-    return good, done
+        except (ValueError, KeyError, TypeError):
+            continue
+        if line.endswith(b"\n") and key in expected:
+            groups.setdefault(key, []).append(line)
+    return {key: b"".join(lines) for key, lines in groups.items() if len(lines) == expected[key]}
+
+
+def _write_in_plan_order(path: Path, chunks: dict[tuple[str, int], bytes], order: list[tuple[str, int]]) -> None:
+    data = b"".join(chunks[key] for key in order if key in chunks)
+    if not path.exists() or path.read_bytes() != data:
+        atomic_write(path, data.decode("utf-8"))
+
+
+def process_group() -> tuple[int, int, Callable[[], None]]:
+    """(number of processes, this process's rank, barrier): accelerate's when launched by it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 1, 0, lambda: None
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.num_processes, state.process_index, state.wait_for_everyone
 
 
 def _chunks(task, chunk_size: int, limit: int | None) -> list[list[int]]:
     n = len(task.items if task.kind == "alignment" else task.questions)
     n = min(n, limit) if limit else n
     return [list(range(s, min(s + chunk_size, n))) for s in range(0, n, chunk_size)]
+
+
+def _score_batch(model, pad: int, seqs, batch: list[int], group: list[float], steering: Steering, plan: SweepPlan):
+    """Score one batch; on out-of-memory, halve it (and the plan's batch size) and retry."""
+    import torch
+
+    from repe_tradeoff.scoring import Scores
+
+    try:
+        return score(model, pad, [seqs.prompts[r] for r in batch], [seqs.continuations[r] for r in batch],
+                     group, steering, seqs.probe_ids)
+    except torch.OutOfMemoryError:
+        if len(batch) == 1:
+            raise SweepError(
+                f"one sequence at {len(group)} norms does not fit in memory: use fewer norms per pass "
+                "(--batch-size below the number of norms), a smaller dtype, or --device auto"
+            ) from None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        plan.batch_size = max(1, plan.batch_size // 2)
+        log.warning("out of memory at %d sequences × %d norms; continuing with --batch-size %d",
+                    len(batch), len(group), plan.batch_size)
+        half = len(batch) // 2
+        a = _score_batch(model, pad, seqs, batch[:half], group, steering, plan)
+        b = _score_batch(model, pad, seqs, batch[half:], group, steering, plan)
+        probes = None if a.probe_logprobs is None else torch.cat([a.probe_logprobs, b.probe_logprobs])
+        return Scores(torch.cat([a.continuation, b.continuation]), probes, torch.cat([a.logit_shift, b.logit_shift]))
 
 
 def _score_chunk(model, tokenizer, seqs, rows: list[int], plan: SweepPlan, steering: Steering):
@@ -261,37 +297,21 @@ def _score_chunk(model, tokenizer, seqs, rows: list[int], plan: SweepPlan, steer
     groups = max(1, math.ceil((len(plan.norms) + 1) / plan.batch_size))
     per_group = math.ceil(len(plan.norms) / groups)
     norm_groups = [plan.norms[i : i + per_group] for i in range(0, len(plan.norms), per_group)]
-    # similar lengths together: less padding, same result
     order = sorted(rows, key=lambda r: (len(seqs.prompts[r]), seqs.owners[r], r))  # a prompt's sequences together
-    parts_c, parts_p, parts_s = [], [], []
+    parts = []
     for group in norm_groups:
         step = max(1, plan.batch_size // (len(group) + (0.0 not in group)))
-        cols_c, cols_p, cols_s = [], [], []
-        for start in range(0, len(order), step):
-            batch = order[start : start + step]
-            out = score(
-                model,
-                pad,
-                [seqs.prompts[r] for r in batch],
-                [seqs.continuations[r] for r in batch],
-                group,
-                steering,
-                seqs.probe_ids,
-            )
-            cols_c.append(out.continuation)
-            cols_s.append(out.logit_shift)
-            if out.probe_logprobs is not None:
-                cols_p.append(out.probe_logprobs)
-        parts_c.append(torch.cat(cols_c))
-        parts_s.append(torch.cat(cols_s))
-        if cols_p:
-            parts_p.append(torch.cat(cols_p))
-    back = torch.tensor([order.index(r) for r in rows])
-    return Scores(
-        continuation=torch.cat(parts_c, 1)[back],
-        probe_logprobs=torch.cat(parts_p, 1)[back] if parts_p else None,
-        logit_shift=torch.cat(parts_s, 1)[back],
-    )
+        parts.append([_score_batch(model, pad, seqs, order[i : i + step], group, steering, plan)
+                      for i in range(0, len(order), step)])
+    position = {r: i for i, r in enumerate(order)}
+    back = torch.tensor([position[r] for r in rows])
+
+    def join(field: str):
+        if getattr(parts[0][0], field) is None:
+            return None
+        return torch.cat([torch.cat([getattr(b, field) for b in group]) for group in parts], 1)[back]
+
+    return Scores(join("continuation"), join("probe_logprobs"), join("logit_shift"))
 
 
 def _generate_chunk(model, tokenizer, task: AlignmentMetric, item_ids, plan: SweepPlan, vector) -> list[dict]:
@@ -334,43 +354,28 @@ def run_sweep(
     cfg_path = out / "config.json"
     config = {**config, "limit": limit}
     config["config_hash"] = _sha({"base": config["config_hash"], "limit": limit})
-    with run_lock(out):
-        if cfg_path.exists():
-            try:
-                old = json.loads(cfg_path.read_text(encoding="utf-8"))
-            except ValueError:
-                old = None
-            if not isinstance(old, dict):
-                raise SweepError(
-                    f"{cfg_path} is not a readable run configuration, so the sweep in {out} cannot be "
-                    f"resumed. Use another --out folder, or delete {out} to start over."
-                )
-            if old.get("config_hash") != config["config_hash"]:
-                changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k)
-                                 and k not in ("versions", "config_hash"))
-                raise SweepError(
-                    f"{out} holds a sweep with a different configuration (differs in: "
-                    f"{', '.join(changed) or 'hash'}). Use another --out folder, or delete {out} to start over."
-                )
-        else:
-            atomic_write(cfg_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    world, rank, barrier = process_group()
+    _check_config(cfg_path, config, out)
+    plan_chunks = [(t, c, ids) for t in plan.tasks for c, ids in enumerate(_chunks(t, plan.chunk_size, limit))]
+    expected = {(t.name, c): len(ids) * len(plan.norms) for t, c, ids in plan_chunks}
+    order = [(t.name, c) for t, c, _ in plan_chunks]
+    items_path = out / "items.jsonl"
+    with run_lock(out) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            if not cfg_path.exists():
+                atomic_write(cfg_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+            _write_in_plan_order(items_path, _complete_chunks(items_path, expected), order)  # drop torn chunks
+        barrier()
+        done = set(_complete_chunks(items_path, expected))
+        pending = [entry for entry in plan_chunks if (entry[0].name, entry[1]) not in done]
+        mine = pending[rank::world]  # chunks are dealt out to processes in turn
+        if progress:
+            progress.start(sum(len(ids) for _, _, ids in mine) * len(plan.norms), 0)
         steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower,
                             plan.share_prompts)
-        plan_chunks = [(t, c, ids) for t in plan.tasks for c, ids in enumerate(_chunks(t, plan.chunk_size, limit))]
-        expected = {(t.name, c): len(ids) * len(plan.norms) for t, c, ids in plan_chunks}
-        items_path = out / "items.jsonl"
-        good, done = _complete_prefix(items_path, expected)
-        with open(items_path, "ab") as f:
-            f.truncate(good)
-        total = sum(len(ids) * len(plan.norms) for _, _, ids in plan_chunks)
-        finished = sum(expected[k] for k in done)
-        if progress:
-            progress.start(total, finished)
         sequences = {}
         with open(items_path, "ab") as f:
-            for task, chunk, ids in plan_chunks:
-                if (task.name, chunk) in done:
-                    continue
+            for task, chunk, ids in mine:
                 if task.kind == "alignment" and task.scorer == "generate":
                     records = _generate_chunk(model, tokenizer, task, ids, plan, vector)
                 else:
@@ -382,13 +387,43 @@ def run_sweep(
                     scores = _score_chunk(model, tokenizer, seqs, rows, plan, steering)
                     records = task.records(scores, plan.norms, ids)
                 text = "".join(json.dumps({**rec, "chunk": chunk}, sort_keys=True) + "\n" for rec in records)
-                f.write(text.encode())  # one chunk, one append
+                f.write(text.encode())  # one chunk, one append (O_APPEND: processes never interleave)
                 f.flush()
                 os.fsync(f.fileno())
                 if progress:
                     progress.advance(len(records))
-        write_points(out)
+        barrier()
+        if rank == 0:
+            chunks = _complete_chunks(items_path, expected)
+            missing = [key for key in order if key not in chunks]
+            if missing:
+                raise SweepError(f"{len(missing)} chunk(s) are missing after the sweep (first: {missing[0]}); rerun to finish")
+            _write_in_plan_order(items_path, chunks, order)
+            write_points(out)
+        barrier()
     return out
+
+
+def _check_config(cfg_path: Path, config: dict, out: Path) -> None:
+    """Refuse to mix two configurations in one run folder."""
+    if not cfg_path.exists():
+        return
+    try:
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError:
+        old = None
+    if not isinstance(old, dict):
+        raise SweepError(
+            f"{cfg_path} is not a readable run configuration, so the sweep in {out} cannot be "
+            f"resumed. Use another --out folder, or delete {out} to start over."
+        )
+    if old.get("config_hash") != config["config_hash"]:
+        changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k)
+                         and k not in ("versions", "config_hash"))
+        raise SweepError(
+            f"{out} holds a sweep with a different configuration (differs in: "
+            f"{', '.join(changed) or 'hash'}). Use another --out folder, or delete {out} to start over."
+        )
 
 
 def aggregate(items: list[dict]) -> list[dict]:
