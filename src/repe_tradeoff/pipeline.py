@@ -12,7 +12,7 @@ from repe_tradeoff.config import RunConfig
 from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric, generate
 from repe_tradeoff.models import LoadedModel, load_model, n_layers, parse_layers
 from repe_tradeoff.reading import extract
-from repe_tradeoff.sweep import SweepPlan, atomic_write, run_config, run_sweep
+from repe_tradeoff.sweep import SweepPlan, atomic_write, process_group, run_config, run_sweep
 from repe_tradeoff.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,16 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
     behavior = load_behavior(exp.behavior)
     layers = parse_layers(exp.layer_set, n_layers(model))
     vector_path = out / "vector.safetensors"
-    if vector_path.exists():
-        vector = SteeringVector.load(vector_path)
-    else:
+    _, rank, barrier = process_group()
+    if rank == 0 and not vector_path.exists():  # under accelerate launch, one process reads the vector
         pairs = [(p.aligned, p.misaligned) for p in behavior.pairs]
-        vector, separation = extract(
+        vector, _ = extract(
             model, tokenizer, pairs, layers, method=exp.method, position=cfg.read_position,
             metadata={"model": cfg.model, "dataset": behavior.name},
         )
         vector.save(vector_path)
+    barrier()
+    vector = SteeringVector.load(vector_path)
     vector.check_model(model)
     norms, scale = norm_grid(cfg, vector)
     tasks = [AlignmentMetric(behavior.name, list(behavior.items), behavior_spec.scorer, behavior_spec.template)]
@@ -82,8 +83,9 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
                "command": f"repe-tradeoff run CONFIG.yaml  # experiment {exp.slug}"},
     )
     run_sweep(model, tokenizer, vector, plan, out, config=config, limit=cfg.limit, progress=progress)
-    fit(out, cfg)
-    write_generations(lm, vector, behavior, layers, norms, cfg, out)
+    if rank == 0:
+        fit(out, cfg)
+        write_generations(lm, vector, behavior, layers, norms, cfg, out)
     return out
 
 
@@ -116,12 +118,14 @@ def run_study(cfg: RunConfig, progress=None) -> tuple[Path, list[Path]]:
 
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
     exps = experiments(cfg)
+    _, rank, _ = process_group()
     runs = []
     for exp in exps:
         folder = cfg.out if len(exps) == 1 else cfg.out / exp.slug
         log.info("experiment %s → %s", exp.slug, folder)
         runs.append(run_experiment(lm, cfg, exp, folder, progress))
-        build_report(folder)
-    if len(runs) == 1:
+        if rank == 0:
+            build_report(folder)
+    if len(runs) == 1 or rank != 0:
         return runs[0] / "report.html", runs
     return build_comparison_report({e.slug: r for e, r in zip(exps, runs)}, cfg.out), runs
