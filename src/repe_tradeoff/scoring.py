@@ -58,6 +58,16 @@ def _select_cache_rows(cache, layer: int, index: Tensor) -> None:
         cache.value_cache[layer] = cache.value_cache[layer].index_select(0, index)
 
 
+def _target_logprobs(model, hidden: Tensor, targets: Tensor, block: int = 32) -> Tensor:
+    """log p(target) at each position, in blocks of rows: the (rows, positions, vocabulary)
+    logits never exist all at once, which bounds memory for long continuations."""
+    parts = []
+    for h, t in zip(hidden.split(block), targets.split(block)):
+        logits = _logits(model, h)
+        parts.append(logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1))
+    return torch.cat(parts)
+
+
 def _cache_kwarg(module) -> str:
     """transformers ≥ 5.24 names the KV cache argument `cache`; earlier versions `past_key_values`."""
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
@@ -150,8 +160,7 @@ def score_shared(
         for s, c in enumerate(continuations):
             if len(c) > 1:
                 targets[s, : len(c) - 1] = torch.tensor(c[1:])
-        lp2 = torch.log_softmax(_logits(model, h2), -1)
-        tok_lp = lp2.gather(-1, targets[s_rows].to(device).unsqueeze(-1)).squeeze(-1) * c_mask[s_rows].to(device)
+        tok_lp = _target_logprobs(model, h2, targets[s_rows].to(device)) * c_mask[s_rows].to(device)
         continuation = continuation + tok_lp.sum(-1)
     keep = torch.tensor([with_zero.index(r) for r in grid])
     probes = None
@@ -247,21 +256,20 @@ def score_flat(
     starts = torch.tensor(lens_p).repeat_interleave(n_norm) - 1
     pos = (starts.view(-1, 1) + offsets.view(1, -1)).clamp(max=width - 1)
     picked = hidden.gather(1, pos.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-    logits = _logits(model, picked)  # (R, span, V), float32
-    logprobs = torch.log_softmax(logits, dim=-1)
+    logits0 = _logits(model, picked[:, 0, :])  # (R, V) next-token logits after the prompt
     targets = torch.zeros((n_seq, span), dtype=torch.long)
     valid = torch.zeros((n_seq, span), dtype=torch.bool)
     for s, c in enumerate(continuations):
         targets[s, : len(c)] = torch.tensor(list(c), dtype=torch.long)
         valid[s, : len(c)] = True
-    targets, valid = targets[rows].to(logprobs.device), valid[rows].to(logprobs.device)
-    token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * valid
+    targets, valid = targets[rows].to(logits0.device), valid[rows].to(logits0.device)
+    token_lp = _target_logprobs(model, picked, targets) * valid
     continuation = token_lp.sum(-1).view(n_seq, n_norm)
-    first = logprobs[:, 0, :].view(n_seq, n_norm, -1)
     probes = None
     if probe_ids is not None:
+        first = torch.log_softmax(logits0, -1).view(n_seq, n_norm, -1)
         probes = first[:, :, torch.tensor(list(probe_ids), device=first.device)]
-    logits0 = logits[:, 0, :].view(n_seq, n_norm, -1)
+    logits0 = logits0.view(n_seq, n_norm, -1)
     shift = (logits0 - logits0[:, zero_col : zero_col + 1, :]).norm(dim=-1)
     keep = torch.tensor([with_zero.index(r) for r in grid])
     return Scores(
