@@ -58,14 +58,17 @@ def _select_cache_rows(cache, layer: int, index: Tensor) -> None:
         cache.value_cache[layer] = cache.value_cache[layer].index_select(0, index)
 
 
-def _target_logprobs(model, hidden: Tensor, targets: Tensor, block: int = 32) -> Tensor:
-    """log p(target) at each position, in blocks of rows: the (rows, positions, vocabulary)
-    logits never exist all at once, which bounds memory for long continuations."""
+def _summed_logprobs(model, hidden: Tensor, targets: Tensor, valid: Tensor, block: int = 512) -> Tensor:
+    """Per row, Σ log p(target) over the valid positions. Logits are computed only there (never
+    at padding), in blocks of positions, so (positions × vocabulary) never exists all at once."""
+    rows, cols = valid.nonzero(as_tuple=True)
+    h, t = hidden[rows, cols], targets[rows, cols]
     parts = []
-    for h, t in zip(hidden.split(block), targets.split(block)):
-        logits = _logits(model, h)
-        parts.append(logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1))
-    return torch.cat(parts)
+    for hb, tb in zip(h.split(block), t.split(block)):
+        logits = _logits(model, hb)
+        parts.append(logits.gather(-1, tb.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1))
+    total = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    return total.index_add_(0, rows, torch.cat(parts)) if parts else total
 
 
 def _cache_kwarg(module) -> str:
@@ -160,8 +163,8 @@ def score_shared(
         for s, c in enumerate(continuations):
             if len(c) > 1:
                 targets[s, : len(c) - 1] = torch.tensor(c[1:])
-        tok_lp = _target_logprobs(model, h2, targets[s_rows].to(device)) * c_mask[s_rows].to(device)
-        continuation = continuation + tok_lp.sum(-1)
+        continuation = continuation + _summed_logprobs(
+            model, h2, targets[s_rows].to(device), c_mask[s_rows].bool().to(device))
     keep = torch.tensor([with_zero.index(r) for r in grid])
     probes = None
     if probe_ids is not None:
@@ -263,11 +266,13 @@ def score_flat(
         targets[s, : len(c)] = torch.tensor(list(c), dtype=torch.long)
         valid[s, : len(c)] = True
     targets, valid = targets[rows].to(logits0.device), valid[rows].to(logits0.device)
-    token_lp = _target_logprobs(model, picked, targets) * valid
-    continuation = token_lp.sum(-1).view(n_seq, n_norm)
+    lp0 = torch.log_softmax(logits0, -1)  # reused for the first continuation token and the probes
+    continuation = lp0.gather(1, targets[:, :1]).squeeze(1) * valid[:, 0]
+    continuation = continuation + _summed_logprobs(model, picked[:, 1:], targets[:, 1:], valid[:, 1:])
+    continuation = continuation.view(n_seq, n_norm)
     probes = None
     if probe_ids is not None:
-        first = torch.log_softmax(logits0, -1).view(n_seq, n_norm, -1)
+        first = lp0.view(n_seq, n_norm, -1)
         probes = first[:, :, torch.tensor(list(probe_ids), device=first.device)]
     logits0 = logits0.view(n_seq, n_norm, -1)
     shift = (logits0 - logits0[:, zero_col : zero_col + 1, :]).norm(dim=-1)
