@@ -354,7 +354,7 @@ def _option_logliks(logits, ids_rows, prompt_lens, cont_lens):
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     values = []
     for i, (lp, lc) in enumerate(zip(prompt_lens, cont_lens)):
-        pos = torch.arange(lp - 1, lp + lc - 1)
+        pos = torch.arange(lp - 1, lp + lc - 1, device=logits.device)
         tgt = ids_rows[i, lp : lp + lc]
         values.append(float(logprobs[i, pos, tgt].sum()))
     return values
@@ -373,7 +373,7 @@ def run_loop(b: Bench, norms=None, per_norm_seconds: list | None = None):
             t0 = time.perf_counter()
             with steer(b.model, b.vector, r, layers=b.layers):
                 for s, (p, c) in enumerate(zip(b.seqs.prompts, b.seqs.continuations)):
-                    ids = torch.tensor([list(p) + list(c)])
+                    ids = torch.tensor([list(p) + list(c)], device=b.model.device)
                     logits = b.model(ids).logits
                     out[s, k] = _option_logliks(logits, ids, [len(p)], [len(c)])[0]
             if per_norm_seconds is not None:
@@ -409,7 +409,7 @@ def _batches(b: Bench, batch: int):
         for i, x in enumerate(seqs):
             ids[i, : len(x)] = torch.tensor(x)
             mask[i, : len(x)] = 1
-        out.append((rows, ids, mask))
+        out.append((rows, ids.to(b.model.device), mask.to(b.model.device)))
     return out
 
 
@@ -474,7 +474,9 @@ def dry_base(model):
     def fake_forward(input_ids=None, attention_mask=None, **kwargs):
         seen.append((input_ids.clone(), attention_mask.clone()))
         return SimpleNamespace(
-            last_hidden_state=torch.zeros(*input_ids.shape, model.config.hidden_size)
+            last_hidden_state=torch.zeros(
+                *input_ids.shape, model.config.hidden_size, device=input_ids.device, dtype=model.dtype
+            )
         )
 
     base.forward = fake_forward
@@ -577,7 +579,7 @@ def warm_up(b: Bench) -> None:
 
     from repe_tradeoff.steering import steer
 
-    ids = torch.tensor([list(b.seqs.prompts[0]) + list(b.seqs.continuations[0])])
+    ids = torch.tensor([list(b.seqs.prompts[0]) + list(b.seqs.continuations[0])], device=b.model.device)
     with torch.no_grad(), steer(b.model, b.vector, 1.0, layers=b.layers):
         b.model(ids)
         b.model(ids.repeat(8, 1))

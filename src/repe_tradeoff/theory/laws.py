@@ -228,7 +228,8 @@ def corollary_exact_law(chance: float) -> Law:
 
     def f(r, a, b):
         z = np.minimum(b * b / 2.0 * r**2, 700.0)
-        return chance + amp / (1.0 + a * np.exp(z))
+        with np.errstate(over="ignore"):  # a·e^z → inf saturates to chance, as it should
+            return chance + amp / (1.0 + a * np.exp(z))
 
     formula = (
         "1/(1 + a*exp(b^2*r^2/2))" if chance == 0
@@ -245,7 +246,8 @@ def corollary_exact_shifted_law(chance: float) -> Law:
 
     def f(r, a, b, r0):
         z = np.minimum(b * b / 2.0 * (r - r0) ** 2, 700.0)
-        return chance + amp / (1.0 + a * np.exp(z))
+        with np.errstate(over="ignore"):  # a·e^z → inf saturates to chance, as it should
+            return chance + amp / (1.0 + a * np.exp(z))
 
     formula = f"{chance:g} + {amp:g}/(1 + a*exp(b^2*(r - r0)^2/2))"
     return Law(
