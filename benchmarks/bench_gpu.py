@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--loop-norms", type=int, default=2, help="norms the per-norm loop runs (scaled to the grid)")
     p.add_argument("--peer-batch", type=int, default=64)
+    p.add_argument("--ours-batch", type=int, default=None, help="rows per forward for ours (default: the sweep's)")
+    p.add_argument("--profile", action="store_true", help="also write torch.profiler tables of ours and ours_no_sharing")
     p.add_argument("--paper-limit", type=int, default=100, help="items per task in the paper protocol")
     p.add_argument("--batch-size", type=int, default=1024, help="rows per forward in the paper protocol")
     p.add_argument("--sizes", default="", help="further random sizes for the sweep alone, e.g. llama-8b")
@@ -142,6 +144,15 @@ def compare(b: bs.Bench, args) -> dict:
     same = bs.capture_same_batches(b)
     loop_idx = bs.loop_norms(b, args.loop_norms)
     fns = bs.method_fns(b, args.peer_batch, same, loop_idx, [])
+    if args.ours_batch:
+        fns["ours"] = lambda: bs.run_ours(b, batch_size=args.ours_batch)
+        fns["ours_no_sharing"] = lambda: bs.run_ours(b, share_lower=False, share_prompts=False,
+                                                     batch_size=args.ours_batch)
+        with bs.dry_base(b.model) as same:
+            fns["ours_no_sharing"]()
+        fns["limit_same_batches"] = lambda: bs.run_limit_same_batches(b, same)
+    if args.profile:
+        profile(fns, args.out_dir)
     fast, slow = ("ours", "ours_no_sharing", "limit_same_batches"), ("loop", "peer", "limit_per_norm")
     runs: dict[str, list] = {m: [] for m in fast + slow}
     outputs = {}
@@ -174,6 +185,22 @@ def compare(b: bs.Bench, args) -> dict:
         "max_abs_diff_vs_ours": diffs,
         "typical_abs_loglik": float(ref.abs().median()),
     }
+
+
+def profile(fns, out_dir: Path) -> None:
+    """Operator tables of one run of ours and of ours_no_sharing, by device and by host time."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device() == "cuda" else [])
+    tables = []
+    for method in ("ours", "ours_no_sharing"):
+        with torch_profile(activities=activities) as prof:
+            fns[method]()
+        averages = prof.key_averages()
+        for key in ("self_cuda_time_total", "self_cpu_time_total") if device() == "cuda" else ("self_cpu_time_total",):
+            tables.append(f"## {method}, by {key}\n\n{averages.table(sort_by=key, row_limit=25)}\n")
+    (out_dir / "profile.txt").write_text("\n".join(tables))
 
 
 def paper(model_dir: str, args) -> dict:

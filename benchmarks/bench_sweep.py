@@ -312,6 +312,7 @@ def run_ours(
     share_prompts=True,
     seqs=None,
     task=None,
+    batch_size=None,
 ):
     """The sweep's scoring as ``run_sweep`` drives it, chunk by chunk, including the records."""
     import torch
@@ -326,6 +327,8 @@ def run_ours(
     Steering, SweepPlan, steering_kw, plan_kw = _steering(
         vector, layers, share_lower, share_prompts
     )
+    if batch_size:
+        plan_kw["batch_size"] = batch_size
     plan = SweepPlan(norms=list(norms), tasks=[task], layers=list(layers), **plan_kw)
     steering = Steering(
         vector=vector,

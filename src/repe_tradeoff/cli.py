@@ -174,7 +174,7 @@ def sweep(
     positions: str = typer.Option("all", "--positions"),
     operator: str = typer.Option("add", "--operator"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N items of each task."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Rows (sequence × norm) per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows (sequence × norm) per forward pass [default: 256 on a CPU, 1024 on a GPU; halved on out-of-memory]."),
     chunk_size: int = typer.Option(16, "--chunk-size", help="Items per resumable chunk."),
     processes: int = typer.Option(1, "--processes", min=1, help="Data-parallel processes (through `accelerate launch`)."),
     no_share: bool = typer.Option(False, "--no-share", help="Recompute shared prompts and the layers below the first steered one for every sequence and norm."),
@@ -190,7 +190,7 @@ def sweep(
     from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric
     from repe_tradeoff.models import n_layers, parse_layers
     from repe_tradeoff.pipeline import norm_grid
-    from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
+    from repe_tradeoff.sweep import SweepPlan, default_batch_size, run_config, run_sweep
     from repe_tradeoff.vectors import SteeringVector
 
     if not alignment and not helpfulness:
@@ -219,7 +219,7 @@ def sweep(
     vec.select(chosen)  # a layer the vector lacks fails here, before the run folder is made
     grid, scale = norm_grid(cfg, vec)
     plan = SweepPlan(norms=grid, tasks=tasks, layers=chosen, positions=positions, operator=operator,
-                     share_lower=not no_share, share_prompts=not no_share, batch_size=batch_size, chunk_size=chunk_size,
+                     share_lower=not no_share, share_prompts=not no_share, batch_size=batch_size or default_batch_size(lm.model), chunk_size=chunk_size,
                      response_scorer=response_scorer)
     config = run_config(plan, vec, model_name=model, model_revision=lm.revision, dtype=dtype,
                         extra={"norm_unit": norm_unit, "norm_unit_scale": scale,

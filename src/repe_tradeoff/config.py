@@ -58,7 +58,7 @@ class RunConfig(_Strict):
     positions: Literal["all", "after-prompt", "last"] = "all"
     operator: Literal["add", "ablate", "ablate-then-add"] = "add"
     limit: int | None = Field(None, ge=1)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="rows per forward; default 256 on a CPU, 1024 on a GPU")
     chunk_size: int = Field(16, ge=1)
     share_lower: bool = True
     share_prompts: bool = True

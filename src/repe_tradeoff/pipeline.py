@@ -12,7 +12,7 @@ from repe_tradeoff.config import RunConfig
 from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric, generate
 from repe_tradeoff.models import LoadedModel, load_model, n_layers, parse_layers
 from repe_tradeoff.reading import extract
-from repe_tradeoff.sweep import SweepPlan, atomic_write, process_group, run_config, run_sweep
+from repe_tradeoff.sweep import SweepPlan, atomic_write, default_batch_size, process_group, run_config, run_sweep
 from repe_tradeoff.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
         tasks.append(HelpfulnessMetric(task.name, list(task.questions), h.format, h.template))
     plan = SweepPlan(
         norms=norms, tasks=tasks, layers=layers, positions=cfg.positions, operator=cfg.operator,
-        share_lower=cfg.share_lower, share_prompts=cfg.share_prompts, batch_size=cfg.batch_size,
+        share_lower=cfg.share_lower, share_prompts=cfg.share_prompts, batch_size=cfg.batch_size or default_batch_size(model),
         chunk_size=cfg.chunk_size,
         max_new_tokens=cfg.max_new_tokens,
     )

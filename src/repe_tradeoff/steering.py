@@ -84,6 +84,14 @@ def steer(
         raise SteeringError("norm must be finite")
     lengths = None if prompt_lengths is None else torch.as_tensor(prompt_lengths, dtype=torch.long)
     state = {"offset": 0, "prompt_len": None}
+    moved: dict = {}
+
+    def on(device) -> tuple[Tensor, Tensor | None]:
+        # Moved once per device: a copy from host memory in every hook call would make the host
+        # wait for the GPU at every steered block.
+        if device not in moved:
+            moved[device] = (norms.to(device), None if lengths is None else lengths.to(device))
+        return moved[device]
 
     def track_offset(module, args, kwargs):
         # The index of the first token of this forward: 0, or the KV cache's length.
@@ -106,26 +114,28 @@ def steer(
         seq = hidden.shape[1]
         absolute = state["offset"] + torch.arange(seq, device=hidden.device)
         if lengths is not None:
-            start = lengths.to(hidden.device).view(-1, 1)
+            start = on(hidden.device)[1].view(-1, 1)
         elif state["prompt_len"] is not None:
-            start = torch.tensor([[state["prompt_len"]]], device=hidden.device)
+            start = state["prompt_len"]
         else:
             raise SteeringError(f"positions={positions!r} needs prompt_lengths")
         if positions == "last":
             start = start - 1
         return (absolute.view(1, -1) >= start).unsqueeze(-1)
 
-    cache: dict = {}
+    directions: dict = {}
+
+    def direction_on(layer: int, device) -> tuple[Tensor, Tensor]:
+        if (layer, device) not in directions:
+            d = vector[layer].to(device=device, dtype=torch.float32)
+            directions[layer, device] = (d, d / d.norm())
+        return directions[layer, device]
 
     def make_hook(layer: int):
         def hook(module, args, output):
             hidden = _hidden(output)
-            key = (layer, hidden.device, hidden.dtype)
-            if key not in cache:
-                d = vector[layer].to(device=hidden.device, dtype=torch.float32)
-                cache[key] = (d, d / d.norm())
-            direction, unit = cache[key]
-            r = norms.to(hidden.device)
+            direction, unit = direction_on(layer, hidden.device)
+            r = on(hidden.device)[0]
             if r.ndim == 1:
                 if r.shape[0] != hidden.shape[0]:
                     raise SteeringError(
@@ -133,11 +143,11 @@ def steer(
                     )
                 r = r.view(-1, 1, 1)
             h32 = hidden.to(torch.float32)
-            delta = torch.zeros_like(h32)
-            if operator in ("ablate", "ablate-then-add"):
+            delta = r * direction  # broadcast, never materialised at full size for plain add
+            if operator == "ablate":
+                delta = -(h32 @ unit).unsqueeze(-1) * unit
+            elif operator == "ablate-then-add":
                 delta = delta - (h32 @ unit).unsqueeze(-1) * unit
-            if operator in ("add", "ablate-then-add"):
-                delta = delta + r * direction
             mask = position_mask(hidden)
             if mask is not None:
                 delta = delta * mask
@@ -145,6 +155,11 @@ def steer(
 
         return hook
 
+    for layer in layers:  # copied before the forward starts, while the GPU has no queued work
+        param = next(blocks[layer].parameters(), None)
+        if param is not None and param.device.type != "meta":
+            direction_on(layer, param.device)
+            on(param.device)
     handles = []
     try:
         handles.append(_blocks_parent(model).register_forward_pre_hook(track_offset, with_kwargs=True))

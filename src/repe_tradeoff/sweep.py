@@ -26,6 +26,7 @@ import numpy as np
 
 from repe_tradeoff import __version__
 from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric, generate, response_scorer
+from repe_tradeoff.models import model_device
 from repe_tradeoff.scoring import Steering, score
 from repe_tradeoff.vectors import SteeringVector
 
@@ -252,6 +253,11 @@ def process_group() -> tuple[int, int, Callable[[], None]]:
 
     state = PartialState()
     return state.num_processes, state.process_index, state.wait_for_everyone
+
+
+def default_batch_size(model) -> int:
+    """Rows per forward: a GPU is kept busy only by larger batches; out-of-memory halves it anyway."""
+    return 1024 if model_device(model).type == "cuda" else 256
 
 
 def _chunks(task, chunk_size: int, limit: int | None) -> list[list[int]]:
