@@ -66,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=1024, help="rows per forward in the paper protocol")
     p.add_argument("--sizes", default="", help="further random sizes for the sweep alone, e.g. llama-8b")
     p.add_argument("--parts", default="compare,paper,sizes")
-    p.add_argument("--out-dir", type=Path, default=HERE / "gpu")
+    p.add_argument("--out-dir", type=Path, default=HERE / "gpu" / "latest")
     return p.parse_args(argv)
 
 
@@ -217,7 +217,7 @@ def paper(model_dir: str, args) -> dict:
         "norms": "-0.5:0.5:0.0125", "norm_unit": "residual",  # 81 norms, as the paper's -10:10:0.25
         "batch_size": args.batch_size, "limit": args.paper_limit,
     })
-    measured, report = gpu_timed(lambda: run_study(cfg))
+    measured, (report, _) = gpu_timed(lambda: run_study(cfg))
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     return {**measured, "report": str(report), "norms": len(cfg.grid()), "items": len(items),
             "points_per_s": len(items) / measured["seconds"], "limit": args.paper_limit,

@@ -1031,6 +1031,7 @@ def plot(results: dict, path: Path) -> None:
 
 def verdicts(results: dict) -> list[dict]:
     r = results["main"]["ratios"]
+    overhead = statistics.median(results["main"]["overhead_per_rep"])
     out = [
         {
             "target": "ours ≥ 5× faster than the per-norm loop",
@@ -1045,10 +1046,12 @@ def verdicts(results: dict) -> list[dict]:
             "met": r["ours/peer"] <= TARGETS["ratio_vs_peer"],
         },
         {
-            "target": "steering overhead ≤ 1.10× (ours_no_sharing / limit_same_batches)",
-            "value": r["ours_no_sharing/limit_same_batches"],
+            # paired within a repetition, so a slow spell of the shared machine hits both sides
+            "target": "steering overhead ≤ 1.10× (ours_no_sharing / limit_same_batches, median of "
+            "the per-repetition ratios)",
+            "value": overhead,
             "unit": "×",
-            "met": r["ours_no_sharing/limit_same_batches"] <= TARGETS["steering_overhead"],
+            "met": overhead <= TARGETS["steering_overhead"],
         },
         {
             "target": "ours below limit_per_norm",
@@ -1258,9 +1261,9 @@ def write_markdown(results: dict, path: Path) -> None:
             )
         add("")
         add(
-            f"ours_flat_shared_lower is ours with prompt sharing off (lower-layer sharing on). A flat scorer "
-            f"that computed logits only at the option tokens would need {bd['needed_lm_head_rows']} logit "
-            f"rows for this run."
+            f"ours_flat_shared_lower is ours with prompt sharing off (lower-layer sharing on). The option "
+            f"tokens need {bd['needed_lm_head_rows']} logit rows in this run; sharing the prompts needs fewer "
+            f"(one next-token row per question and norm serves all its options' first tokens)."
         )
         add("")
     dc = results.get("demo_chunk")
@@ -1382,7 +1385,7 @@ def interpretation(results: dict) -> list[str]:
             f"that the protocol computes. Neither reference can share work across norms, which is the gap to ours."
         ),
     ]
-    oh = r["ours_no_sharing/limit_same_batches"]
+    oh = statistics.median(m["overhead_per_rep"])
     bd = results.get("breakdown")
     if bd:
         a, b = bd["ours_no_sharing"], bd["limit_same_batches"]
@@ -1390,13 +1393,13 @@ def interpretation(results: dict) -> list[str]:
         verdict = "within" if oh <= limit else f"{100 * (oh / limit - 1):.1f}% above"
         out.append(
             f"Steering overhead: without sharing, ours runs exactly the padded batches of the plain base-model "
-            f"forward and takes {oh:.3f}× its time ({verdict} the {limit:.2f}× target; per "
-            f"repetition {', '.join(_f(x, 3) for x in m['overhead_per_rep'])}). The timed breakdown "
+            f"forward and takes {oh:.3f}× its time, the median of the per-repetition ratios ({verdict} the "
+            f"{limit:.2f}× target; per repetition {', '.join(_f(x, 3) for x in m['overhead_per_rep'])}; the "
+            f"ratio of the median times is {r['ours_no_sharing/limit_same_batches']:.3f}). The timed breakdown "
             f"({cfg['detail_questions']} questions) splits the {_f(a['seconds'] - b['seconds'])} s difference: "
             f"decoder blocks {_block_delta(a['block_s'] - b['block_s'], len(cfg['layers']))}, "
-            f"output embedding {_f(a['lm_head_s'])} s ({a['lm_head_rows']} logit rows, where the option tokens "
-            f"need {bd['needed_lm_head_rows']}: the flat path computes logits at every row's first "
-            f"max(option length) positions, padding included, and the first position twice), and "
+            f"output embedding {_f(a['lm_head_s'])} s ({a['lm_head_rows']} logit rows; the option tokens "
+            f"need {bd['needed_lm_head_rows']}), and "
             f"log-softmax, gathers and records {_f(a['other_s'] - b['other_s'])} s."
         )
         f, n = bd["ours_flat_shared_lower"], bd["ours"]
