@@ -101,9 +101,9 @@ CASES = [
          ("fake_model.gguf",), ("gguf",)),
     # ---- steering vectors
     Case("vector: hidden size 7 for a 32-wide model", _generate("{vec}/hidden7.safetensors"),
-         ("hidden size 7", "32"), ("re-extract",)),
+         ("hidden7.safetensors", "hidden size 7", "32"), ("re-extract",)),
     Case("vector: layer 99 for a 4-layer model", _generate("{vec}/layer99.safetensors"),
-         ("99", "4 layers"), ("re-extract",)),
+         ("layer99.safetensors", "99", "4 layers"), ("re-extract",)),
     Case("vector: NaN values", _generate("{vec}/nan.safetensors"),
          ("nan.safetensors", "NaN"), ("re-extract",)),
     Case("vector: all zeros", _generate("{vec}/zero.safetensors"),
@@ -352,6 +352,7 @@ def test_bad_input_gives_one_clear_message(case: Case, results, inputs):
     assert r.rc != 0, f"exit status 0 for a bad input\n{r.stdout}\n{r.stderr}"
     assert "Traceback" not in r.stderr, r.stderr
     message = error_message(r.stderr)
+    assert "(top level)" not in message, message
     low = message.lower()
     for fragment in _expand(case.names, inputs):
         assert fragment.lower() in low, f"message does not name {fragment!r}: {message}"

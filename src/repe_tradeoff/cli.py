@@ -11,8 +11,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +27,13 @@ STATE = {"debug": False, "quiet": False}
 MODEL_HELP = "`default` (embedded SmolLM2-135M-Instruct), a Hugging Face id, a local folder, or a .gguf file"
 
 
+class PointsRate(ProgressColumn):
+    """Points per second, once rich has measured it."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
 class SweepProgress:
     """A rich progress bar for the sweep: points done, rate, time left."""
 
@@ -36,7 +44,7 @@ class SweepProgress:
         if STATE["quiet"]:
             return
         self.bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("points"), TextColumn("{task.speed}/s"), TimeRemainingColumn(),
+                            TextColumn("points"), PointsRate(), TimeRemainingColumn(),
                             console=console)
         self.bar.start()
         self.task = self.bar.add_task(self.label, total=total, completed=done)
@@ -147,7 +155,7 @@ def generate_cmd(
 
     vec = SteeringVector.load(vector)
     lm = _load(model, dtype, device, trust_remote_code)
-    vec.check_model(lm.model)
+    vec.check_model(lm.model, str(vector))
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
     texts = generate(lm.model, lm.tokenizer, [prompt], vec, norms, layers=chosen, positions=positions,
                      operator=operator, max_new_tokens=max_new_tokens)[0]
@@ -214,7 +222,7 @@ def sweep(
         data = load_helpfulness(h)
         tasks.append(HelpfulnessMetric(data.name, list(data.questions), fmt))
     lm = _load(model, dtype, device, trust_remote_code)
-    vec.check_model(lm.model)
+    vec.check_model(lm.model, str(vector))
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
     vec.select(chosen)  # a layer the vector lacks fails here, before the run folder is made
     grid, scale = norm_grid(cfg, vec)
@@ -319,7 +327,7 @@ def export_lm_eval(
 
     vec = SteeringVector.load(vector)
     lm = _load(model, "float32", None, False)
-    vec.check_model(lm.model)
+    vec.check_model(lm.model, str(vector))
     vec.to_lm_eval(out, lm.model, norm)
     out_console.print(f"wrote {out}")
 

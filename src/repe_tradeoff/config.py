@@ -122,8 +122,10 @@ def describe(err: ValidationError) -> str:
     """One line per problem: the key path, what is wrong, and what is allowed."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
+        key = ".".join(str(p) for p in e["loc"])
+        if not key:  # a rule across several keys: its message names them
+            lines.append(str(e["msg"]).removeprefix("Value error, "))
+        elif e["type"] == "extra_forbidden":
             allowed = ", ".join(RunConfig.model_fields) if len(e["loc"]) == 1 else "see the docs"
             lines.append(f"unknown key `{key}` (allowed: {allowed})")
         else:

@@ -64,7 +64,7 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
         vector.save(vector_path)
     barrier()
     vector = SteeringVector.load(vector_path)
-    vector.check_model(model)
+    vector.check_model(model, str(vector_path))
     norms, scale = norm_grid(cfg, vector)
     tasks = [AlignmentMetric(behavior.name, list(behavior.items), behavior_spec.scorer, behavior_spec.template)]
     for h in cfg.helpfulness:

@@ -96,19 +96,21 @@ class SteeringVector:
             h.update(self.directions[layer].to(torch.float32).contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def check_model(self, model) -> None:
-        """Refuse a vector whose hidden size or layer indices do not fit ``model``."""
+    def check_model(self, model, source: str | None = None) -> None:
+        """Refuse a vector whose hidden size or layer indices do not fit ``model``; ``source``
+        (the vector's file) is named in the message."""
         from repe_tradeoff.models import n_layers
 
         hidden, depth = model.config.hidden_size, n_layers(model)
+        which = f"the vector {source!r}" if source else "the vector"
         if hidden != self.hidden_size:
             raise VectorError(
-                f"the vector has hidden size {self.hidden_size} but the model has {hidden}: "
+                f"{which} has hidden size {self.hidden_size} but the model has {hidden}: "
                 f"it was read from another model ({self.metadata.get('model', 'unknown')}); re-extract it"
             )
         if max(self.layers) >= depth:
             raise VectorError(
-                f"the vector steers layers up to {max(self.layers)} but the model has {depth} layers "
+                f"{which} steers layers up to {max(self.layers)} but the model has {depth} layers "
                 f"(0-{depth - 1}); re-extract it for this model"
             )
 
