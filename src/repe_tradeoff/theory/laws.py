@@ -223,13 +223,17 @@ def _exact_starts(chance: float, amp: float, shifted: bool):
     return starts
 
 
+def _exact_curve(r, chance: float, amp: float, a, b):
+    z = np.minimum(b * b / 2.0 * r**2, 700.0)
+    with np.errstate(over="ignore"):  # a·e^z → inf saturates to chance, as it should
+        return chance + amp / (1.0 + a * np.exp(z))
+
+
 def corollary_exact_law(chance: float) -> Law:
     amp = 1.0 - chance
 
     def f(r, a, b):
-        z = np.minimum(b * b / 2.0 * r**2, 700.0)
-        with np.errstate(over="ignore"):  # a·e^z → inf saturates to chance, as it should
-            return chance + amp / (1.0 + a * np.exp(z))
+        return _exact_curve(r, chance, amp, a, b)
 
     formula = (
         "1/(1 + a*exp(b^2*r^2/2))" if chance == 0
@@ -245,9 +249,7 @@ def corollary_exact_shifted_law(chance: float) -> Law:
     amp = 1.0 - chance
 
     def f(r, a, b, r0):
-        z = np.minimum(b * b / 2.0 * (r - r0) ** 2, 700.0)
-        with np.errstate(over="ignore"):  # a·e^z → inf saturates to chance, as it should
-            return chance + amp / (1.0 + a * np.exp(z))
+        return _exact_curve(r - r0, chance, amp, a, b)
 
     formula = f"{chance:g} + {amp:g}/(1 + a*exp(b^2*(r - r0)^2/2))"
     return Law(
