@@ -191,19 +191,24 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
     best = _best(block)
     lo, hi = float(c.norms.min()), float(c.norms.max())
     if isinstance(block, dict):
+        # On a grid that is not monotone every whole-grid form fits badly, so none is starred
+        # and the whole-grid tanh is drawn faintly beside the fit on the monotone range.
+        trimmed = bool(block.get("trimmed"))
+
         def star(form: str) -> str:
-            return " ★ best" if best == form and not compact else ""
+            return " ★ best" if best == form and not (compact or trimmed) else ""
 
         if fit_ok(block.get("tanh")):
+            whole = ", whole grid" if trimmed else ""
             _curve(ax, "tanh", block["tanh"], _grid(lo, hi),
-                   f"tanh fit{_r2(block['tanh'])}{star('tanh')}",
-                   color=OKABE_ITO["vermillion"], lw=1.8)
+                   f"tanh fit{whole}{_r2(block['tanh'])}{star('tanh')}",
+                   color=OKABE_ITO["vermillion"], lw=1.0 if trimmed else 1.8, alpha=0.5 if trimmed else 1.0)
         mono = block.get("tanh_monotone")
         if block.get("trimmed") and fit_ok(mono) and not compact:
             span = mono.get("range") or block.get("monotone_range")
             if isinstance(span, list) and len(span) == 2 and None not in map(_finite, span):
                 _curve(ax, "tanh", mono, _grid(float(span[0]), float(span[1]), 300),
-                       f"tanh on the monotone range [{float(span[0]):g}, {float(span[1]):g}]"
+                       f"tanh, monotone range [{float(span[0]):.3g}, {float(span[1]):.3g}]"
                        f"{_r2(mono)}", color=OKABE_ITO["vermillion"], lw=1.4, ls=(0, (5, 2)))
         lin = block.get("linear")
         if fit_ok(lin):
@@ -212,7 +217,7 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
             _curve(ax, "linear", lin, _window_grid(lin, lo, hi),
                    f"linear fit near 0{where}{_r2(lin)}{star('linear')}",
                    color=OKABE_ITO["black"], lw=1.6, ls="--")
-        if best not in (None, "tanh", "linear") and fit_ok(block.get(best)) and not compact:
+        if best not in (None, "tanh", "linear") and fit_ok(block.get(best)) and not (compact or trimmed):
             _curve(ax, best, block[best], _grid(lo, hi),
                    f"{plain(best)} fit{_r2(block[best])} ★ best",
                    color=OKABE_ITO["purple"], lw=1.4, ls="-.")
@@ -226,18 +231,21 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
                 ci_txt = f" [{float(ci[0]):.3g}, {float(ci[1]):.3g}]"
             # a legend line without a handle: the legend finds a place free of data
             ax.plot([], [], " ",
-                    label=f"slope at r = 0: {float(s0['value']):.3g}{ci_txt} per unit r")
+                    label=f"slope at r = 0: {float(s0['value']):.3g}{ci_txt}")
     if not compact:
         _regime_decor(ax, run, lo, hi)
     ax.set_ylim(-1.08, 1.08)
     ax.set_xlabel(R_LABEL)
     ax.set_ylabel(ALIGN_LABEL)
-    ax.legend(loc="best", frameon=True, framealpha=0.9)
+    if compact:
+        ax.legend(loc="best", frameon=True, framealpha=0.9)
+    else:  # below the axes, where it hides no data
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     return True
 
 
 def plot_alignment(run: RunFiles) -> Figure | None:
-    fig = _new_figure(7.4, 5.0)
+    fig = _new_figure(7.4, 6.0)
     ax = fig.add_subplot()
     if not draw_alignment(ax, run):
         return None
