@@ -27,7 +27,7 @@ from repe_tradeoff.theory.pipeline import monotone_range
 from repe_tradeoff.theory.regime import pareto, regime_end
 from repe_tradeoff.theory.runfiles import Curve
 
-PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper-curves"
+PAPER = Path(__file__).resolve().parent / "fixtures" / "paper-curves"  # two of the authors' measured curves
 GRID = np.round(np.linspace(-4, 4, 17), 6)
 
 
@@ -425,7 +425,6 @@ def test_theory_imports_without_torch():
 
 
 # ------------------------------------------------------------------------ paper import
-@pytest.mark.skipif(not PAPER.is_dir(), reason="the paper's curves are not available here")
 def test_paper_import_round_trip(tmp_path):
     help_file = PAPER / "international_law_Llama-2-13b-chat_harmfulness.json"
     beh_file = PAPER / "behavior_harmful_Llama-2-13b-chat_harmfulness.json"
