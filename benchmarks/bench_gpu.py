@@ -141,16 +141,13 @@ def bench_for(model, tokenizer, questions: int, n_norms: int, span: float) -> bs
 def compare(b: bs.Bench, args) -> dict:
     """bench_sweep's methods, GPU-timed; loop at ``loop_norms`` norms, scaled to the grid."""
     bs.warm_up(b)
-    same = bs.capture_same_batches(b)
+    size = {"batch_size": args.ours_batch} if args.ours_batch else {}
+    with bs.dry_base(b.model) as same:  # the padded batches ours_no_sharing runs
+        bs.run_ours(b, share_lower=False, share_prompts=False, **size)
     loop_idx = bs.loop_norms(b, args.loop_norms)
     fns = bs.method_fns(b, args.peer_batch, same, loop_idx, [])
-    if args.ours_batch:
-        fns["ours"] = lambda: bs.run_ours(b, batch_size=args.ours_batch)
-        fns["ours_no_sharing"] = lambda: bs.run_ours(b, share_lower=False, share_prompts=False,
-                                                     batch_size=args.ours_batch)
-        with bs.dry_base(b.model) as same:
-            fns["ours_no_sharing"]()
-        fns["limit_same_batches"] = lambda: bs.run_limit_same_batches(b, same)
+    fns["ours"] = lambda: bs.run_ours(b, **size)
+    fns["ours_no_sharing"] = lambda: bs.run_ours(b, share_lower=False, share_prompts=False, **size)
     if args.profile:
         profile(fns, args.out_dir)
     fast, slow = ("ours", "ours_no_sharing", "limit_same_batches"), ("loop", "peer", "limit_per_norm")
@@ -182,6 +179,8 @@ def compare(b: bs.Bench, args) -> dict:
             "ours_no_sharing/limit_same_batches": median["ours_no_sharing"] / median["limit_same_batches"],
             "ours/limit_per_norm": median["ours"] / median["limit_per_norm"],
         },
+        "overhead_per_rep": [a["seconds"] / c["seconds"]
+                             for a, c in zip(runs["ours_no_sharing"], runs["limit_same_batches"])],
         "max_abs_diff_vs_ours": diffs,
         "typical_abs_loglik": float(ref.abs().median()),
     }
@@ -266,6 +265,9 @@ def write(results: dict, out_dir: Path) -> None:
                   for m in c["median_s"]]
         lines += ["", "| ratio | value |", "|---|---:|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in c["ratios"].items()]
+        lines += ["", "Steering overhead per repetition (ours_no_sharing / limit_same_batches): "
+                  + ", ".join(f"{x:.3f}" for x in c["overhead_per_rep"])
+                  + f"; median {statistics.median(c['overhead_per_rep']):.3f}."]
         lines += ["", f"The loop ran norms {c['loop_norms']} and is scaled to the grid. Largest difference of "
                   f"the per-option log-likelihoods from ours: " + ", ".join(
                       f"{m} {v:.3g}" for m, v in c["max_abs_diff_vs_ours"].items())
