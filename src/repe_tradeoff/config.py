@@ -39,9 +39,9 @@ class FitSpec(_Strict):
 
 
 class RunConfig(_Strict):
-    """One study: behaviors × helpfulness tasks × layer sets × methods, on one model."""
+    """One study: models × behaviors × layer sets × methods, each scored on every helpfulness task."""
 
-    model: str = "default"
+    model: str | list[str] = Field("default", description="a model, or a list of models to compare")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str | None = None
     trust_remote_code: bool = False
@@ -65,6 +65,13 @@ class RunConfig(_Strict):
     generation_norm: float | None = Field(None, description="R for the side-by-side generations at -R, 0, +R")
     max_new_tokens: int = Field(40, ge=1)
     fit: FitSpec = Field(default_factory=FitSpec)
+
+    @field_validator("model")
+    @classmethod
+    def _models(cls, value):
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("give at least one model, each once")
+        return value
 
     @field_validator("behaviors", mode="before")
     @classmethod
@@ -93,6 +100,10 @@ class RunConfig(_Strict):
 
     def grid(self) -> list[float]:
         return parse_norms(self.norms)
+
+    @property
+    def models(self) -> list[str]:
+        return [self.model] if isinstance(self.model, str) else list(self.model)
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from repe_tradeoff.config import RunConfig
+from repe_tradeoff.config import ConfigError, RunConfig
 from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric, generate
 from repe_tradeoff.models import LoadedModel, load_model, n_layers, parse_layers
 from repe_tradeoff.reading import extract
@@ -23,15 +23,30 @@ class Experiment:
     behavior: str
     layer_set: str
     method: str
+    model: str = "default"
+    name_model: bool = False  # a study of several models names the model in the folder
 
     @property
     def slug(self) -> str:
         raw = f"{Path(self.behavior).stem}-{self.layer_set}-{self.method}"
+        if self.name_model:
+            raw = f"{Path(self.model.rstrip('/')).stem}-{raw}"
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
 
 
 def experiments(cfg: RunConfig) -> list[Experiment]:
-    return [Experiment(b.name, ls, m) for b in cfg.behaviors for ls in cfg.layer_sets for m in cfg.methods]
+    """Model-major, so each model is loaded once."""
+    several = len(cfg.models) > 1
+    exps = [Experiment(b.name, ls, m, model, several)
+            for model in cfg.models for b in cfg.behaviors for ls in cfg.layer_sets for m in cfg.methods]
+    slugs = [e.slug for e in exps]
+    clash = sorted({s for s in slugs if slugs.count(s) > 1})
+    if clash:
+        raise ConfigError(
+            f"experiments {clash} would share a run folder: give the models (or behavior files) "
+            "different names, or run them as separate configs"
+        )
+    return exps
 
 
 def norm_grid(cfg: RunConfig, vector: SteeringVector) -> tuple[list[float], float]:
@@ -59,7 +74,7 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
         pairs = [(p.aligned, p.misaligned) for p in behavior.pairs]
         vector, _ = extract(
             model, tokenizer, pairs, layers, method=exp.method, position=cfg.read_position,
-            metadata={"model": cfg.model, "dataset": behavior.name},
+            metadata={"model": exp.model, "dataset": behavior.name},
         )
         vector.save(vector_path)
     barrier()
@@ -77,7 +92,7 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
         max_new_tokens=cfg.max_new_tokens,
     )
     config = run_config(
-        plan, vector, model_name=cfg.model, model_revision=lm.revision, dtype=cfg.dtype,
+        plan, vector, model_name=exp.model, model_revision=lm.revision, dtype=cfg.dtype,
         extra={"norm_unit": cfg.norm_unit, "norm_unit_scale": scale, "configured_norms": cfg.grid(),
                "behavior": exp.behavior, "layer_set": exp.layer_set, "method": exp.method,
                "command": f"repe-tradeoff run CONFIG.yaml  # experiment {exp.slug}"},
@@ -116,11 +131,13 @@ def run_study(cfg: RunConfig, progress=None) -> tuple[Path, list[Path]]:
     """Every experiment of a config, one after another (each resumable), then the report(s)."""
     from repe_tradeoff.report import build_comparison_report, build_report
 
-    lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
     exps = experiments(cfg)
     _, rank, _ = process_group()
-    runs = []
+    runs, lm = [], None
     for exp in exps:
+        if lm is None or lm.name != exp.model:
+            lm = None  # the previous model is freed before the next one loads
+            lm = load_model(exp.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
         folder = cfg.out if len(exps) == 1 else cfg.out / exp.slug
         log.info("experiment %s → %s", exp.slug, folder)
         runs.append(run_experiment(lm, cfg, exp, folder, progress))

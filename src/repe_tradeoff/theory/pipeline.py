@@ -243,7 +243,7 @@ def _fit_alignment(ctx: _Context, curve: Curve, align_window: float | None):
     if whole.ok and whole.params[0] != 0:
         d0 = 1 if whole.params[0] > 0 else -1
     else:
-        d0 = 1 if np.corrcoef(curve.norms, curve.mean)[0, 1] >= 0 else -1
+        d0 = 1 if np.polyfit(curve.norms, curve.mean, 1)[0] >= 0 else -1  # a flat curve counts as rising
     lo, hi = monotone_range(curve.norms, curve.mean, d0)
     rng_ = (float(curve.norms[lo]), float(curve.norms[hi]))
     tanh = _fit_range(tanh_law(), curve, sigma, rng_)

@@ -1,0 +1,57 @@
+"""A study over several models from one config: one experiment folder per model, each model's
+own vector and sweep, one comparison report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from repe_tradeoff.config import ConfigError, RunConfig
+from repe_tradeoff.models import parse_layers
+from repe_tradeoff.pipeline import experiments, run_study
+from repe_tradeoff.vectors import SteeringVector
+from tests.test_cli_errors import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return [str(save_tiny_model(root / "tiny-llama", "llama")), str(save_tiny_model(root / "tiny-qwen2", "qwen2"))]
+
+
+def _config(models, out, **extra) -> RunConfig:
+    return RunConfig(model=models, out=out, norms="-1,0,1", norm_unit="absolute", limit=2,
+                     fit={"n_boot": 5}, max_new_tokens=2, **extra)
+
+
+def test_models_are_a_grid_dimension(two_models, tmp_path):
+    cfg = _config(two_models, tmp_path / "study", layer_sets=["1-2", "2"])
+    exps = experiments(cfg)
+    assert [(e.model, e.layer_set) for e in exps] == [(m, ls) for m in two_models for ls in ("1-2", "2")]
+    assert len({e.slug for e in exps}) == 4 and all(e.slug.startswith(("tiny-llama-", "tiny-qwen2-")) for e in exps)
+
+    report, runs = run_study(cfg)
+    assert report == cfg.out / "report.html" and report.exists()
+    for exp, run in zip(exps, runs):
+        assert run == cfg.out / exp.slug
+        config = json.loads((run / "config.json").read_text())
+        assert config["model"] == exp.model and config["layer_set"] == exp.layer_set
+        points = [json.loads(x) for x in (run / "points.jsonl").read_text().splitlines()]
+        assert {p["norm"] for p in points} == {-1.0, 0.0, 1.0}
+        assert (run / "report.html").exists()
+        vector = SteeringVector.load(run / "vector.safetensors")  # read from this experiment's model
+        assert vector.metadata["model"] == exp.model and vector.layers == parse_layers(exp.layer_set, 4)
+    html = report.read_text()
+    assert all(e.slug in html for e in exps)
+
+
+def test_models_with_the_same_folder_name_are_refused(tmp_path):
+    cfg = _config([str(tmp_path / "a" / "model"), str(tmp_path / "b" / "model")], tmp_path / "study")
+    with pytest.raises(ConfigError, match="share a run folder"):
+        experiments(cfg)
+
+
+def test_a_model_listed_twice_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="each once"):
+        _config(["default", "default"], tmp_path)
