@@ -4,10 +4,11 @@ own vector and sweep, one comparison report."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from repe_tradeoff.config import ConfigError, RunConfig
+from repe_tradeoff.config import ConfigError, RunConfig, load_config
 from repe_tradeoff.models import parse_layers
 from repe_tradeoff.pipeline import experiments, run_study
 from repe_tradeoff.vectors import SteeringVector
@@ -55,3 +56,9 @@ def test_models_with_the_same_folder_name_are_refused(tmp_path):
 def test_a_model_listed_twice_is_refused(tmp_path):
     with pytest.raises(ValueError, match="each once"):
         _config(["default", "default"], tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid(path):
+    cfg = load_config(path)
+    assert experiments(cfg) and cfg.grid()
