@@ -10,7 +10,7 @@ import pytest
 
 from repe_tradeoff.config import ConfigError, RunConfig, load_config
 from repe_tradeoff.models import parse_layers
-from repe_tradeoff.pipeline import experiments, run_study
+from repe_tradeoff.pipeline import Experiment, experiments, run_study
 from repe_tradeoff.vectors import SteeringVector
 from tests.test_cli_errors import save_tiny_model
 
@@ -45,6 +45,13 @@ def test_models_are_a_grid_dimension(two_models, tmp_path):
         assert vector.metadata["model"] == exp.model and vector.layers == parse_layers(exp.layer_set, 4)
     html = report.read_text()
     assert all(e.slug in html for e in exps)
+
+
+def test_experiment_folders_keep_the_model_name_whole():
+    exp = Experiment("harmfulness", "middle", "pca", "meta-llama/Llama-3.1-8B", name_model=True)
+    assert exp.slug == "Llama-3.1-8B-harmfulness-middle-pca"
+    assert Experiment("harmfulness", "8-15", "pca", "/m/SmolLM2.Q4_1.gguf", name_model=True).slug == (
+        "SmolLM2.Q4_1-harmfulness-8-15-pca")
 
 
 def test_models_with_the_same_folder_name_are_refused(tmp_path):

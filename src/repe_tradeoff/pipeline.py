@@ -29,8 +29,8 @@ class Experiment:
     @property
     def slug(self) -> str:
         raw = f"{Path(self.behavior).stem}-{self.layer_set}-{self.method}"
-        if self.name_model:
-            raw = f"{Path(self.model.rstrip('/')).stem}-{raw}"
+        if self.name_model:  # the id's or folder's last part, e.g. Llama-3.1-8B
+            raw = f"{Path(self.model.rstrip('/')).name.removesuffix('.gguf')}-{raw}"
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
 
 
