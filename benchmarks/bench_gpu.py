@@ -122,20 +122,14 @@ def gpu_timed(fn):
 
 
 def bench_for(model, tokenizer, questions: int, n_norms: int, span: float) -> bs.Bench:
-    from repe_tradeoff.data import load_behavior, load_helpfulness
-    from repe_tradeoff.metrics import HelpfulnessMetric
+    """bench_sweep's inputs, with the harmfulness vector read from this model's middle blocks."""
+    from repe_tradeoff.data import load_behavior
     from repe_tradeoff.models import n_layers, parse_layers
     from repe_tradeoff.reading import extract
 
-    n = n_layers(model)
-    layers = parse_layers("middle", n)
     pairs = [(p.aligned, p.misaligned) for p in load_behavior("harmfulness").pairs]
-    vector, _ = extract(model, tokenizer, pairs, layers, method="pca")
-    scale = statistics.mean(vector.metadata["residual_norms"][str(l)] for l in layers)
-    source = load_helpfulness("basic-qa")
-    task = HelpfulnessMetric(source.name, list(source.questions)[:questions], "cloze", "plain")
-    return bs.Bench(model, tokenizer, task, task.sequences(tokenizer), vector, vector, layers,
-                    bs.norm_grid(n_norms, span * scale), scale, n)
+    vector, _ = extract(model, tokenizer, pairs, parse_layers("middle", n_layers(model)), method="pca")
+    return bs.bench_from(model, tokenizer, vector, questions, n_norms, span)
 
 
 def compare(b: bs.Bench, args) -> dict:

@@ -249,14 +249,22 @@ def setup(questions: int, n_norms: int, span: float, threads: int | None) -> Ben
 
     if threads:
         torch.set_num_threads(threads)
-    from repe_tradeoff.data import load_helpfulness
-    from repe_tradeoff.metrics import HelpfulnessMetric
-    from repe_tradeoff.models import load_model, n_layers, parse_layers
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.models import load_model, n_layers
 
     model, tokenizer = load_model("default")
+    vector_all = load_vector(model, tokenizer, n_layers(model))
+    return bench_from(model, tokenizer, vector_all, questions, n_norms, span)
+
+
+def bench_from(model, tokenizer, vector_all, questions: int, n_norms: int, span: float) -> Bench:
+    """The benchmark's inputs for any model: ``vector_all`` steered on its middle blocks, the
+    grid ±``span`` × their mean residual norm, the first ``questions`` of basic-qa as cloze."""
+    from repe_tradeoff.data import load_helpfulness
+    from repe_tradeoff.metrics import HelpfulnessMetric
+    from repe_tradeoff.models import n_layers, parse_layers
+    from repe_tradeoff.vectors import SteeringVector
+
     n = n_layers(model)
-    vector_all = load_vector(model, tokenizer, n)
     layers = parse_layers("middle", n)
     meta = dict(vector_all.metadata)
     meta["residual_norms"] = {str(l): vector_all.metadata["residual_norms"][str(l)] for l in layers}
