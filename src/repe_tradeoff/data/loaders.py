@@ -58,6 +58,7 @@ T = TypeVar("T", bound=BaseModel)
 BUILTIN_BEHAVIORS: dict[str, tuple[str, str]] = {
     "harmfulness": ("harmfulness_pairs.jsonl", "harmfulness_eval.jsonl"),
     "sentiment": ("sentiment_pairs.jsonl", "sentiment_eval.jsonl"),
+    "fairness": ("fairness_pairs.jsonl", "fairness_eval.jsonl"),
 }
 #: Built-in helpfulness tasks: name -> questions file.
 BUILTIN_HELPFULNESS: dict[str, str] = {"basic-qa": "basic_qa.jsonl"}
@@ -412,8 +413,8 @@ def load_behavior(name_or_path: str | Path, *, name: str | None = None) -> Behav
 
     ``name_or_path`` is one of
 
-    * a built-in name: ``harmfulness`` (refusal vs compliance) or ``sentiment``
-      (positive vs negative);
+    * a built-in name: ``harmfulness`` (refusal vs compliance), ``sentiment``
+      (positive vs negative) or ``fairness`` (declining vs endorsing a stereotype);
     * a folder holding ``pairs.jsonl`` (:class:`ContrastivePair`) and/or ``eval.jsonl``
       (:class:`BehaviorItem`), or the same as ``.csv``; either may be missing, not both;
     * a single JSONL/CSV file of contrastive pairs;
