@@ -30,6 +30,21 @@ from repe_tradeoff.data.schemas import (
     canonical_json,
 )
 
+# Texts of the generative tasks: short-answer questions, neutral passages, answer matching.
+from repe_tradeoff.data.answers import exact_match, first_sentence, normalise_answer
+from repe_tradeoff.data.schemas import (
+    NeutralPassage,
+    NeutralText,
+    ShortAnswerQuestion,
+    ShortAnswerTask,
+)
+from repe_tradeoff.data.texts import (
+    BUILTIN_NEUTRAL_TEXT,
+    BUILTIN_SHORT_ANSWER,
+    load_neutral_text,
+    load_short_answer,
+)
+
 __all__ = [
     "BUILTIN_BEHAVIORS",
     "BUILTIN_HELPFULNESS",
@@ -51,4 +66,16 @@ __all__ = [
     "load_repe_harmful_harmless",
     "load_stereoset",
     "write_jsonl",
+    # generative texts
+    "BUILTIN_NEUTRAL_TEXT",
+    "BUILTIN_SHORT_ANSWER",
+    "NeutralPassage",
+    "NeutralText",
+    "ShortAnswerQuestion",
+    "ShortAnswerTask",
+    "exact_match",
+    "first_sentence",
+    "load_neutral_text",
+    "load_short_answer",
+    "normalise_answer",
 ]
