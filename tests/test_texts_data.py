@@ -90,7 +90,9 @@ def test_short_answer_sha256_is_over_the_canonical_records(short_answer, tmp_pat
         {"answers": q.answers, "category": q.category, "question": q.question}
         for q in short_answer.questions
     ]
-    text = json.dumps({"questions": records}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(
+        {"questions": records}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
     assert short_answer.sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest()
     renamed = short_answer.model_copy(update={"name": "other", "source": "elsewhere"})
     assert renamed.sha256 == short_answer.sha256
@@ -119,13 +121,17 @@ def test_neutral_passages_carry_no_behavior(neutral):
         r"wonderful|amazing|horrible|best|worst|stupid|dangerous|illegal)\b",
         re.IGNORECASE,
     )
-    hits = [(m.group(0), p.text[:40]) for p in neutral.passages for m in [laden.search(p.text)] if m]
+    hits = [
+        (m.group(0), p.text[:40]) for p in neutral.passages for m in [laden.search(p.text)] if m
+    ]
     assert not hits
 
 
 def test_neutral_sha256_ignores_name_and_source(neutral):
     records = [{"text": p.text, "topic": p.topic} for p in neutral.passages]
-    text = json.dumps({"passages": records}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(
+        {"passages": records}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
     assert neutral.sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert neutral.model_copy(update={"source": "x"}).sha256 == neutral.sha256
 
@@ -198,7 +204,7 @@ MATCHES = [
     ("The chemical formula of water is H₂O.", ["H2O"], True),  # subscript vs plain digit
     ("It is h2o", ["H₂O"], True),
     ("A week has seven days.", ["7"], True),
-    ("The answer is \"green\"", ["green"], True),
+    ('The answer is "green"', ["green"], True),
     ("The capital of India is New Delhi.", ["New Delhi", "Delhi"], True),
     ("Delhi", ["New Delhi", "Delhi"], True),
     ("One thousand", ["1000", "1,000", "one thousand"], True),
@@ -260,7 +266,10 @@ def test_load_neutral_text_from_a_file(tmp_path):
     ("lines", "pattern"),
     [
         (
-            ['{"question": "Q?", "answers": ["a1"], "category": "c"}', '{"question": "Q2", "answers": '],
+            [
+                '{"question": "Q?", "answers": ["a1"], "category": "c"}',
+                '{"question": "Q2", "answers": ',
+            ],
             r"bad\.jsonl, line 2: malformed JSON",
         ),
         (
@@ -272,7 +281,10 @@ def test_load_neutral_text_from_a_file(tmp_path):
             r"line 1, field 'answers': needs at least one accepted answer",
         ),
         (
-            ['{"question": "Q?", "answers": ["4"], "category": "c"}', '{"question": "Q?", "answers": ["The"], "category": "c"}'],
+            [
+                '{"question": "Q?", "answers": ["4"], "category": "c"}',
+                '{"question": "Q?", "answers": ["The"], "category": "c"}',
+            ],
             r"line 2, field 'answers': answer 0 \('The'\) is empty after normalisation",
         ),
         (
@@ -302,7 +314,9 @@ def test_neutral_file_errors(tmp_path):
 
 
 def test_unknown_spec_names_the_builtins(tmp_path):
-    with pytest.raises(DatasetError, match=r"unknown short-answer task 'shortanswer'.*short-answer"):
+    with pytest.raises(
+        DatasetError, match=r"unknown short-answer task 'shortanswer'.*short-answer"
+    ):
         load_short_answer("shortanswer")
     with pytest.raises(DatasetError, match=r"unknown neutral text set .*neutral"):
         load_neutral_text(tmp_path / "missing.jsonl")

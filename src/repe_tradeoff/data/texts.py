@@ -41,7 +41,9 @@ def _records(
     """(name, records, source) of a built-in name or a JSONL path."""
     text = str(spec)
     if isinstance(spec, str) and text in builtins:
-        resource = importlib.resources.files("repe_tradeoff.data").joinpath("builtin", builtins[text])
+        resource = importlib.resources.files("repe_tradeoff.data").joinpath(
+            "builtin", builtins[text]
+        )
         with importlib.resources.as_file(resource) as path:
             return text, load_jsonl(path, schema), f"builtin:{text}"
     path = Path(text)
