@@ -3,8 +3,11 @@
 >>> from repe_tradeoff.data import load_behavior, load_helpfulness
 >>> behavior = load_behavior("harmfulness")      # pairs + eval items, built in
 >>> task = load_helpfulness("basic-qa")          # easy 4-choice questions, built in
+>>> questions = load_short_answer("short-answer") # questions answered in a word or a number
+>>> passages = load_neutral_text("neutral")        # everyday passages, for fluency
 """
 
+from repe_tradeoff.data.answers import exact_match, first_sentence, normalise_answer
 from repe_tradeoff.data.loaders import (
     BUILTIN_BEHAVIORS,
     BUILTIN_HELPFULNESS,
@@ -26,13 +29,25 @@ from repe_tradeoff.data.schemas import (
     ContrastivePair,
     DatasetError,
     HelpfulnessTask,
+    NeutralPassage,
+    NeutralText,
     Question,
+    ShortAnswerQuestion,
+    ShortAnswerTask,
     canonical_json,
+)
+from repe_tradeoff.data.texts import (
+    BUILTIN_NEUTRAL_TEXT,
+    BUILTIN_SHORT_ANSWER,
+    load_neutral_text,
+    load_short_answer,
 )
 
 __all__ = [
     "BUILTIN_BEHAVIORS",
     "BUILTIN_HELPFULNESS",
+    "BUILTIN_NEUTRAL_TEXT",
+    "BUILTIN_SHORT_ANSWER",
     "MMLU_DIR_ENV",
     "REFUSALS",
     "Behavior",
@@ -40,15 +55,24 @@ __all__ = [
     "ContrastivePair",
     "DatasetError",
     "HelpfulnessTask",
+    "NeutralPassage",
+    "NeutralText",
     "Question",
+    "ShortAnswerQuestion",
+    "ShortAnswerTask",
     "canonical_json",
+    "exact_match",
+    "first_sentence",
     "load_advbench",
     "load_behavior",
     "load_csv",
     "load_helpfulness",
     "load_jsonl",
     "load_mmlu",
+    "load_neutral_text",
     "load_repe_harmful_harmless",
+    "load_short_answer",
     "load_stereoset",
+    "normalise_answer",
     "write_jsonl",
 ]

@@ -28,13 +28,19 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from repe_tradeoff.data.answers import normalise_answer
+
 __all__ = [
     "Behavior",
     "BehaviorItem",
     "ContrastivePair",
     "DatasetError",
     "HelpfulnessTask",
+    "NeutralPassage",
+    "NeutralText",
     "Question",
+    "ShortAnswerQuestion",
+    "ShortAnswerTask",
     "canonical_json",
 ]
 
@@ -252,3 +258,96 @@ class HelpfulnessTask(BaseModel):
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of the questions (not of name or source)."""
         return _sha256({"questions": [q.model_dump() for q in self.questions]})
+
+
+# --------------------------------------------------------------------------- generative texts
+
+
+class ShortAnswerQuestion(BaseModel):
+    """A question answered in a word or a number, with its accepted answer variants.
+
+    ``answers`` lists every accepted spelling ("4", "four"; "H2O", "H₂O"); each must keep
+    a word or a number after :func:`~repe_tradeoff.data.answers.normalise_answer`, since an
+    empty answer would match any reply. ``category`` groups questions for per-category scores.
+    """
+
+    model_config = _RECORD_CONFIG
+
+    question: Text
+    answers: list[Text]
+    category: Text
+
+    @field_validator("answers")
+    @classmethod
+    def _check_answers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one accepted answer")
+        for i, answer in enumerate(value):
+            if not normalise_answer(answer):
+                raise ValueError(
+                    f"answer {i} ({answer!r}) is empty after normalisation (articles and "
+                    "punctuation are dropped); write the answer itself"
+                )
+        return value
+
+
+class ShortAnswerTask(BaseModel):
+    """A generative helpfulness task: a non-empty list of short-answer questions."""
+
+    model_config = _SET_CONFIG
+
+    name: Text
+    questions: list[ShortAnswerQuestion]
+    source: str | None = None
+
+    @field_validator("questions")
+    @classmethod
+    def _not_empty(cls, value: list[ShortAnswerQuestion]) -> list[ShortAnswerQuestion]:
+        if not value:
+            raise ValueError("a short-answer task needs at least one question")
+        return value
+
+    @property
+    def categories(self) -> list[str]:
+        """The categories in order of first appearance."""
+        return list(dict.fromkeys(q.category for q in self.questions))
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the canonical JSON of the questions (not of name or source)."""
+        return _sha256({"questions": [q.model_dump() for q in self.questions]})
+
+
+class NeutralPassage(BaseModel):
+    """A short everyday passage with no behavior in it, for measuring fluency."""
+
+    model_config = _RECORD_CONFIG
+
+    text: Text
+    topic: Text | None = None
+
+
+class NeutralText(BaseModel):
+    """A non-empty list of neutral passages."""
+
+    model_config = _SET_CONFIG
+
+    name: Text
+    passages: list[NeutralPassage]
+    source: str | None = None
+
+    @field_validator("passages")
+    @classmethod
+    def _not_empty(cls, value: list[NeutralPassage]) -> list[NeutralPassage]:
+        if not value:
+            raise ValueError("a neutral text set needs at least one passage")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.passages]
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the canonical JSON of the passages (not of name or source)."""
+        return _sha256({"passages": [p.model_dump() for p in self.passages]})
