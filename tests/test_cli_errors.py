@@ -99,6 +99,9 @@ CASES = [
          ("missing.gguf",), ("check the path",)),
     Case("model: text file named .gguf", ("layers", "--model", "{bad}/fake_model.gguf"),
          ("fake_model.gguf",), ("gguf",)),
+    Case("model: unknown --dtype", ("extract", "--model", "{tiny}", "--layers", "1", "--dtype", "float8",
+                                    "--out", "{tmp}/dtype.safetensors"),
+         ("'float8'", "dtype"), ("float32, bfloat16, float16",)),
     # ---- steering vectors
     Case("vector: hidden size 7 for a 32-wide model", _generate("{vec}/hidden7.safetensors"),
          ("hidden7.safetensors", "hidden size 7", "32"), ("re-extract",)),

@@ -93,14 +93,31 @@ def test_folder_and_errors(tmp_path):
     assert model is not None
 
 
+@pytest.mark.parametrize("dtype", ["float8", "fp32", "", 32])
+def test_unknown_dtype_is_refused_before_loading(dtype):
+    """Checked first: a spec that could not load either must not hide the dtype's message."""
+    with pytest.raises(ModelError, match=r"dtype .* is not one of float32, bfloat16, float16"):
+        load_model("nobody-has/this-model-xyz", dtype=dtype)
+
+
+def test_torch_dtypes_are_accepted(tmp_path):
+    from tests.test_cli_errors import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "tiny")
+    assert load_model(str(folder), dtype=torch.bfloat16).model.dtype == torch.bfloat16
+    assert load_model(str(folder), dtype="float16").model.dtype == torch.float16
+
+
 @pytest.mark.slow
 def test_embedded_model_uses_cache(embedded, monkeypatch):
-    """The second load reads the safetensors copy; the GGUF converter must not run again."""
-    import repe_tradeoff.models as models
+    """The embedded default goes through the GGUF cache; a second load does not convert again."""
+    from repe_tradeoff import gguf_cache, models
 
     assert len(find_layers(embedded.model)) == 30
     assert layer_path(embedded.model) == "model.layers"
-    assert (models.default_model_dir() / "model.safetensors").is_file()
+    folder = models.default_model_dir()
+    assert folder.parent == gguf_cache.cache_dir() / "gguf"
+    assert (folder / "model.safetensors").is_file()
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("the GGUF file was converted again instead of using the cache")
@@ -109,12 +126,13 @@ def test_embedded_model_uses_cache(embedded, monkeypatch):
     original = models._from_pretrained
 
     def spy(source, *args, **kwargs):
-        calls.append((source, args[-1] if args else None))
+        calls.append(source)
         return original(source, *args, **kwargs)
 
-    monkeypatch.setattr(models, "default_gguf_path", no_conversion)
+    monkeypatch.setattr(gguf_cache, "convert_gguf", no_conversion)
     monkeypatch.setattr(models, "_from_pretrained", spy)
     again = load_model("default")
-    assert calls and calls[0][0] == str(models.default_model_dir())
+    assert calls == [str(folder)]
+    assert again.revision == embedded.revision and again.revision.startswith("sha256:")
     assert again.tokenizer.pad_token is not None
     assert not again.model.training

@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from repe_tradeoff import gguf_cache
+from repe_tradeoff.gguf_cache import cache_dir  # noqa: F401  (where converted models live)
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,6 @@ class LoadedModel:
         return iter((self.model, self.tokenizer))
 
 
-def cache_dir() -> Path:
-    """Where converted models live: $REPE_TRADEOFF_CACHE, else $XDG_CACHE_HOME/repe-tradeoff."""
-    if os.environ.get("REPE_TRADEOFF_CACHE"):
-        return Path(os.environ["REPE_TRADEOFF_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "repe-tradeoff"
-
-
 def default_gguf_path() -> Path:
     """The GGUF file of the embedded model, found without importing its package."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
@@ -67,41 +60,29 @@ def default_gguf_path() -> Path:
 
 def default_model_dir() -> Path:
     """A float32 safetensors copy of the embedded model, converted once from its GGUF file."""
-    target = cache_dir() / DEFAULT_NAME
-    if (target / "model.safetensors").is_file():
-        return target
-    gguf = default_gguf_path()
-    log.info("Converting %s to a safetensors copy in %s (once, about 20 s)", gguf.name, target)
-    model, tokenizer = _from_pretrained(str(gguf.parent), torch.float32, None, False, None, gguf.name)
-    # save_pretrained refuses a GGUF-quantised model; a model rebuilt from its config does not.
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    from transformers import AutoModelForCausalLM
+    return _converted(default_gguf_path(), DEFAULT_SPEC)
 
-    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    clean.load_state_dict(model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}-", dir=target.parent))
+
+def _converted(path: Path, spec: str) -> Path:
+    """The cached safetensors folder of a GGUF file (see gguf_cache), with errors a user can act on."""
     try:
-        clean.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        return gguf_cache.converted_dir(path)
+    except gguf_cache.CacheUnwritable as err:
+        raise ModelError(
+            f"Could not cache the conversion of {spec!r}: {_first_line(err)}. Set REPE_TRADEOFF_CACHE "
+            "to a writable folder with room for a float32 copy of the model."
+        ) from err
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(
+            f"Could not load model {spec!r}: {_first_line(err)}. "
+            "Check that it is a complete GGUF file of a causal language model."
+        ) from err
 
 
-def _from_pretrained(source, dtype, device, trust_remote_code, revision, gguf_file=None):
+def _from_pretrained(source, dtype, device, trust_remote_code, revision):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(trust_remote_code=trust_remote_code, revision=revision)
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     device_map = device if device in ("auto", "balanced", "sequential") else None
     model = AutoModelForCausalLM.from_pretrained(
@@ -128,19 +109,17 @@ def load_model(
     ``cuda``, ``cuda:N`` or ``auto`` (accelerate spreads layers over GPUs and CPU).
     ``quantization`` is ``8bit`` or ``4bit`` (needs bitsandbytes).
     """
-    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    if isinstance(dtype, str) and dtype not in DTYPES:
-        raise ModelError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}.")
-    name, gguf_file, source = spec, None, spec
-    if spec == DEFAULT_SPEC:
-        source, name = str(default_model_dir()), DEFAULT_SPEC
-    elif spec.endswith(".gguf"):
-        path = Path(spec)
+    torch_dtype = _torch_dtype(dtype)
+    name, gguf_file, source, recorded = spec, None, spec, revision
+    if spec == DEFAULT_SPEC or spec.endswith(".gguf"):
+        path = default_gguf_path() if spec == DEFAULT_SPEC else Path(spec)
         if not path.is_file():
             raise ModelError(f"Model file {spec!r} does not exist; check the path.")
         if importlib.util.find_spec("gguf") is None:
             raise ModelError(f"Loading {spec!r} needs the `gguf` package: `pip install gguf`.")
-        source, gguf_file = str(path.parent), path.name
+        # every GGUF file is de-quantised once into a cached safetensors folder, loaded from then on
+        source, gguf_file = str(_converted(path, spec)), path.name
+        recorded = "sha256:" + gguf_cache.content_hash(path)  # the file's content, as a revision
     elif Path(spec).is_file():
         raise ModelError(
             f"{spec!r} is a file, not a model folder: pass the folder written by save_pretrained "
@@ -155,10 +134,13 @@ def load_model(
     elif spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
         raise ModelError(f"Model path {spec!r} does not exist; check the path.")
     if quantization:
-        return _load_quantized(source, name, torch_dtype, quantization, trust_remote_code, revision)
+        model, tokenizer = _load_quantized(
+            source, torch_dtype, quantization, trust_remote_code, None if gguf_file else revision
+        )
+        return _finish(model, tokenizer, name, recorded)
     try:
         model, tokenizer = _from_pretrained(
-            source, torch_dtype, device, trust_remote_code, revision, gguf_file
+            source, torch_dtype, device, trust_remote_code, None if gguf_file else revision
         )
     except (OSError, ValueError, KeyError) as err:
         if gguf_file:
@@ -173,10 +155,19 @@ def load_model(
         else:
             hint = " Check the id or path, and that it is a causal language model."
         raise ModelError(f"Could not load model {spec!r}: {_first_line(err)}.{hint}") from err
-    return _finish(model, tokenizer, name, revision)
+    return _finish(model, tokenizer, name, recorded)
 
 
-def _load_quantized(source, name, dtype, quantization, trust_remote_code, revision):
+def _torch_dtype(dtype) -> torch.dtype:
+    """Validate ``dtype`` (a name or a torch dtype) before anything is looked up or loaded."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ModelError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}; pass e.g. --dtype float32.")
+    return DTYPES[dtype]
+
+
+def _load_quantized(source, dtype, quantization, trust_remote_code, revision):
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelError(f"--quantization {quantization} needs bitsandbytes: `pip install bitsandbytes`.")
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -193,7 +184,7 @@ def _load_quantized(source, name, dtype, quantization, trust_remote_code, revisi
     model = AutoModelForCausalLM.from_pretrained(
         source, quantization_config=qconfig, device_map="auto", dtype=dtype, **kwargs
     )
-    return _finish(model, tokenizer, name, revision)
+    return model, tokenizer
 
 
 def _finish(model, tokenizer, name, revision) -> LoadedModel:
