@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, special
 
-from repe_tradeoff.theory import TheoryError, evaluate, fit_run, import_paper_curves, read_run
+from repe_tradeoff.runfiles import Curve, read_run
+from repe_tradeoff.theory import TheoryError, evaluate, fit_run, import_paper_curves
 from repe_tradeoff.theory.diagnostics import check_a1
 from repe_tradeoff.theory.fitting import fit_law
 from repe_tradeoff.theory.laws import (
@@ -25,7 +26,6 @@ from repe_tradeoff.theory.laws import (
 )
 from repe_tradeoff.theory.pipeline import monotone_range
 from repe_tradeoff.theory.regime import pareto, regime_end
-from repe_tradeoff.theory.runfiles import Curve
 
 PAPER = Path(__file__).resolve().parent / "fixtures" / "paper-curves"  # two of the authors' measured curves
 GRID = np.round(np.linspace(-4, 4, 17), 6)

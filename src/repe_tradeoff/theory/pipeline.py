@@ -33,16 +33,16 @@ is lower by more than 2 (then that model); see :mod:`.regime`.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import warnings as _warnings
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from repe_tradeoff.run_schema import FITS_FORMAT_VERSION, FitsFile
+from repe_tradeoff.runfiles import Curve, RunData, RunFileError, read_run, write_fits
 
 from . import diagnostics as diag
 from .errors import TheoryError
@@ -66,9 +66,8 @@ from .laws import (
     tanh_law,
 )
 from .regime import common_grid, pareto, recommend, regime_end
-from .runfiles import Curve, RunData, read_run
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = FITS_FORMAT_VERSION
 #: Half-width of the window of the local quadratic helpfulness fit (the paper's |r| <= 2).
 DEFAULT_WINDOW = 2.0
 #: The fewest norms a local (windowed) fit uses before the window is widened.
@@ -79,7 +78,6 @@ CHANCE_DELTA = 0.02
 PREFER_COROLLARY_DAIC = 2.0
 #: Tolerance (fraction of the curve's span) of the monotone range of an alignment curve.
 MONOTONE_TOL = 0.05
-DEFAULT_CHOICES = 4
 
 
 def _rng(seed: int, *labels: str) -> np.random.Generator:
@@ -153,7 +151,7 @@ class _Context:
         return reps, "bootstrap-items"
 
     def _parametric_replicates(self, curve: Curve):
-        if curve.stderr is None:
+        if not curve.has_stderr:
             return None, None
         se = np.where(np.isfinite(curve.stderr), curve.stderr, 0.0)
         rng = _rng(self.seed, "parametric", curve.task, curve.metric)
@@ -235,9 +233,8 @@ def _fit_alignment(ctx: _Context, curve: Curve, align_window: float | None):
     sigma = effective_sigma(curve.stderr)
     laws = alignment_laws()
     results = {name: fit_law(law, curve.norms, curve.mean, sigma) for name, law in laws.items()}
-    out: dict[str, Any] = {"task": curve.task, "kind": "alignment", "metric": curve.metric}
-    for name, res in results.items():
-        out[name] = _fit_block(ctx, curve, res, sigma)
+    fits = {name: _fit_block(ctx, curve, res, sigma) for name, res in results.items()}
+    out: dict[str, Any] = {"kind": "alignment", "metric": curve.metric, "fits": fits}
     # the tanh on the monotone part of the grid
     whole = results["tanh"]
     if whole.ok and whole.params[0] != 0:
@@ -249,8 +246,8 @@ def _fit_alignment(ctx: _Context, curve: Curve, align_window: float | None):
     tanh = _fit_range(tanh_law(), curve, sigma, rng_)
     out["monotone_range"] = list(rng_)
     out["trimmed"] = bool(lo > 0 or hi < curve.norms.size - 1)
-    out["tanh_monotone"] = _fit_block(ctx, curve, tanh, sigma, span=rng_)
-    out["tanh_monotone"]["range"] = list(rng_)
+    fits["tanh_monotone"] = _fit_block(ctx, curve, tanh, sigma, span=rng_)
+    fits["tanh_monotone"]["range"] = list(rng_)
     if out["trimmed"]:
         ctx.warn(
             f"{curve.task}: the alignment curve turns back outside r in "
@@ -265,7 +262,7 @@ def _fit_alignment(ctx: _Context, curve: Curve, align_window: float | None):
     else:
         w = w5
     lin = fit_law(linear_law("linear"), curve.norms, curve.mean, sigma, window=w)
-    out["linear"] = _fit_block(ctx, curve, lin, sigma, window=w)
+    fits["linear"] = _fit_block(ctx, curve, lin, sigma, window=w)
     # slope at zero from the tanh
     if tanh.ok:
         a, b = (float(x) for x in tanh.params)
@@ -343,15 +340,8 @@ def _fit_helpfulness(
     sigma = effective_sigma(curve.stderr)
     laws: dict[str, Law] = helpfulness_laws(chance, k)
     results = {name: fit_law(law, curve.norms, curve.mean, sigma) for name, law in laws.items()}
-    out: dict[str, Any] = {
-        "task": curve.task,
-        "kind": "helpfulness",
-        "metric": curve.metric,
-        "k": k,
-        "chance": chance,
-    }
-    for name, res in results.items():
-        out[name] = _fit_block(ctx, curve, res, sigma)
+    fits = {name: _fit_block(ctx, curve, res, sigma) for name, res in results.items()}
+    out: dict[str, Any] = {"metric": curve.metric, "chance": chance, "fits": fits}
     n_in = int(np.count_nonzero(np.abs(curve.norms) <= window + 1e-9))
     w = float(window)
     if n_in < MIN_WINDOW_POINTS:
@@ -362,8 +352,8 @@ def _fit_helpfulness(
             f"the quadratic is fitted on the central third of the grid, |r| <= {w:g}"
         )
     quad = fit_law(quadratic_law(), curve.norms, curve.mean, sigma, window=w)
-    out["quadratic"] = _fit_block(ctx, curve, quad, sigma, window=w)
-    out["quadratic"]["window_requested"] = float(window)
+    fits["quadratic"] = _fit_block(ctx, curve, quad, sigma, window=w)
+    fits["quadratic"]["window_requested"] = float(window)
     table, best, best_bic = _compare(results)
     out.update(comparison=table, best=best, best_bic=best_bic)
     i_peak = int(np.argmax(curve.mean))
@@ -384,30 +374,10 @@ def _regime_model(results: dict[str, FitResult], best: str | None) -> str | None
     return best
 
 
-def _resolve_k(run: RunData, task: str, choices: int | None, warn) -> int:
-    tc = run.task_config(task)
-    k_cfg = tc.get("n_choices") if tc else None
-    if k_cfg:
-        if choices is not None and int(choices) != int(k_cfg):
-            warn(f"{task}: config.json says k = {k_cfg}, used instead of choices = {choices}")
-        return int(k_cfg)
-    if choices is not None:
-        return int(choices)
-    items = run.items.get(task)
-    if items is not None and items.scores is not None:
-        sizes = {s.size for col in items.scores for s in col if s is not None}
-        if len(sizes) == 1:
-            return int(sizes.pop())
-    warn(
-        f"{task}: the number of options k is not in config.json; assumed k = {DEFAULT_CHOICES} "
-        "(pass --choices K)"
-    )
-    return DEFAULT_CHOICES
-
-
-def _diagnostics(ctx: _Context, task: str, n_boot: int, n_draws: int) -> dict:
+def _checks(ctx: _Context, task: str, n_boot: int, n_draws: int) -> dict:
+    """Assumptions A1 and A3 of one helpfulness task and the helpfulness they predict."""
     run = ctx.run
-    out: dict[str, Any] = {"task": task, "a1": None, "a3": None, "prediction": None}
+    out: dict[str, Any] = {"a1": None, "a3": None, "prediction": None}
     shift = run.curve(task, "logit_shift")
     if shift is None:
         ctx.warn(f"{task}: no `logit_shift` points; assumption A1 not checked")
@@ -428,16 +398,9 @@ def _diagnostics(ctx: _Context, task: str, n_boot: int, n_draws: int) -> dict:
     helpful = run.curve(task, "helpfulness")
     if a3 is None or a3.get("sigma") is None or helpful is None:
         return out
-    pred = diag.predict_helpfulness(
-        items, float(a3["sigma"]), helpful.norms, _rng(ctx.seed, "predict", task), n_draws
+    out["prediction"] = diag.predict_helpfulness(
+        items, float(a3["sigma"]), helpful, _rng(ctx.seed, "predict", task), n_draws
     )
-    if pred is not None:
-        pred["measured"] = helpful.mean.tolist()
-        pred.update(diag.compare(pred["predicted"], helpful.mean))
-        cf = diag.compare(pred["predicted_closed_form"], helpful.mean)
-        pred["rmse_closed_form"] = cf["rmse"]
-        pred["max_abs_error_closed_form"] = cf["max_abs_error"]
-    out["prediction"] = pred
     return out
 
 
@@ -459,23 +422,6 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def fit_run(
     run_dir: Path,
     *,
@@ -486,6 +432,7 @@ def fit_run(
     seed: int = 0,
     align_window: float | None = None,
     n_draws: int = 2000,
+    command: str | None = None,
 ) -> dict:
     """Fit the theory to the run in ``run_dir``, write ``run_dir/fits.json`` and return it.
 
@@ -495,7 +442,8 @@ def fit_run(
     alignment unit) of the efficient regime and the recommendation. ``n_boot``: bootstrap
     replicates (0: none). ``seed``: seeds every random draw. ``align_window``: half-width
     of the local linear alignment fit (default: see the module notes). ``n_draws``: Monte
-    Carlo draws of the helpfulness prediction.
+    Carlo draws of the helpfulness prediction. ``command``: the command line that asked
+    for the fit, recorded in ``fits.json`` for the report.
 
     Raises :class:`TheoryError` for a missing or malformed run folder or bad arguments.
     """
@@ -510,7 +458,10 @@ def fit_run(
     if int(n_boot) < 0:
         raise TheoryError(f"n_boot must be >= 0 (got {n_boot})")
     run_dir = Path(run_dir)
-    run = read_run(run_dir)
+    try:
+        run = read_run(run_dir)
+    except RunFileError as err:
+        raise TheoryError(str(err)) from None
     warnings: list[str] = list(run.warnings)
     ctx = _Context(run, int(n_boot), int(seed), warnings)
 
@@ -525,74 +476,53 @@ def fit_run(
             f"{run_dir / 'points.jsonl'} has no `alignment` or `helpfulness` points to fit "
             "(see docs/run-files.md)"
         )
-
-    out: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "settings": {
-            "choices": choices,
-            "window": float(window),
-            "align_window": align_window,
-            "lambda": float(lam),
-            "n_boot": int(n_boot),
-            "seed": int(seed),
-            "n_draws": int(n_draws),
-            "ci_level": CI_LEVEL,
-            "chance_delta": CHANCE_DELTA,
-        },
+    settings = {
+        "choices": choices, "window": float(window), "align_window": align_window,
+        "lambda": float(lam), "n_boot": int(n_boot), "seed": int(seed), "n_draws": int(n_draws),
+        "ci_level": CI_LEVEL, "chance_delta": CHANCE_DELTA,
     }
-
+    tasks: dict[str, dict] = {}
     align_fits: dict[str, tuple[dict, dict, Any]] = {}
     for t in align_tasks:
         align_fits[t] = _fit_alignment(ctx, run.curve(t, "alignment"), align_window)
-    out["alignment"] = align_fits[align_tasks[0]][0] if align_tasks else None
-    if len(align_tasks) > 1:
-        out["alignment_by_task"] = {t: v[0] for t, v in align_fits.items()}
+        tasks[t] = align_fits[t][0]
     if not align_tasks:
         ctx.warn("no alignment points: no efficient regime or recommendation")
 
-    help_fits: dict[str, tuple[dict, dict, Any] | None] = {}
-    by_task: dict[str, dict] = {}
+    help_fits: dict[str, tuple[dict, dict, Any]] = {}
     for t in help_tasks:
-        k = _resolve_k(run, t, choices, ctx.warn)
+        k, note = run.resolve_k(t, choices)
+        if note:
+            ctx.warn(note)
+        entry: dict[str, Any] = {"kind": "helpfulness", "k": k, "helpfulness": None}
         curve = run.curve(t, "helpfulness")
         if curve is not None:
-            blk, results, sigma = _fit_helpfulness(ctx, curve, chance=1.0 / k, k=k, window=window)
-            help_fits[t] = (blk, results, sigma)
+            help_fits[t] = _fit_helpfulness(ctx, curve, chance=1.0 / k, k=k, window=window)
+            entry["helpfulness"] = help_fits[t][0]
         else:
-            blk = {"task": t, "kind": "helpfulness", "metric": "helpfulness", "k": k,
-                   "error": "no `helpfulness` points"}
-            help_fits[t] = None
+            ctx.warn(f"{t}: no `helpfulness` points; only `helpfulness_vocab` is fitted")
         vocab = run.curve(t, "helpfulness_vocab")
-        if vocab is not None:
-            blk["helpfulness_vocab"] = _fit_helpfulness(
-                ctx, vocab, chance=0.0, k=None, window=window
-            )[0]
-        else:
-            blk["helpfulness_vocab"] = None
-        blk["diagnostics"] = _diagnostics(ctx, t, int(n_boot), int(n_draws))
-        by_task[t] = blk
-    if help_tasks:
-        first = by_task[help_tasks[0]]
-        out["helpfulness"] = first
-        out["helpfulness_vocab"] = first.get("helpfulness_vocab")
-        out["by_task"] = by_task
-        out["diagnostics"] = first["diagnostics"]
-    else:
-        out.update(helpfulness=None, helpfulness_vocab=None, by_task={}, diagnostics=None)
+        entry["helpfulness_vocab"] = (
+            None if vocab is None
+            else _fit_helpfulness(ctx, vocab, chance=0.0, k=None, window=window)[0]
+        )
+        entry["checks"] = _checks(ctx, t, int(n_boot), int(n_draws))
+        tasks[t] = entry
+    if not help_tasks:
         ctx.warn("no helpfulness points: no efficient regime or recommendation")
 
-    out["efficient_regime"] = None
-    out["pareto"] = []
-    out["recommendation"] = None
-    primary_help = help_fits.get(help_tasks[0]) if help_tasks else None
-    if align_tasks and primary_help is not None:
-        out.update(
-            _tradeoff(ctx, align_fits[align_tasks[0]], primary_help, lam)
-        )
+    out: dict[str, Any] = {
+        "format_version": FORMAT_VERSION, "command": command, "settings": settings, "tasks": tasks,
+        "efficient_regime": None, "pareto": [], "recommendation": None,
+    }
+    # the tradeoff is between the first alignment and the first helpfulness task of the run
+    if align_tasks and help_tasks and help_tasks[0] in help_fits:
+        a_task, h_task = align_tasks[0], help_tasks[0]
+        out.update(_tradeoff(ctx, a_task, align_fits[a_task], h_task, help_fits[h_task], lam))
     out["warnings"] = warnings
-    out = _clean(out)
-    write_json_atomic(run_dir / "fits.json", out)
-    return out
+    fits = FitsFile.model_validate(_clean(out))
+    write_fits(run_dir, fits)
+    return fits.model_dump(mode="json", by_alias=True)
 
 
 def _censored_ci(vals: list[float]) -> list[float | None]:
@@ -611,12 +541,12 @@ def _censored_ci(vals: list[float]) -> list[float | None]:
     return out
 
 
-def _tradeoff(ctx: _Context, align_fit, help_fit, lam: float) -> dict:
+def _tradeoff(ctx: _Context, a_task: str, align_fit, h_task: str, help_fit, lam: float) -> dict:
     run = ctx.run
-    a_blk, a_results, a_sigma = align_fit
+    _, a_results, a_sigma = align_fit
     h_blk, h_results, h_sigma = help_fit
-    a_curve = run.curve(a_blk["task"], "alignment")
-    h_curve = run.curve(h_blk["task"], "helpfulness")
+    a_curve = run.curve(a_task, "alignment")
+    h_curve = run.curve(h_task, "helpfulness")
     out: dict[str, Any] = {}
     grid, ia, ih = common_grid(a_curve.norms, h_curve.norms)
     if grid.size:
@@ -681,8 +611,8 @@ def _tradeoff(ctx: _Context, align_fit, help_fit, lam: float) -> dict:
         "alignment_model": "tanh_monotone",
         "alignment_range": None if tanh.span is None else list(tanh.span),
         "helpfulness_model": h_name,
-        "helpfulness_task": h_blk["task"],
-        "alignment_task": a_blk["task"],
+        "helpfulness_task": h_task,
+        "alignment_task": a_task,
         "chance": chance,
     }
     if max_norm is None:
