@@ -470,7 +470,8 @@ def test_evaluate_reproduces_a_fit_block(tmp_path):
             assert blk["n_points"] == int(inside_fit.sum())
             checked += 1
         assert checked >= 4
-    # the generating law fits the measured helpfulness closely
+    # every candidate law is fitted, and the generating one fits closely
+    assert set(helpfulness_laws(0.25, 4)) <= set(helpfulness_of(fits)["fits"])
     assert helpfulness_of(fits)["fits"]["corollary"]["r2"] > 0.95
 
 

@@ -99,8 +99,13 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- reading
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The objects of a JSON-lines file (blank lines skipped); a bad line names its number."""
+    return [row for _, row in numbered_rows(path)]
+
+
+def numbered_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of every non-blank line of a JSON-lines file."""
     path = Path(path)
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -111,7 +116,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise RunFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
                 raise RunFileError(f"{path}:{lineno}: expected one JSON object per line")
-            rows.append(obj)
+            rows.append((lineno, obj))
     return rows
 
 
@@ -190,13 +195,13 @@ class Curve:
 def read_points(path: Path, warnings: list[str]) -> tuple[dict[tuple[str, str], Curve], dict[str, str]]:
     """``points.jsonl`` as curves keyed by ``(task, metric)`` and the kind of every task."""
     path = Path(path)
-    rows = read_jsonl(path)
+    rows = numbered_rows(path)
     if not rows:
         raise RunFileError(f"{path} is empty: it needs one line per task × metric × norm")
     grouped: dict[tuple[str, str], dict[float, tuple[float, float, float]]] = {}
     kinds: dict[str, str] = {}
     duplicates, unknown = 0, set()
-    for lineno, row in enumerate(rows, start=1):
+    for lineno, row in rows:
         where = f"{path}:{lineno}"
         for key in ("metric", "norm", "mean"):
             if key not in row:
@@ -271,10 +276,13 @@ def _row_kind(row: dict[str, Any]) -> str:
     return str(row.get("kind") or ("alignment" if "alignment" in row else "helpfulness"))
 
 
-def task_items(rows: list[dict[str, Any]], path: Path) -> dict[str, TaskItems]:
-    """Group ``items.jsonl`` rows into one :class:`TaskItems` per task."""
+def task_items(rows: list[dict[str, Any]] | list[tuple[int, dict[str, Any]]],
+               path: Path) -> dict[str, TaskItems]:
+    """Group ``items.jsonl`` rows (or ``(line number, row)`` pairs) into one
+    :class:`TaskItems` per task."""
     by_task: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for lineno, row in enumerate(rows, start=1):
+    numbered = [r if isinstance(r, tuple) else (i, r) for i, r in enumerate(rows, start=1)]
+    for lineno, row in numbered:
         if "norm" not in row or "item" not in row:
             raise RunFileError(f"{path}:{lineno}: an item needs `norm` and `item`")
         by_task.setdefault(str(row.get("task") or _row_kind(row)), []).append((lineno, row))
@@ -417,7 +425,7 @@ def read_run(run_dir: Path) -> RunData:
     curves, kinds = read_points(points, warnings)
     config = read_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
     items_path = run_dir / "items.jsonl"
-    items = task_items(read_jsonl(items_path), items_path) if items_path.is_file() else {}
+    items = task_items(numbered_rows(items_path), items_path) if items_path.is_file() else {}
     named = [t.name for t in config.tasks] if config else []
     order = [t for t in named if t in kinds] + [t for t in kinds if t not in named]
     return RunData(run_dir, curves, {t: kinds[t] for t in order}, items, config, warnings)
