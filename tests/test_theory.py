@@ -15,6 +15,7 @@ from scipy import optimize, special
 
 from repe_tradeoff.runfiles import Curve, read_run
 from repe_tradeoff.theory import TheoryError, evaluate, fit_run, import_paper_curves
+from repe_tradeoff.theory.curve_fits import monotone_range
 from repe_tradeoff.theory.diagnostics import check_a1
 from repe_tradeoff.theory.fitting import fit_law
 from repe_tradeoff.theory.laws import (
@@ -24,7 +25,6 @@ from repe_tradeoff.theory.laws import (
     helpfulness_laws,
     quadratic_law,
 )
-from repe_tradeoff.theory.pipeline import monotone_range
 from repe_tradeoff.theory.regime import pareto, regime_end
 
 PAPER = Path(__file__).resolve().parent / "fixtures" / "paper-curves"  # two of the authors' measured curves
@@ -516,3 +516,26 @@ def test_paper_import_round_trip(tmp_path):
     assert task["helpfulness"]["fits"]["quadratic"]["r2"] > 0.94
     assert alignment_of(fits, "harmful")["fits"]["tanh_monotone"]["r2"] > 0.97
     assert task["helpfulness_vocab"]["metric"] == "helpfulness_vocab"
+
+
+def test_paper_import_fit_and_report_from_the_command_line(tmp_path):
+    """`import-paper`, `fit` and `report` through the CLI record the commands they ran."""
+    help_file = PAPER / "international_law_Llama-2-13b-chat_harmfulness.json"
+    beh_file = PAPER / "behavior_harmful_Llama-2-13b-chat_harmfulness.json"
+    out = tmp_path / "run"
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "repe_tradeoff", *map(str, args)],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    cli("import-paper", help_file, beh_file, "--out", out)
+    cli("fit", out, "--n-boot", 5, "--lambda", 0.5)
+    cli("report", out)
+    config = json.loads((out / "config.json").read_text())
+    fits = json.loads((out / "fits.json").read_text())
+    assert config["command"] == f"repe-tradeoff import-paper {help_file} {beh_file} --out {out}"
+    assert fits["command"] == f"repe-tradeoff fit {out} --n-boot 5 --lambda 0.5"
+    assert fits["settings"]["lambda"] == 0.5
+    page = (out / "report.html").read_text()
+    assert fits["command"] in page and "import-paper" in page
