@@ -3,7 +3,8 @@
 Works on run files only (``config.json``, ``points.jsonl``, ``items.jsonl``,
 ``generations.json``, ``fits.json``; see ``docs/run-files.md``), so a report can be
 rebuilt anywhere without the model. Fits are never recomputed: curves are evaluated
-from the parameters in ``fits.json``, and any block of it may be missing or failed.
+from the parameters in ``fits.json``. A ``fits.json`` that does not match its schema is
+named among the report's notes and the report is drawn from the points alone.
 
 >>> from repe_tradeoff.report import build_report
 >>> build_report("runs/harmfulness")  # doctest: +SKIP
