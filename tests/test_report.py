@@ -96,8 +96,7 @@ def make_run(
     config = {
         "format_version": 1, "model": "tiny-test-model", "model_revision": "abc123",
         "dtype": "float32",
-        "vector": {"path": "v.safetensors", "sha256": "0" * 64, "layers": [3, 4],
-                   "method": "pca"},
+        "vector": {"sha256": "0" * 64, "layers": [3, 4], "method": "pca"},
         "layers": [3, 4], "positions": "all", "operator": "add",
         "norms": [float(r) for r in norms],
         "tasks": [
@@ -122,63 +121,16 @@ def make_run(
     return run_dir
 
 
-def handmade_fits(run_dir: Path, *, a: float = 0.55, b: float = 0.15, sigma: float = 0.9,
-                  k: int = 4) -> dict:
-    """A fits.json following docs/run-files.md, with the generating parameters."""
-    p0 = 0.8
-    odds = (1 - p0) / (p0 - 1 / k)
-    norms = [float(r) for r in np.linspace(-4, 4, 17)]
-    pred = [1 / k + (1 - 1 / k) / (1 + odds * math.exp(sigma**2 * r**2 / 2)) for r in norms]
-    rec_norm = 1.0
-    return {
-        "format_version": 1,
-        "alignment": {
-            "task": "harmfulness",
-            "tanh": {"params": {"a": a, "b": b}, "ci": {"a": [a - 0.05, a + 0.05],
-                                                         "b": [b - 0.05, b + 0.05]},
-                     "r2": 0.99, "aic": -80.1, "bic": -77.3, "n_points": 17},
-            "tanh_scaled": {"params": {"A": 0.98, "a": a, "b": b}, "ci": {}, "r2": 0.99,
-                            "aic": -78.0, "bic": -74.0, "n_points": 17},
-            "linear_full": {"error": "not converged"},
-            "linear": {"params": {"slope": a, "intercept": math.tanh(b)},
-                       "ci": {"slope": [a - 0.06, a + 0.06]}, "r2": 0.97, "window": 1.0,
-                       "aic": -20.0, "bic": -19.0, "n_points": 5},
-            "slope_at_zero": {"value": a, "ci": [a - 0.06, a + 0.06]},
-            "best": "tanh",
-        },
-        "helpfulness": {
-            "task": "basic-qa", "metric": "helpfulness", "k": k, "chance": 1 / k,
-            "corollary": {"params": {"a": odds, "b": sigma}, "ci": {"a": [0.1, 0.2],
-                                                                     "b": [0.7, 1.1]},
-                          "r2": 0.97, "aic": -60.0, "bic": -58.0, "n_points": 17},
-            "quadratic": {"params": {"c0": p0, "c1": 0.0, "c2": -0.05}, "ci": {},
-                          "r2": 0.95, "window": 2.0, "aic": -30.0, "bic": -29.0,
-                          "n_points": 9},
-            "gaussian": {"params": {"A": 0.55, "s": 1.8}, "ci": {}, "r2": 0.96, "aic": -55.0,
-                         "bic": -53.0, "n_points": 17},
-            "logistic": {"error": "did not converge after 2000 evaluations"},
-            "best": "corollary",
-        },
-        "diagnostics": {
-            "a1": {"slope": 1.3, "intercept": 0.0, "r2": 0.99, "saturates_at": None,
-                   "status": "pass"},
-            "a3": {"sigma": sigma, "sigma_ci": [sigma - 0.1, sigma + 0.1],
-                   "by_norm": [{"norm": r, "mean": 0.0, "std": sigma * abs(r),
-                                "normality_p": 0.4} for r in norms if r != 0],
-                   "status": "warn"},
-            "prediction": {"norms": norms, "predicted": pred, "measured": pred, "rmse": 0.03,
-                           "max_abs_error": 0.06},
-        },
-        "efficient_regime": {"lambda": 1.0, "max_norm": 1.8, "ci": [1.4, 2.2]},
-        "pareto": [{"norm": r, "alignment": math.tanh(a * r + b),
-                    "helpfulness": pred[i]} for i, r in enumerate(norms) if r >= 0],
-        "recommendation": {
-            "norm": rec_norm, "alignment_gain": 0.41, "alignment_gain_ci": [0.33, 0.48],
-            "helpfulness_change": -0.021, "helpfulness_change_ci": [-0.03, -0.013],
-            "text": "r = 1: alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.030, -0.013]",
-        },
-        "warnings": ["a synthetic warning from the fit"],
-    }
+DOC = Path(__file__).resolve().parents[1] / "docs" / "run-files.md"
+
+
+def handmade_fits() -> dict:
+    """The fits.json example of docs/run-files.md (its tasks are those of :func:`make_run`),
+    with the A3 check graded "warn"."""
+    blocks = re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    fits = json.loads(blocks[-1])
+    fits["tasks"]["basic-qa"]["checks"]["a3"]["status"] = "warn"
+    return fits
 
 
 def write_fits(run_dir: Path, fits: dict) -> None:
@@ -207,7 +159,7 @@ def full_run(tmp_path_factory) -> Path:
 def handmade_run(tmp_path_factory) -> Path:
     """A run whose fits.json is written by hand, following docs/run-files.md only."""
     run = make_run(tmp_path_factory.mktemp("hand") / "run", seed=3, a=0.9, sigma=0.5)
-    write_fits(run, handmade_fits(run, a=0.9, sigma=0.5))
+    write_fits(run, handmade_fits())
     build_report(run, formats=("png",))
     return run
 
@@ -259,11 +211,13 @@ def test_report_content(full_run: Path):
                   "helpfulness — basic-qa (helpfulness_vocab)"):
         assert f"<h3>{html.escape(title)}</h3>" in text
     assert text.count("★ winner") == 3
-    assert html.escape(fits["helpfulness"]["corollary"]["formula"]) in text
+    formula = fits["tasks"]["basic-qa"]["helpfulness"]["fits"]["corollary"]["formula"]
+    assert html.escape(formula) in text
     assert 'class="badge pass"' in text  # A1 holds exactly in the synthetic run
     assert "Efficient regime: |r| ≤" in text
-    assert "repe-tradeoff fit" in text and "repe-tradeoff report" in text
-    assert "--norms=-4,-3.5," in text
+    # no command was recorded: the report says so instead of making one up
+    assert "config.json records no command" in text and "repe-tradeoff sweep" not in text
+    assert f"repe-tradeoff fit {full_run}" in text and "repe-tradeoff report" in text
     # one generations column per norm
     assert "<th>r = -4</th><th>r = 0</th><th>r = 4</th>" in text
 
@@ -273,10 +227,10 @@ def test_handmade_fits(handmade_run: Path):
     assert ("r = 1: alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.030, -0.013]"
             in text)
     assert 'class="badge pass"' in text and 'class="badge warn"' in text
-    assert "★ winner" in text and "did not converge after 2000 evaluations" in text
+    assert "fit failed: too few points (2) for 2 parameters" in text
     assert "Efficient regime: |r| ≤ 1.8 [1.4, 2.2]" in text
-    assert "a synthetic warning from the fit" in text
-    assert "(threshold)" in text  # the prediction has no status: graded by RMSE
+    assert "only 3 norm(s) within |r| &lt;= 2" in text  # the warnings are notes
+    assert "repe-tradeoff fit runs/x --lambda 1" in text  # fits.json's recorded command
     for name in PLOT_NAMES:
         assert (handmade_run / "plots" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
 
@@ -288,26 +242,27 @@ def test_a3_projections_match_fits(full_run: Path):
 
     run = load_run(full_run)
     xs = a3_projections(run.task_items("basic-qa"))
-    by_norm = {row["norm"]: row for row in run.fits["diagnostics"]["a3"]["by_norm"]}
+    by_norm = {row.norm: row for row in run.fits.tasks["basic-qa"].checks.a3.by_norm}
     assert sorted(xs) == sorted(by_norm) and 0.0 not in xs
     for r, x in xs.items():
         assert x.size == 60 * 3
-        assert np.std(x, ddof=1) == pytest.approx(by_norm[r]["std"])
+        assert np.std(x, ddof=1) == pytest.approx(by_norm[r].std)
 
 
 def test_summary_and_csv(full_run: Path):
     md = (full_run / "summary.md").read_text()
     fits = json.loads((full_run / "fits.json").read_text())
     assert fits["recommendation"]["text"] in md and "## Assumption checks" in md
-    assert "**PASS** A1" in md and "plots/alignment.png" in md
+    assert "**PASS** basic-qa · A1" in md and "plots/alignment.png" in md
     rows = list(csv.DictReader((full_run / "fits.csv").open()))
-    tanh_a = [r for r in rows if r["block"] == "alignment" and r["form"] == "tanh"
+    tanh_a = [r for r in rows if r["block"] == "tasks.harmfulness" and r["form"] == "tanh"
               and r["param"] == "a"]
     assert len(tanh_a) == 1
-    assert float(tanh_a[0]["value"]) == pytest.approx(fits["alignment"]["tanh"]["params"]["a"])
-    assert float(tanh_a[0]["ci_low"]) == pytest.approx(fits["alignment"]["tanh"]["ci"]["a"][0])
+    tanh = fits["tasks"]["harmfulness"]["fits"]["tanh"]
+    assert float(tanh_a[0]["value"]) == pytest.approx(tanh["params"]["a"])
+    assert float(tanh_a[0]["ci_low"]) == pytest.approx(tanh["ci"]["a"][0])
     assert {r["block"] for r in rows} == {
-        "alignment", "by_task.basic-qa", "by_task.basic-qa.helpfulness_vocab"}
+        "tasks.harmfulness", "tasks.basic-qa.helpfulness", "tasks.basic-qa.helpfulness_vocab"}
     pts = list(csv.DictReader((full_run / "points.csv").open()))
     assert len(pts) == 17 * 6 and {"task", "metric", "norm", "mean", "stderr"} <= set(pts[0])
 
@@ -340,108 +295,127 @@ def test_without_fits_or_items(tmp_path: Path):
         assert not (run / "plots" / f"{name}.svg").exists()  # formats=("png",)
 
 
-def test_failed_and_odd_fit_blocks(tmp_path: Path):
+def test_failed_fits_and_unchecked_assumptions(tmp_path: Path):
     run = make_run(tmp_path / "r")
-    fits = handmade_fits(run)
-    fits["alignment"] = {"error": "too few points for the <b>tanh</b> fit"}
-    fits["helpfulness"]["corollary"] = {"error": "singular matrix"}
-    fits["helpfulness"]["quadratic"] = "garbage"
-    fits["diagnostics"]["a1"] = {"error": "no logit_shift points"}
-    del fits["diagnostics"]["a3"]
-    fits["diagnostics"]["prediction"] = {"norms": [1, 2], "predicted": [0.5]}
-    fits["pareto"] = {"error": "no common norms"}
-    fits["recommendation"] = {"error": "no norm gains alignment"}
-    fits["efficient_regime"] = None
+    fits = handmade_fits()
+    tanh = fits["tasks"]["harmfulness"]["fits"]["tanh"]
+    tanh.update(params=None, ci=None, error="too few points for the <b>tanh</b> fit")
+    fits["tasks"]["basic-qa"]["helpfulness"]["fits"]["corollary"] = {
+        "model": "corollary", "formula": "c", "n_points": 17, "error": "singular matrix"}
+    checks = fits["tasks"]["basic-qa"]["checks"]
+    checks["a1"] = {"n_norms": 2, "status": None, "error": "too few norms to check A1"}
+    checks["a3"] = None
+    fits.update(pareto=[], efficient_regime=None, recommendation={
+        "norm": None, "text": "no recommendation: the grid has no r = 0 to compare with"})
     write_fits(run, fits)
     text = build_report(run, formats=("png",)).read_text()
-    assert "the fit failed: too few points for the &lt;b&gt;tanh&lt;/b&gt; fit" in text
+    assert "fit failed: too few points for the &lt;b&gt;tanh&lt;/b&gt; fit" in text
     assert "singular matrix" in text
-    assert "No recommendation: no norm gains alignment" in text
-    assert 'class="badge na"' in text
-    assert "could not be checked: no logit_shift points" in text
+    assert "no recommendation: the grid has no r = 0" in text
+    assert 'class="rec missing"' in text
+    assert "could not be checked: too few norms to check A1" in text
+    assert "not checked: see the notes above" in text and 'class="badge na"' in text
     assert (run / "plots" / "tradeoff.png").exists()
 
 
-JUNK = [None, "junk", 7, [], {}, {"error": "<b>why</b>"}, {"params": "x", "ci": 3},
-        {"params": {"a": "x"}, "ci": {"a": "q"}, "window": "w", "range": [1]}, [1, "a"],
-        float("nan")]
+JUNK = [None, "junk", 7, [], {"error": "<b>why</b>"}, {"params": "x"}, float("nan")]
 JUNK_PATHS = [
-    ("alignment",), ("helpfulness",), ("by_task",), ("diagnostics",), ("pareto",),
-    ("efficient_regime",), ("recommendation",), ("warnings",), ("settings",),
-    ("alignment", "tanh"), ("alignment", "linear"), ("alignment", "slope_at_zero"),
-    ("alignment", "comparison"), ("alignment", "best"), ("alignment", "monotone_range"),
-    ("HB", "corollary"), ("HB", "quadratic"), ("HB", "comparison"), ("HB", "best"),
-    ("HB", "metric"), ("HB", "k"), ("HB", "chance"), ("HB", "helpfulness_vocab"),
-    ("diagnostics", "a1"), ("diagnostics", "a3"), ("diagnostics", "prediction"),
-    ("diagnostics", "a1", "slope"), ("diagnostics", "a3", "sigma"),
-    ("diagnostics", "a3", "by_norm"), ("diagnostics", "a3", "sigma_ci"),
-    ("diagnostics", "prediction", "norms"), ("diagnostics", "prediction", "predicted"),
-    ("efficient_regime", "max_norm"), ("efficient_regime", "ci"),
-    ("recommendation", "norm"), ("recommendation", "text"),
+    ("tasks",), ("settings",), ("pareto",), ("efficient_regime",), ("warnings",),
+    ("tasks", "harmfulness", "fits", "tanh"), ("tasks", "harmfulness", "slope_at_zero"),
+    ("tasks", "basic-qa", "k"), ("tasks", "basic-qa", "helpfulness", "fits"),
+    ("tasks", "basic-qa", "checks", "a3", "by_norm"), ("recommendation", "norm"),
 ]
 
 
-def _set_path(fits: dict, path: tuple, value) -> None:
-    if path[0] == "HB":  # the helpfulness block, in both places it is read from
-        for root in (fits["helpfulness"], fits["by_task"]["basic-qa"]):
-            root[path[1]] = value
-        return
-    obj = fits
-    for key in path[:-1]:
-        obj = obj[key]
-    obj[path[-1]] = value
-
-
-def test_junk_in_fits_never_crashes(full_run: Path):
-    """Any block of fits.json may be missing, failed or malformed: the report still renders."""
-    import copy
-
-    from repe_tradeoff.report import PLOTS
+@pytest.mark.parametrize("path", JUNK_PATHS, ids=".".join)
+def test_a_malformed_fits_json_is_named_and_skipped(tmp_path: Path, path):
+    """A fits.json that does not match the schema: the report says where and how to fix it,
+    and is drawn from points.jsonl alone."""
     from repe_tradeoff.report._io import load_run
     from repe_tradeoff.report.page import run_html
-    from repe_tradeoff.report.plots import style
-    from repe_tradeoff.report.tables import fits_csv, summary_md
 
-    run = load_run(full_run)
-    base = run.fits
-    for i, path in enumerate(JUNK_PATHS):
-        for j, junk in enumerate(JUNK):
-            run.fits = copy.deepcopy(base)
-            _set_path(run.fits, path, copy.deepcopy(junk))
-            page = run_html(run, [], [], [])
-            assert "<b>why</b>" not in page
-            summary_md(run, [])
-            fits_csv(run)
-            if j == i % len(JUNK) and i % 2 == 0:  # figures are slow: a sample of them
-                with style():
-                    for fn, _, _ in PLOTS.values():
-                        fn(run)
+    run = make_run(tmp_path / "r", n_help=10, n_align=10)
+    refused = 0
+    for junk in JUNK:
+        fits = handmade_fits()
+        obj = fits
+        for key in path[:-1]:
+            obj = obj[key]
+        obj[path[-1]] = junk
+        write_fits(run, fits)
+        loaded = load_run(run)
+        if loaded.fits is not None:  # junk that is a valid value (e.g. null where allowed)
+            continue
+        problem = loaded.problems[0]
+        assert problem.startswith("fits.json could not be read") and "rerun `repe-tradeoff fit" in problem
+        assert f"`{path[0]}" in problem
+        page = run_html(loaded, [], [], [])
+        assert "<b>why</b>" not in page and "No recommendation yet" in page
+        refused += 1
+    assert refused >= 4
+
+
+def test_fits_of_an_older_format_are_refused(tmp_path: Path):
+    run = make_run(tmp_path / "r", n_help=10, n_align=10)
+    write_fits(run, {"format_version": 1, "alignment": {}, "helpfulness": {}})
+    text = build_report(run, formats=("png",)).read_text()
+    assert "format_version 1, this version reads 2; rerun `repe-tradeoff fit" in text
 
 
 def test_unparseable_fits_and_minimal_points(tmp_path: Path):
     run = tmp_path / "r"
     run.mkdir()
     pts = [{"metric": "helpfulness", "norm": r, "mean": 0.8 - 0.02 * r * r} for r in range(-3, 4)]
-    (run / "points.jsonl").write_text("\n".join(json.dumps(p) for p in pts) + "\nnot json\n")
+    (run / "points.jsonl").write_text("\n".join(json.dumps(p) for p in pts) + "\n")
     (run / "fits.json").write_text("{broken")
     text = build_report(run, formats=("png",)).read_text()
     assert "fits.json could not be read" in text
     assert (run / "plots" / "helpfulness.png").exists()
     assert not (run / "plots" / "alignment.png").exists()
     assert "No alignment plot" in text
+    (run / "points.jsonl").write_text((run / "points.jsonl").read_text() + "\nnot json\n")
+    with pytest.raises(ReportError, match=r"points.jsonl:9: not valid JSON"):
+        build_report(run, formats=("png",))
 
 
 def test_reproduce_commands(tmp_path: Path):
+    """The commands are the recorded ones, whatever the flags are called."""
     from repe_tradeoff.report._io import load_run
     from repe_tradeoff.report.content import reproduce_commands
 
-    run = make_run(tmp_path / "r", config_extra={
-        "command": "repe-tradeoff sweep --out r --vector v.safetensors --norms=-2,0,2"})
-    write_fits(run, {"settings": {"lambda": 0.5, "window": 1.5, "n_boot": 100}})
+    sweep = "repe-tradeoff sweep --a-flag-renamed-later x --norms=-2,0,2 --out r"
+    run = make_run(tmp_path / "r", config_extra={"command": sweep})
+    fits = handmade_fits()
+    write_fits(run, fits)
     cmds, recorded = reproduce_commands(load_run(run))
-    assert recorded and cmds[0].endswith("--norms=-2,0,2")
-    assert cmds[1] == f"repe-tradeoff fit {run} --window=1.5 --lambda=0.5 --n-boot=100"
-    assert cmds[2] == f"repe-tradeoff report {run}"
+    assert recorded and cmds == [sweep, fits["command"], f"repe-tradeoff report {run}"]
+    fits["command"] = None  # fit called from Python: the plain command
+    write_fits(run, fits)
+    assert reproduce_commands(load_run(run))[0][1] == f"repe-tradeoff fit {run}"
+    # `run` fits and reports by itself
+    run2 = make_run(tmp_path / "r2", config_extra={"command": "repe-tradeoff run exp.yaml"})
+    assert reproduce_commands(load_run(run2)) == (["repe-tradeoff run exp.yaml"], True)
+
+
+def test_checks_of_every_helpfulness_task(tmp_path: Path):
+    """Two helpfulness tasks: both have their checks in the report and their own figure."""
+    run = make_run(tmp_path / "r", n_help=30, n_align=20)
+    for name in ("items.jsonl", "points.jsonl"):
+        rows = [json.loads(x) for x in (run / name).read_text().splitlines()]
+        rows += [{**x, "task": "second-qa"} for x in rows if x["task"] == "basic-qa"]
+        (run / name).write_text("".join(json.dumps(x) + "\n" for x in rows))
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["tasks"].append({**cfg["tasks"][1], "name": "second-qa"})
+    (run / "config.json").write_text(json.dumps(cfg))
+    from repe_tradeoff.theory import fit_run
+
+    fits = fit_run(run, n_boot=5, n_draws=100)
+    text = build_report(run, formats=("png",)).read_text()
+    for task in ("basic-qa", "second-qa"):
+        status = fits["tasks"][task]["checks"]["a1"]["status"]
+        assert re.search(rf'badge {status}">{status.upper()}</span></td><td>{task}</td>', text)
+    assert (run / "plots" / "diagnostics-2.png").exists()
+    assert "Assumption checks of second-qa" in text
 
 
 def test_unknown_format(tmp_path: Path):

@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, special
 
-from repe_tradeoff.theory import TheoryError, evaluate, fit_run, import_paper_curves, read_run
+from repe_tradeoff.runfiles import Curve, read_run
+from repe_tradeoff.theory import TheoryError, evaluate, fit_run, import_paper_curves
+from repe_tradeoff.theory.curve_fits import monotone_range
 from repe_tradeoff.theory.diagnostics import check_a1
 from repe_tradeoff.theory.fitting import fit_law
 from repe_tradeoff.theory.laws import (
@@ -23,9 +25,7 @@ from repe_tradeoff.theory.laws import (
     helpfulness_laws,
     quadratic_law,
 )
-from repe_tradeoff.theory.pipeline import monotone_range
 from repe_tradeoff.theory.regime import pareto, regime_end
-from repe_tradeoff.theory.runfiles import Curve
 
 PAPER = Path(__file__).resolve().parent / "fixtures" / "paper-curves"  # two of the authors' measured curves
 GRID = np.round(np.linspace(-4, 4, 17), 6)
@@ -124,6 +124,16 @@ def inside(ci, value):
     return ci is not None and ci[0] <= value <= ci[1]
 
 
+def alignment_of(fits, task="harm"):
+    """The fits.json block of an alignment task."""
+    return fits["tasks"][task]
+
+
+def helpfulness_of(fits, task="qa", metric="helpfulness"):
+    """The fitted ``metric`` curve of a helpfulness task."""
+    return fits["tasks"][task][metric]
+
+
 # ------------------------------------------------------------------------------ laws
 def test_k_option_corollary_limits():
     for k in (2, 4, 10):
@@ -172,11 +182,12 @@ def test_two_points_report_an_error(tmp_path):
         {"metric": "alignment", "norm": 1.0, "mean": 0.4},
     ])
     fits = fit_run(tmp_path, choices=4, n_boot=5)
-    assert "too few points" in fits["helpfulness"]["corollary"]["error"]
-    assert "params" not in fits["helpfulness"]["corollary"]
-    assert "too few points" in fits["alignment"]["tanh"]["error"]
+    h = helpfulness_of(fits, "helpfulness")
+    assert "too few points" in h["fits"]["corollary"]["error"]
+    assert h["fits"]["corollary"]["params"] is None
+    assert "too few points" in alignment_of(fits, "alignment")["fits"]["tanh"]["error"]
     assert fits["efficient_regime"] is None
-    assert fits["helpfulness"]["best"] is None
+    assert h["best"] is None
 
 
 def test_flat_curve_is_degenerate():
@@ -192,18 +203,19 @@ def test_fits_recover_parameters_within_bootstrap_ci(tmp_path):
     # (seeded: 95% intervals miss the truth one time in twenty)
     run = curve_run(tmp_path, align=align, helpful=helpful, n_items=200, seed=2)
     fits = fit_run(run, n_boot=60, seed=3)
-    tanh = fits["alignment"]["tanh"]
+    tanh = alignment_of(fits)["fits"]["tanh"]
     assert tanh["ci_method"] == "bootstrap-items"
     assert inside(tanh["ci"]["a"], a_t) and inside(tanh["ci"]["b"], b_t)
     assert tanh["r2"] > 0.99
-    slope = fits["alignment"]["slope_at_zero"]
+    slope = alignment_of(fits)["slope_at_zero"]
     assert inside(slope["ci"], a_t * (1 - np.tanh(b_t) ** 2))
-    cor = fits["helpfulness"]["corollary"]
+    h = helpfulness_of(fits)
+    cor = h["fits"]["corollary"]
     assert cor["ci_method"] == "bootstrap-items"
     assert inside(cor["ci"]["a"], a_h) and inside(cor["ci"]["b"], b_h)
-    assert fits["helpfulness"]["k"] == 4 and fits["helpfulness"]["chance"] == 0.25
+    assert fits["tasks"]["qa"]["k"] == 4 and h["chance"] == 0.25
     for blk in ("corollary", "quadratic", "gaussian", "logistic", "linear"):
-        assert {"r2", "aic", "bic", "params", "ci"} <= set(fits["helpfulness"][blk])
+        assert None not in [h["fits"][blk][key] for key in ("r2", "aic", "bic", "params", "ci")]
     # the file on disk is what was returned, and no temporary file is left behind
     assert json.loads((run / "fits.json").read_text()) == fits
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
@@ -216,13 +228,13 @@ def test_covariance_intervals_without_items(tmp_path):
         n_items=200, items=False,
     )
     fits = fit_run(run, n_boot=20)
-    tanh = fits["alignment"]["tanh"]
+    tanh = alignment_of(fits)["fits"]["tanh"]
     assert tanh["ci_method"] == "covariance"
     assert inside(tanh["ci"]["a"], 0.5) and inside(tanh["ci"]["b"], -0.2)
-    g = fits["helpfulness"]["gaussian"]
+    g = helpfulness_of(fits)["fits"]["gaussian"]
     assert inside(g["ci"]["A"], 0.4) and inside(g["ci"]["s"], 1.5)
     assert fits["efficient_regime"]["ci_method"] == "bootstrap-parametric"
-    assert fits["diagnostics"]["a3"] is None
+    assert fits["tasks"]["qa"]["checks"]["a3"] is None
     assert any("no items" in w for w in fits["warnings"])
 
 
@@ -240,7 +252,7 @@ def test_aic_picks_the_generating_form(tmp_path, true, params):
     f = lambda r: get_law(true, chance=0.25)(r, *params)
     run = curve_run(tmp_path, align=lambda r: np.tanh(0.5 * r), helpful=f, norms=norms,
                     n_items=400, noise=(0.2, 0.05), items=False)
-    h = fit_run(run, n_boot=0)["helpfulness"]
+    h = helpfulness_of(fit_run(run, n_boot=0))
     best = h["best"]
     # a model with one more parameter that contains the true one may tie; AIC must not
     # prefer it by more than its penalty
@@ -255,7 +267,7 @@ def test_quadratic_window_falls_back_to_central_third(tmp_path):
                     helpful=lambda r: 0.25 + 0.5 * np.exp(-(r**2) / 800), norms=norms,
                     items=False)
     fits = fit_run(run, window=2.0, n_boot=0)
-    quad = fits["helpfulness"]["quadratic"]
+    quad = helpfulness_of(fits)["fits"]["quadratic"]
     # the 6 norms nearest 0 (a third of 17) reach |r| = 15, which holds 7 norms
     assert quad["window"] == pytest.approx(15.0) and quad["n_points"] == 7
     assert any("central third" in w for w in fits["warnings"])
@@ -265,10 +277,10 @@ def test_k_resolution(tmp_path):
     run = curve_run(tmp_path, align=lambda r: np.tanh(r), helpful=lambda r: 0.2 + 0.5 * np.exp(-r * r),
                     items=False, config=False)
     fits = fit_run(run, n_boot=0)
-    assert fits["helpfulness"]["k"] == 4
+    assert fits["tasks"]["qa"]["k"] == 4
     assert any("assumed k = 4" in w for w in fits["warnings"])
     fits = fit_run(run, choices=5, n_boot=0)
-    assert fits["helpfulness"]["k"] == 5 and fits["helpfulness"]["chance"] == 0.2
+    assert fits["tasks"]["qa"]["k"] == 5 and helpfulness_of(fits)["chance"] == 0.2
     assert not any("assumed k" in w for w in fits["warnings"])
 
 
@@ -277,14 +289,15 @@ def test_diagnostics_recover_sigma_and_predict_the_curve(tmp_path):
     sigma = 0.8
     run = model_run(tmp_path, sigma=sigma)
     fits = fit_run(run, n_boot=40, n_draws=1500)
-    d = fits["diagnostics"]
+    d = fits["tasks"]["qa"]["checks"]
     assert d["a1"]["status"] == "pass" and d["a1"]["slope"] == pytest.approx(3.0)
     assert d["a1"]["saturates_at"] is None
     a3 = d["a3"]
     assert inside(a3["sigma_ci"], sigma) and a3["sigma"] == pytest.approx(sigma, rel=0.08)
     assert a3["status"] == "pass"
     row = a3["by_norm"][0]
-    assert {"mean", "std", "skew", "excess_kurtosis", "normality_p", "qq_corr"} <= set(row)
+    assert None not in [row[k] for k in ("mean", "std", "skew", "excess_kurtosis", "normality_p",
+                                         "qq_corr")]
     pred = d["prediction"]
     assert pred["norms"] == GRID.tolist() and len(pred["predicted"]) == GRID.size
     assert pred["rmse"] < 0.03 and pred["max_abs_error"] < 0.06
@@ -293,27 +306,31 @@ def test_diagnostics_recover_sigma_and_predict_the_curve(tmp_path):
     assert pred["predicted"][z] == pytest.approx(pred["measured"][z], abs=1e-9)
     # the shared-X closed form decays to 0 instead of 1/k: worse far from 0
     assert pred["rmse_closed_form"] > pred["rmse"]
-    assert fits["helpfulness_vocab"]["chance"] == 0.0
-    assert fits["helpfulness_vocab"]["corollary"]["formula"].startswith("1/(1 + a")
+    vocab = helpfulness_of(fits, metric="helpfulness_vocab")
+    assert vocab["chance"] == 0.0
+    assert vocab["fits"]["corollary"]["formula"].startswith("1/(1 + a")
+    assert pred["status"] == "pass"
 
 
 def test_diagnostics_without_zero_or_scores_warn(tmp_path):
     fits = fit_run(model_run(tmp_path / "a", with_zero=False, n_items=40), n_boot=5)
-    assert fits["diagnostics"]["a3"] is None and fits["diagnostics"]["prediction"] is None
+    checks = fits["tasks"]["qa"]["checks"]
+    assert checks["a3"] is None and checks["prediction"] is None
     assert any("no r = 0" in w for w in fits["warnings"])
     assert fits["recommendation"]["norm"] is None
     fits = fit_run(model_run(tmp_path / "b", with_scores=False, n_items=40), n_boot=5)
-    assert fits["diagnostics"]["a3"] is None
+    assert fits["tasks"]["qa"]["checks"]["a3"] is None
     assert any("no `scores`" in w for w in fits["warnings"])
 
 
 def test_a1_detects_saturation():
     r = np.round(np.linspace(-6, 6, 25), 6)
     shift = 3 * np.minimum(np.abs(r), 3.0)
-    res = check_a1(Curve("qa", "helpfulness", "logit_shift", r, shift, None, None))
+    none = np.full(r.size, np.nan)
+    res = check_a1(Curve("qa", "helpfulness", "logit_shift", r, shift, none, none))
     assert res["saturates_at"] == pytest.approx(3.0)
     assert res["status"] == "warn"
-    flat = check_a1(Curve("qa", "helpfulness", "logit_shift", r, np.zeros_like(r), None, None))
+    flat = check_a1(Curve("qa", "helpfulness", "logit_shift", r, np.zeros_like(r), none, none))
     assert flat["status"] == "fail"
 
 
@@ -403,20 +420,72 @@ def test_hand_written_points_without_task_or_kind(tmp_path):
     run = read_run(tmp_path)
     assert run.tasks == {"alignment": "alignment", "helpfulness": "helpfulness"}
     fits = fit_run(tmp_path, choices=4, n_boot=0)
-    assert fits["alignment"]["task"] == "alignment"
-    assert list(fits["by_task"]) == ["helpfulness"]
+    assert {t: b["kind"] for t, b in fits["tasks"].items()} == {
+        "alignment": "alignment", "helpfulness": "helpfulness"}
+
+
+#: The laws written out by hand from their definitions (docs and the paper), not taken
+#: from the code under test; ``c`` is the chance level.
+HAND_LAWS = {
+    "tanh": lambda r, c, a, b: np.tanh(a * r + b),
+    "tanh_scaled": lambda r, c, A, a, b: A * np.tanh(a * r + b),
+    "linear_full": lambda r, c, slope, intercept: slope * r + intercept,
+    "corollary": lambda r, c, a, b: c + (1 - c) / (1 + a + a * b**2 / 2 * r**2),
+    "corollary_exact": lambda r, c, a, b: c + (1 - c) / (1 + a * np.exp(b**2 * r**2 / 2)),
+    "gaussian": lambda r, c, A, s: c + A * np.exp(-(r**2) / (2 * s**2)),
+    "logistic": lambda r, c, A, m, s: c + A / (1 + np.exp((np.abs(r) - m) / s)),
+    "quadratic": lambda r, c, c0, c1, c2: c0 + c1 * r + c2 * r**2,
+    "linear": lambda r, c, slope, intercept: slope * r + intercept,
+}
 
 
 def test_evaluate_reproduces_a_fit_block(tmp_path):
     run = curve_run(tmp_path, align=lambda r: np.tanh(0.6 * r),
                     helpful=lambda r: corollary_law(0.25)(r, 0.5, 0.9), items=False)
     fits = fit_run(run, n_boot=0)
-    h = fits["helpfulness"]
-    for name in h["comparison"]:
-        blk = h[name]
-        v = evaluate(name, blk["params"], [0.0, 1.0], chance=h["chance"])
-        assert np.all(np.isfinite(v))
-    assert set(helpfulness_laws(0.25, 4)) <= set(h)
+    points = [json.loads(x) for x in (run / "points.jsonl").read_text().splitlines()]
+    for task, metric, curve in (("harm", "alignment", alignment_of(fits)),
+                                ("qa", "helpfulness", helpfulness_of(fits))):
+        chance = curve.get("chance", 0.0)
+        pts = sorted((p["norm"], p["mean"]) for p in points
+                     if p["task"] == task and p["metric"] == metric)
+        r, y = np.array(pts).T
+        checked = 0
+        for name, blk in curve["fits"].items():
+            hand = HAND_LAWS.get(blk["model"])
+            if hand is None or blk["params"] is None:
+                continue
+            inside_fit = np.ones(r.size, bool)
+            if blk["window"] is not None:
+                inside_fit = np.abs(r) <= blk["window"] + 1e-9
+            if blk["range"] is not None:
+                inside_fit = (r >= blk["range"][0] - 1e-9) & (r <= blk["range"][1] + 1e-9)
+            expected = hand(r, chance, *blk["params"].values())
+            got = evaluate(blk["model"], blk["params"], r, chance=chance)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+            # the block's R² is the curve's, recomputed on the points it was fitted to
+            yy, ff = y[inside_fit], expected[inside_fit]
+            r2 = 1 - np.sum((yy - ff) ** 2) / np.sum((yy - yy.mean()) ** 2)
+            assert blk["r2"] == pytest.approx(r2, abs=1e-9), (task, name)
+            assert blk["n_points"] == int(inside_fit.sum())
+            checked += 1
+        assert checked >= 4
+    # every candidate law is fitted, and the generating one fits closely
+    assert set(helpfulness_laws(0.25, 4)) <= set(helpfulness_of(fits)["fits"])
+    assert helpfulness_of(fits)["fits"]["corollary"]["r2"] > 0.95
+
+
+def test_laws_refuse_unknown_names_and_parameters():
+    with pytest.raises(TheoryError, match="unknown law 'tanhh'.*corollary.*tanh"):
+        evaluate("tanhh", {"a": 1.0, "b": 0.0}, [0.0])
+    with pytest.raises(TheoryError, match="unknown law"):
+        get_law("nope")
+    with pytest.raises(TheoryError, match=r"takes parameters \(a, b\), got \(a, c\)"):
+        evaluate("tanh", {"a": 1.0, "c": 0.0}, [0.0])
+    with pytest.raises(TheoryError, match="takes 2 parameters"):
+        evaluate("tanh", [1.0], [0.0])
+    with pytest.raises(TheoryError, match="must be numbers"):
+        evaluate("tanh", {"a": "x", "b": 0.0}, [0.0])
 
 
 def test_theory_imports_without_torch():
@@ -443,6 +512,30 @@ def test_paper_import_round_trip(tmp_path):
     with pytest.raises(TheoryError, match="already exists"):
         import_paper_curves(help_file, beh_file, out)
     fits = fit_run(out, n_boot=10)
-    assert fits["helpfulness"]["quadratic"]["r2"] > 0.94
-    assert fits["alignment"]["tanh_monotone"]["r2"] > 0.97
-    assert fits["helpfulness_vocab"]["metric"] == "helpfulness_vocab"
+    task = fits["tasks"]["international_law"]
+    assert task["helpfulness"]["fits"]["quadratic"]["r2"] > 0.94
+    assert alignment_of(fits, "harmful")["fits"]["tanh_monotone"]["r2"] > 0.97
+    assert task["helpfulness_vocab"]["metric"] == "helpfulness_vocab"
+
+
+def test_paper_import_fit_and_report_from_the_command_line(tmp_path):
+    """`import-paper`, `fit` and `report` through the CLI record the commands they ran."""
+    help_file = PAPER / "international_law_Llama-2-13b-chat_harmfulness.json"
+    beh_file = PAPER / "behavior_harmful_Llama-2-13b-chat_harmfulness.json"
+    out = tmp_path / "run"
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "repe_tradeoff", *map(str, args)],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    cli("import-paper", help_file, beh_file, "--out", out)
+    cli("fit", out, "--n-boot", 5, "--lambda", 0.5)
+    cli("report", out)
+    config = json.loads((out / "config.json").read_text())
+    fits = json.loads((out / "fits.json").read_text())
+    assert config["command"] == f"repe-tradeoff import-paper {help_file} {beh_file} --out {out}"
+    assert fits["command"] == f"repe-tradeoff fit {out} --n-boot 5 --lambda 0.5"
+    assert fits["settings"]["lambda"] == 0.5
+    page = (out / "report.html").read_text()
+    assert fits["command"] in page and "import-paper" in page

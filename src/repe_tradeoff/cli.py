@@ -281,7 +281,8 @@ def fit(
     """Fit the paper's laws, check its assumptions and find the efficient regime; writes fits.json."""
     from repe_tradeoff.theory import fit_run
 
-    kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot}
+    kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot,
+              "command": " ".join(["repe-tradeoff", *sys.argv[1:]])}
     if window is not None:
         kwargs["window"] = window
     fits = fit_run(run, **kwargs)
@@ -312,7 +313,8 @@ def import_paper(
     """Turn the paper authors' published curves into a run folder for `fit` and `report`."""
     from repe_tradeoff.theory import import_paper_curves
 
-    out_console.print(f"wrote {import_paper_curves(helpfulness_json, behavior_json, out)}")
+    command = " ".join(["repe-tradeoff", *sys.argv[1:]])
+    out_console.print(f"wrote {import_paper_curves(helpfulness_json, behavior_json, out, command=command)}")
 
 
 @app.command("export-lm-eval")

@@ -16,23 +16,19 @@ import os
 import platform
 import socket
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from repe_tradeoff import __version__
 from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric, generate, response_scorer
 from repe_tradeoff.models import model_device
+from repe_tradeoff.runfiles import aggregate, atomic_write, write_points  # noqa: F401 (re-exported)
 from repe_tradeoff.scoring import Steering, score
 from repe_tradeoff.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
-
-HELPFULNESS_METRICS = ("helpfulness", "helpfulness_norm", "helpfulness_vocab", "accuracy", "logit_shift")
 
 
 class SweepError(ValueError):
@@ -161,16 +157,6 @@ def run_config(plan: SweepPlan, vector: SteeringVector, *, model_name: str, mode
         "config_hash": _sha(results),
     }
     return config
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write a whole file or nothing: temp file in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -430,38 +416,3 @@ def _check_config(cfg_path: Path, config: dict, out: Path) -> None:
             f"{out} holds a sweep with a different configuration (differs in: "
             f"{', '.join(changed) or 'hash'}). Use another --out folder, or delete {out} to start over."
         )
-
-
-def aggregate(items: list[dict]) -> list[dict]:
-    """Mean, standard error and count per task × metric × norm, in a fixed order."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    order: dict[str, int] = {}
-    for rec in items:
-        order.setdefault(rec["task"], len(order))
-        metrics = ("alignment",) if rec["kind"] == "alignment" else HELPFULNESS_METRICS
-        for metric in metrics:
-            if metric in rec:
-                groups[(rec["task"], rec["kind"], metric, rec["norm"])].append(rec[metric])
-    metric_rank = {m: i for i, m in enumerate(("alignment",) + HELPFULNESS_METRICS)}
-    points = []
-    for (task, kind, metric, norm), values in sorted(
-        groups.items(), key=lambda kv: (order[kv[0][0]], metric_rank[kv[0][2]], kv[0][3])
-    ):
-        arr = np.asarray(values, dtype=np.float64)
-        stderr = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
-        points.append({"task": task, "kind": kind, "metric": metric, "norm": norm,
-                       "mean": round(float(arr.mean()), 9), "stderr": round(stderr, 9), "n": len(arr)})
-    return points
-
-
-def read_items(out: Path) -> list[dict]:
-    path = Path(out) / "items.jsonl"
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_points(out: Path) -> Path:
-    points = aggregate(read_items(out))
-    path = Path(out) / "points.jsonl"
-    atomic_write(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in points))
-    return path

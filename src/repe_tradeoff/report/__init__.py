@@ -3,7 +3,8 @@
 Works on run files only (``config.json``, ``points.jsonl``, ``items.jsonl``,
 ``generations.json``, ``fits.json``; see ``docs/run-files.md``), so a report can be
 rebuilt anywhere without the model. Fits are never recomputed: curves are evaluated
-from the parameters in ``fits.json``, and any block of it may be missing or failed.
+from the parameters in ``fits.json``. A ``fits.json`` that does not match its schema is
+named among the report's notes and the report is drawn from the points alone.
 
 >>> from repe_tradeoff.report import build_report
 >>> build_report("runs/harmfulness")  # doctest: +SKIP
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._io import ReportError, atomic_write_text, load_run
+from repe_tradeoff.runfiles import atomic_write
+
+from ._io import ReportError, RunFiles, load_run
 from .page import comparison_html, run_html
+from .plot_checks import plot_diagnostics, plot_tradeoff
 from .plots import (
     Rendered,
     plot_alignment,
     plot_comparison,
-    plot_diagnostics,
     plot_helpfulness,
-    plot_tradeoff,
     render,
     style,
 )
@@ -57,16 +59,29 @@ PLOTS = {
         ),
         "the tradeoff needs an alignment and a helpfulness task measured at common norms",
     ),
-    "diagnostics": (
-        plot_diagnostics,
-        (
-            "Assumption checks: (a) A1, the mean logit shift ‖U·δ_r‖ against r with its linear "
-            "fit; (b) histograms of the A3 projections X_i(r) at a few norms with Gaussian "
-            "fits; (c) the spread of X_i(r) against |r| with σ·|r|."
-        ),
-        "the diagnostics plot needs logit_shift points or items.jsonl with option scores",
-    ),
 }
+
+#: One assumption-check figure per helpfulness task: (figure function, caption, why missing)
+CHECKS_PLOT = (
+    plot_diagnostics,
+    (
+        "Assumption checks of {task}: (a) A1, the mean logit shift ‖U·δ_r‖ against r with "
+        "its linear fit; (b) histograms of the A3 projections X_i(r) at a few norms with "
+        "Gaussian fits; (c) the spread of X_i(r) against |r| with σ·|r|."
+    ),
+    "the diagnostics plot of {task} needs logit_shift points or items.jsonl with option scores",
+)
+
+
+def _figures(run: RunFiles):
+    """(name, figure function, caption, why missing) of every figure of one run."""
+    for name, (fn, caption, why) in PLOTS.items():
+        yield name, fn, caption, why
+    fn, caption, why = CHECKS_PLOT
+    for i, task in enumerate(run.helpfulness_tasks):
+        name = "diagnostics" if i == 0 else f"diagnostics-{i + 1}"
+        yield (name, lambda run, task=task: fn(run, task), caption.format(task=task),
+               why.format(task=task))
 
 
 def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -91,7 +106,7 @@ def build_report(run_dir: Path | str, *, formats=("png", "svg")) -> Path:
     plots_dir = run.run_dir / "plots"
     figures: list[Rendered] = []
     missing: list[str] = []
-    for name, (fn, caption, why) in PLOTS.items():
+    for name, fn, caption, why in _figures(run):
         with style():
             fig = fn(run)
             if fig is None:
@@ -101,9 +116,9 @@ def build_report(run_dir: Path | str, *, formats=("png", "svg")) -> Path:
     tables = write_tables(run, run.run_dir)
     files = [p.relative_to(run.run_dir).as_posix() for r in figures for p in r.files]
     files += [p.name for p in tables] + ["summary.md", "report.html"]
-    atomic_write_text(run.run_dir / "summary.md", summary_md(run, files))
+    atomic_write(run.run_dir / "summary.md", summary_md(run, files))
     out = run.run_dir / "report.html"
-    atomic_write_text(out, run_html(run, figures, missing, files))
+    atomic_write(out, run_html(run, figures, missing, files))
     return out
 
 
@@ -139,5 +154,5 @@ def build_comparison_report(run_dirs: dict[str, Path], out_dir: Path,
         for name, run in runs.items()
     }
     out = out_dir / "report.html"
-    atomic_write_text(out, comparison_html(runs, figures, out_dir, reports))
+    atomic_write(out, comparison_html(runs, figures, out_dir, reports))
     return out

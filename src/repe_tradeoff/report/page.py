@@ -113,9 +113,9 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") 
 
 
 def _fit_settings(run: RunFiles) -> str:
-    st = run.fits.get("settings")
-    if not isinstance(st, dict):
+    if run.fits is None:
         return ""
+    st = run.fits.settings.model_dump(by_alias=True)
     names = {"lambda": "λ", "window": "quadratic window", "align_window": "linear window",
              "n_boot": "bootstrap replicates", "ci_level": "CI level", "seed": "seed",
              "choices": "k (given)"}
@@ -187,10 +187,13 @@ def _checks_html(run: RunFiles) -> str:
     for c in checks(run):
         cls = c.status if c.status in ("pass", "warn", "fail") else "na"
         label = c.status.upper() if cls != "na" else "N/A"
-        src = "" if c.source == "fits.json" else ' <span class="muted">(threshold)</span>'
-        rows.append([f'<span class="badge {cls}">{esc(label)}</span>', esc(c.name),
-                     esc(c.detail) + src])
-    return _table(["status", "check", "details"], rows) + f'<p class="muted">{esc(THRESHOLDS_NOTE)}</p>'
+        rows.append([f'<span class="badge {cls}">{esc(label)}</span>', esc(c.task),
+                     esc(c.name), esc(c.detail)])
+    if not rows:
+        return ('<p class="problem">No assumption checks: they are in fits.json '
+                "(run `repe-tradeoff fit`).</p>")
+    return (_table(["status", "task", "check", "details"], rows)
+            + f'<p class="muted">{esc(THRESHOLDS_NOTE)}</p>')
 
 
 def _generations_html(run: RunFiles) -> str:
@@ -226,9 +229,8 @@ def _config_html(run: RunFiles) -> str:
 
 def _reproduce_html(run: RunFiles) -> str:
     cmds, recorded = reproduce_commands(run)
-    note = ("The command recorded in config.json, then the fit and report:" if recorded else
-            "Reconstructed from config.json and fits.json (see <code>repe-tradeoff --help</code> "
-            "for every option):")
+    note = ("The commands recorded in config.json and fits.json:" if recorded else
+            "config.json records no command that made this run; the fit and report:")
     return f'<p class="muted">{note}</p><pre class="cmd">{esc(chr(10).join(cmds))}</pre>'
 
 
@@ -309,7 +311,7 @@ def comparison_html(runs: dict[str, RunFiles], figures: list[Rendered], out_dir:
             name_html = esc(name)
         chk = " ".join(
             f'<span class="badge {c.status if c.status in ("pass", "warn", "fail") else "na"}" '
-            f'title="{esc(c.name)}">{esc(c.name.split(" — ")[0])}</span>'
+            f'title="{esc(c.task)}: {esc(c.name)}">{esc(c.name.split(" — ")[0])}</span>'
             for c in checks(run)
         )
         rows.append([name_html, esc(model), esc(behavior), esc(helpful), esc(rec.text), chk])

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ._io import RunFiles, _finite, atomic_write_text
+from repe_tradeoff.runfiles import atomic_write
+
+from ._io import RunFiles, _finite
 from .content import (
     THRESHOLDS_NOTE,
     checks,
@@ -126,7 +128,7 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
         lines.append("")
     lines += ["## Assumption checks", ""]
     for c in checks(run):
-        lines.append(f"- **{c.status.upper()}** {c.name}: {_txt(c.detail)}")
+        lines.append(f"- **{c.status.upper()}** {_txt(c.task)} · {c.name}: {_txt(c.detail)}")
     lines += ["", f"_{THRESHOLDS_NOTE}_", "", "## Files", ""]
     lines += [f"- `{f}`" for f in files]
     lines.append("")
@@ -136,6 +138,6 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
 def write_tables(run: RunFiles, out_dir: Path) -> list[Path]:
     out = []
     for name, text in (("points.csv", points_csv(run)), ("fits.csv", fits_csv(run))):
-        atomic_write_text(out_dir / name, text)
+        atomic_write(out_dir / name, text)
         out.append(out_dir / name)
     return out

@@ -14,17 +14,14 @@ from .pipeline import (
     FORMAT_VERSION,
     fit_run,
 )
-from .runfiles import RunData, read_run
 
 __all__ = [
     "CHANCE_DELTA",
     "DEFAULT_WINDOW",
     "FORMAT_VERSION",
-    "RunData",
     "TheoryError",
     "evaluate",
     "fit_run",
     "get_law",
     "import_paper_curves",
-    "read_run",
 ]

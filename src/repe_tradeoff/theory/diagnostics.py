@@ -33,6 +33,8 @@ Prediction without fitting
       options), and ``P_q(r) = E[softmax(d_q + ε)_c]``, which decays to ``1/k``.
 
     Both are averaged over questions and compared with the measured ``helpfulness`` curve.
+    Status (of the Monte Carlo prediction): ``pass`` when its RMSE against the measured
+    curve is ≤ 0.05, ``warn`` when ≤ 0.10, ``fail`` otherwise.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ import warnings as _warnings
 import numpy as np
 from scipy import special, stats
 
+from repe_tradeoff.runfiles import Curve, TaskItems
+
 from .fitting import percentile_ci
-from .runfiles import Curve, TaskItems
 
 A1_PASS_R2 = 0.95
 A1_WARN_R2 = 0.80
@@ -52,6 +55,8 @@ A3_WARN_QQ = 0.95
 A3_PASS_MEAN = 0.25
 A3_WARN_MEAN = 0.5
 A3_PASS_FIT_R2 = 0.9
+PREDICTION_PASS_RMSE = 0.05
+PREDICTION_WARN_RMSE = 0.10
 NORMALITY_CAP = 5000
 
 
@@ -67,7 +72,7 @@ def check_a1(curve: Curve) -> dict:
     absr = np.round(np.abs(curve.norms), 9)
     xs = np.unique(absr)
     ys = np.array([float(np.mean(curve.mean[absr == x])) for x in xs])
-    out: dict = {"task": curve.task, "n_norms": int(xs.size)}
+    out: dict = {"n_norms": int(xs.size)}
     if xs.size < 3 or np.all(xs == 0):
         out.update(status=None, error="too few norms to check A1 (need 3 distinct |r|)")
         return out
@@ -234,7 +239,6 @@ def check_a3(items: TaskItems, rng: np.random.Generator, n_boot: int = 200) -> d
         else:
             status = "fail"
     return {
-        "task": items.task,
         "sigma": sigma,
         "sigma_ci": percentile_ci(boot),
         "sigma_ci_method": "bootstrap-items",
@@ -251,11 +255,12 @@ def check_a3(items: TaskItems, rng: np.random.Generator, n_boot: int = 200) -> d
 def predict_helpfulness(
     items: TaskItems,
     sigma: float,
-    norms: np.ndarray,
+    measured: Curve,
     rng: np.random.Generator,
     n_draws: int = 2000,
 ) -> dict | None:
-    """Predicted mean helpfulness at ``norms`` from the ``r = 0`` scores and ``σ`` (see notes)."""
+    """Mean helpfulness predicted at the norms of the ``measured`` curve from the ``r = 0``
+    scores and ``σ`` (see the module notes), and its error against that curve."""
     shifts = score_shifts(items)
     if shifts is None or not np.isfinite(sigma):
         return None
@@ -265,7 +270,7 @@ def predict_helpfulness(
     answers = items.answers[valid]
     if d0.shape[0] == 0:
         return None
-    norms = np.asarray(norms, dtype=float)
+    norms = measured.norms
     sizes = np.sum(np.isfinite(d0), axis=1)
     closed = np.zeros(norms.size)
     mc = np.zeros(norms.size)
@@ -293,13 +298,22 @@ def predict_helpfulness(
                 lc = logits[:, np.arange(cc.size), cc]
                 acc += float(np.sum(np.mean(lc / logits.sum(axis=2), axis=0)))
             mc[j] += acc
+    err, err_cf = compare(mc / total, measured.mean), compare(closed / total, measured.mean)
+    rmse = err["rmse"]
+    status = (None if rmse is None else "pass" if rmse <= PREDICTION_PASS_RMSE
+              else "warn" if rmse <= PREDICTION_WARN_RMSE else "fail")
     return {
         "norms": norms.tolist(),
         "predicted": (mc / total).tolist(),
         "predicted_closed_form": (closed / total).tolist(),
+        "measured": measured.mean.tolist(),
         "sigma": float(sigma),
         "n_items": int(total),
         "n_draws": int(n_draws),
+        **err,
+        "rmse_closed_form": err_cf["rmse"],
+        "max_abs_error_closed_form": err_cf["max_abs_error"],
+        "status": status,
     }
 
 

@@ -52,10 +52,12 @@ and a straight line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .errors import TheoryError
 
 Start = tuple[float, ...]
 
@@ -357,30 +359,44 @@ def helpfulness_laws(chance: float, k: int | None) -> dict[str, Law]:
     return {law.name: law for law in laws}
 
 
+def law_names() -> list[str]:
+    """Every law :func:`get_law` knows."""
+    return sorted({*alignment_laws(), *helpfulness_laws(0.25, 4), "quadratic"})
+
+
 def get_law(name: str, *, chance: float = 0.0) -> Law:
     """The law called ``name`` (``chance`` is the helpfulness floor: ``1/k``, or 0)."""
-    table: dict[str, Law] = {
-        **alignment_laws(),
-        **helpfulness_laws(chance, 4 if chance == 0.25 else None),
-        "linear": linear_law("linear"),
-        "quadratic": quadratic_law(),
-    }
+    if not isinstance(name, str) or name not in law_names():
+        raise TheoryError(f"unknown law {name!r}; use one of: {', '.join(law_names())}")
     if name == "corollary_paper":
         return corollary_paper_law()
-    if name not in table:
-        raise KeyError(f"unknown curve {name!r}; known: {', '.join(sorted(table))}")
-    return table[name]
+    if name == "quadratic":
+        return quadratic_law()
+    return {**alignment_laws(), **helpfulness_laws(chance, None)}[name]
 
 
-def evaluate(name: str, params: dict[str, float] | Sequence[float], r, *, chance: float = 0.0):
+def evaluate(name: str, params: Mapping[str, float] | Sequence[float], r, *, chance: float = 0.0):
     """Evaluate a fitted curve from ``fits.json`` at norms ``r``.
 
-    ``params`` is the block's ``params`` dict (or the values in order); ``chance`` is the
-    block's ``chance`` (``1/k`` for the options-restricted metric, 0 for the vocabulary).
+    ``params`` is a fit block's ``params`` (a mapping with exactly the law's parameter
+    names, or the values in the law's order); ``chance`` is the curve's ``chance`` (``1/k``
+    for the options-restricted metric, 0 for the vocabulary).
     """
     law = get_law(name, chance=chance)
-    if isinstance(params, dict):
-        p = [float(params[k]) for k in law.params]
+    expected = ", ".join(law.params)
+    if isinstance(params, Mapping):
+        if set(params) != set(law.params):
+            raise TheoryError(f"law {name!r} takes parameters ({expected}), got "
+                              f"({', '.join(map(str, params))})")
+        values = [params[k] for k in law.params]
     else:
-        p = [float(x) for x in params]
+        values = list(params)
+        if len(values) != len(law.params):
+            raise TheoryError(f"law {name!r} takes {len(law.params)} parameters ({expected}), "
+                              f"got {len(values)}")
+    try:
+        p = [float(x) for x in values]
+    except (TypeError, ValueError):
+        raise TheoryError(f"law {name!r}: parameters ({expected}) must be numbers, got "
+                          f"{values!r}") from None
     return law(np.asarray(r, dtype=float), *p)

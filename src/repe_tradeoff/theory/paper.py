@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from repe_tradeoff.runfiles import write_config, write_jsonl
+
 from .errors import TheoryError
-from .pipeline import write_json_atomic
 
 #: Prompts behind each point of the authors' behavior curves.
 PAPER_BEHAVIOR_PROMPTS = {"harmful": 100, "bias": 16}
@@ -92,6 +93,7 @@ def import_paper_curves(
     n_prompts: int | None = None,
     choices: int = PAPER_CHOICES,
     overwrite: bool = False,
+    command: str | None = None,
 ) -> Path:
     """Write a run folder (``points.jsonl`` and ``config.json``) from the authors' curves.
 
@@ -99,7 +101,8 @@ def import_paper_curves(
     the subject); ``behavior_json`` one behavior file. ``n_prompts`` defaults to 100 for
     ``harmful`` and 16 for ``bias``. The source files are read, not copied; ``config.json``
     records their names and SHA-256. Returns ``out_dir``. Refuses to replace an existing
-    ``points.jsonl`` unless ``overwrite``.
+    ``points.jsonl`` unless ``overwrite``. ``command``: the command line that made the
+    folder, recorded in ``config.json`` for the report.
     """
     help_paths = [Path(helpfulness_json)] if isinstance(helpfulness_json, (str, Path)) else [
         Path(p) for p in helpfulness_json
@@ -187,10 +190,8 @@ def import_paper_curves(
             "the files come from different models or vectors: "
             f"models {sorted(models)}, vectors {sorted(vectors)}"
         )
-    tmp_lines = "".join(json.dumps(r) + "\n" for r in rows)
-    points = out_dir / "points.jsonl"
-    tmp = out_dir / ".points.jsonl.tmp"
-    tmp.write_text(tmp_lines, encoding="utf-8")
-    tmp.replace(points)
-    write_json_atomic(out_dir / "config.json", config)
+    if command:
+        config["command"] = command
+    write_jsonl(out_dir / "points.jsonl", rows)
+    write_config(out_dir, config)
     return out_dir
