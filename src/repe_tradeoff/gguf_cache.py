@@ -85,7 +85,7 @@ def content_hash(path: Path) -> str:
 
 
 def _remember(key: str, size: int, mtime_ns: int, sha: str) -> None:
-    from repe_tradeoff.sweep import atomic_write
+    from repe_tradeoff.runfiles import atomic_write
 
     index = _read_index()  # re-read: another process may have added entries meanwhile
     index[key] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha}
