@@ -193,6 +193,7 @@ def test_decomposition_sums_to_the_second_order_coefficient():
     assert dec.linear.value == pytest.approx(slope, abs=1e-7)
     assert dec.spread.value + dec.drift.value == pytest.approx(quad, abs=1e-6)
     assert dec.quadratic.value == pytest.approx(quad, abs=1e-6)
+    assert dec.spread_share.value == pytest.approx(dec.spread.value / quad, rel=1e-4)
     assert dec.p0.value == pytest.approx(_direct_helpfulness(items, 0.0), abs=1e-12)
     aslope, _ = _taylor_by_finite_differences(lambda r: predict_alignment(aresp, r, n_boot=0))
     assert dec.alignment_slope.value == pytest.approx(aslope, abs=1e-7)

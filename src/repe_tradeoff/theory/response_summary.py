@@ -34,7 +34,8 @@ from .response import (
 class Decomposition:
     """Taylor coefficients at 0 of the mean P(correct), and the alignment slope at 0.
 
-    ``quadratic = spread + drift`` is the r² coefficient; ``linear`` the r coefficient.
+    ``quadratic = spread + drift`` is the r² coefficient; ``linear`` the r coefficient;
+    ``spread_share`` is spread / quadratic (the part the paper's A3 accounts for).
     """
 
     task: str
@@ -43,6 +44,7 @@ class Decomposition:
     spread: Estimate
     drift: Estimate
     quadratic: Estimate
+    spread_share: Estimate
     alignment_task: str | None = None
     alignment_slope: Estimate | None = None
 
@@ -84,10 +86,15 @@ def decompose(
     terms["quadratic"] = terms["spread"] + terms["drift"]
     boot = boot_indices(len(resp.answers), max(n_boot, 1), seed)
     est = {k: _estimate(v, boot) for k, v in terms.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero r² coefficient: NaN share
+        shares = terms["spread"][boot].mean(axis=1) / terms["quadratic"][boot].mean(axis=1)
+        share = float(terms["spread"].mean() / terms["quadratic"].mean())
+    low, high = np.percentile(shares, [2.5, 97.5])
+    est["spread_share"] = Estimate(share, float(low), float(high))
     slope = None
     if alignment is not None:
-        sig = 1.0 / (1.0 + np.exp(-alignment.delta0))
-        per_item = 2.0 * sig * (1.0 - sig) * alignment.g
+        # 2σ'(Δ) = (1 − tanh²(Δ/2)) / 2, which does not overflow for large |Δ|
+        per_item = 0.5 * (1.0 - np.tanh(alignment.delta0 / 2) ** 2) * alignment.g
         slope = _estimate(per_item, boot_indices(len(per_item), max(n_boot, 1), seed))
     return Decomposition(
         task=resp.task, alignment_task=None if alignment is None else alignment.task,
