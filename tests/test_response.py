@@ -302,3 +302,17 @@ def test_bad_input_messages():
         predict_helpfulness(resp, [0.0], vocab=True)
     with pytest.raises(TheoryError, match="no helpfulness records"):
         helpfulness_response([r for r in rows if r["kind"] == "alignment"])
+
+
+def test_full_vocabulary_prediction_is_clipped_at_one_without_overflow():
+    items = _items(12)
+    for it in items:
+        it["a"] = it["a"] + 2.5  # some answers above log-probability 0: exp(s) > 1 is clipped
+    resp = helpfulness_response(_records(items))
+    norms = [-40.0, -0.3, 0.0, 0.6, 40.0]  # ±40: scores of order 10³, exp would overflow
+    with np.errstate(over="raise", invalid="raise"):
+        pred = predict_helpfulness(resp, norms, vocab=True, n_boot=0)
+    for j, r in enumerate(norms):
+        want = np.mean([math.exp(min(0.0, _true_scores(it, r)[it["answer"]])) for it in items])
+        assert pred.mean[j] == pytest.approx(want, abs=1e-10)
+    assert pred.mean.max() <= 1.0

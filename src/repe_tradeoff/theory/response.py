@@ -303,7 +303,7 @@ def _helpfulness_items(resp: HelpfulnessResponse, r: np.ndarray, vocab: bool, cu
         s = s + _cubic_error(resp.d, r, resp.probe.h)
     idx = np.arange(len(resp.answers))
     if vocab:
-        return np.minimum(1.0, np.exp(s[idx, :, resp.answers]))
+        return np.exp(np.minimum(s[idx, :, resp.answers], 0.0))  # = min(1, exp(s)), no overflow
     shifted = s - s.max(axis=2, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
     return np.exp(logp[idx, :, resp.answers])
