@@ -1,8 +1,10 @@
 """The paper's theory on run files: fits, assumption checks, prediction, efficient regime.
 
 Works on the files of a run folder only (``docs/run-files.md``); it needs numpy and scipy,
-never a model. The entry points are :func:`fit_run` (writes ``fits.json``) and
-:func:`import_paper_curves` (turns the paper authors' curves into a run folder).
+never a model. The entry points are :func:`fit_run` (writes ``fits.json``),
+:func:`import_paper_curves` (turns the paper authors' curves into a run folder) and the
+second-order response (:func:`helpfulness_response`, :func:`predict_helpfulness`,
+:func:`decompose`, :func:`validate`), which predicts a sweep from its probe norms.
 """
 
 from .errors import TheoryError
@@ -14,14 +16,44 @@ from .pipeline import (
     FORMAT_VERSION,
     fit_run,
 )
+from .response import (
+    AlignmentResponse,
+    HelpfulnessResponse,
+    Prediction,
+    Probe,
+    alignment_response,
+    find_probe,
+    helpfulness_response,
+    predict_alignment,
+    predict_helpfulness,
+    task_kinds,
+    trust_radius,
+)
+from .response_summary import Decomposition, Validation, decompose, predicted_points, validate
 
 __all__ = [
     "CHANCE_DELTA",
     "DEFAULT_WINDOW",
     "FORMAT_VERSION",
+    "AlignmentResponse",
+    "Decomposition",
+    "HelpfulnessResponse",
+    "Prediction",
+    "Probe",
     "TheoryError",
+    "Validation",
+    "alignment_response",
+    "decompose",
     "evaluate",
+    "find_probe",
     "fit_run",
     "get_law",
+    "helpfulness_response",
     "import_paper_curves",
+    "predict_alignment",
+    "predict_helpfulness",
+    "predicted_points",
+    "task_kinds",
+    "trust_radius",
+    "validate",
 ]
