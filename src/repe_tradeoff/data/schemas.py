@@ -36,6 +36,7 @@ __all__ = [
     "HelpfulnessTask",
     "Question",
     "canonical_json",
+    "content_hash",
 ]
 
 
@@ -188,7 +189,8 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def _sha256(value: Any) -> str:
+def content_hash(value: Any) -> str:
+    """SHA-256 of a value's canonical JSON: the one hash of dataset content in the package."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
@@ -218,7 +220,7 @@ class Behavior(BaseModel):
     @property
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of the pairs and items (not of name or source)."""
-        return _sha256(
+        return content_hash(
             {
                 "pairs": [p.model_dump() for p in self.pairs],
                 "items": [i.model_dump() for i in self.items],
@@ -251,4 +253,4 @@ class HelpfulnessTask(BaseModel):
     @property
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of the questions (not of name or source)."""
-        return _sha256({"questions": [q.model_dump() for q in self.questions]})
+        return content_hash({"questions": [q.model_dump() for q in self.questions]})
