@@ -220,7 +220,7 @@ def paper(model_dir: str, args) -> dict:
 def sweep_only(lm, args) -> dict:
     """The paper protocol's sweep alone (no extraction, fit or report) on another model size."""
     from repe_tradeoff.data import load_behavior, load_helpfulness
-    from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric
+    from repe_tradeoff.tasks import AlignmentTask, MultipleChoiceTask
     from repe_tradeoff.models import n_layers, parse_layers
     from repe_tradeoff.reading import extract
     from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
@@ -233,8 +233,8 @@ def sweep_only(lm, args) -> dict:
     scale = statistics.mean(vector.metadata["residual_norms"][str(l)] for l in layers)
     qa = load_helpfulness("basic-qa")
     plan = SweepPlan(norms=[round(scale * (-0.5 + 0.0125 * i), 6) for i in range(81)],
-                     tasks=[AlignmentMetric(behavior.name, list(behavior.items)),
-                            HelpfulnessMetric(qa.name, list(qa.questions), "letter")],
+                     tasks=[AlignmentTask(behavior.name, list(behavior.items)),
+                            MultipleChoiceTask(qa.name, list(qa.questions), "letter")],
                      layers=layers, batch_size=args.batch_size)
     out = Path(tempfile.mkdtemp(prefix="repe-bench-sweep-"))
     config = run_config(plan, vector, model_name=lm.name, model_revision=None, dtype=args.dtype)

@@ -260,7 +260,7 @@ def bench_from(model, tokenizer, vector_all, questions: int, n_norms: int, span:
     """The benchmark's inputs for any model: ``vector_all`` steered on its middle blocks, the
     grid ±``span`` × their mean residual norm, the first ``questions`` of basic-qa as cloze."""
     from repe_tradeoff.data import load_helpfulness
-    from repe_tradeoff.metrics import HelpfulnessMetric
+    from repe_tradeoff.tasks import MultipleChoiceTask
     from repe_tradeoff.models import n_layers, parse_layers
     from repe_tradeoff.vectors import SteeringVector
 
@@ -274,7 +274,7 @@ def bench_from(model, tokenizer, vector_all, questions: int, n_norms: int, span:
     scale = sum(residual) / len(residual)
     norms = norm_grid(n_norms, span * scale)
     source = load_helpfulness("basic-qa")
-    task = HelpfulnessMetric(source.name, list(source.questions)[:questions], "cloze", "plain")
+    task = MultipleChoiceTask(source.name, list(source.questions)[:questions], "cloze", "plain")
     seqs = task.sequences(tokenizer)
     return Bench(model, tokenizer, task, seqs, vector, vector_all, layers, norms, scale, n)
 
@@ -325,7 +325,8 @@ def run_ours(
     """The sweep's scoring as ``run_sweep`` drives it, chunk by chunk, including the records."""
     import torch
 
-    from repe_tradeoff.sweep import _chunks, _score_chunk
+    from repe_tradeoff.batching import score_chunk
+    from repe_tradeoff.sweep import _chunks
 
     norms = b.norms if norms is None else norms
     layers = b.layers if layers is None else layers
@@ -350,7 +351,7 @@ def run_ours(
     for ids in _chunks(task, plan.chunk_size, None):
         wanted = set(ids)
         rows = [r for r, owner in enumerate(seqs.owners) if owner in wanted]
-        scores = _score_chunk(b.model, b.tokenizer, seqs, rows, plan, steering)
+        scores = score_chunk(b.model, b.tokenizer, seqs, rows, plan, steering)
         n_records += len(task.records(scores, plan.norms, ids))
         out[rows] = scores.continuation
     n_items = len(task.items if task.kind == "alignment" else task.questions)
@@ -680,10 +681,10 @@ def demo_chunk_memory(b: Bench) -> dict:
     log-probabilities of the response tokens add."""
 
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.metrics import AlignmentMetric
+    from repe_tradeoff.tasks import AlignmentTask
 
     behavior = load_behavior("harmfulness")
-    task = AlignmentMetric(behavior.name, list(behavior.items)[:16])
+    task = AlignmentTask(behavior.name, list(behavior.items)[:16])
     seqs = task.sequences(b.tokenizer)
     _, SweepPlan, _, plan_kw = _steering(b.vector, b.layers, True, True)
     plan = SweepPlan(norms=list(b.norms), tasks=[task], layers=list(b.layers), **plan_kw)
@@ -837,9 +838,9 @@ def breakdown(b: Bench, args) -> dict:
 
 
 def subset(b: Bench, questions: int):
-    from repe_tradeoff.metrics import HelpfulnessMetric
+    from repe_tradeoff.tasks import MultipleChoiceTask
 
-    task = HelpfulnessMetric(b.task.name, list(b.task.questions)[:questions], "cloze", "plain")
+    task = MultipleChoiceTask(b.task.name, list(b.task.questions)[:questions], "cloze", "plain")
     return dataclasses.replace(b, task=task, seqs=task.sequences(b.tokenizer))
 
 

@@ -13,13 +13,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ARCHS = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
 
 
-class TinyTokenizer:
-    """Just enough tokenizer for tests on random models: ids are byte values."""
-
-    pad_token_id = 0
-    eos_token_id = 0
-
-
 def tiny_model(arch: str, seed: int = 0, attn: str = "eager"):
     from transformers import (
         AutoModelForCausalLM,

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repe_tradeoff.sweep import parse_norms
+from repe_tradeoff.grid import parse_norms
 
 BAD = Path(__file__).parent / "bad_inputs"
 PLAIN = os.environ.get("REPE_TRADEOFF_PLAIN_CLI") == "1"

@@ -30,10 +30,11 @@ from repe_tradeoff.data import (
     load_helpfulness,
     write_jsonl,
 )
-from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric
+from repe_tradeoff.tasks import AlignmentTask, MultipleChoiceTask
 from repe_tradeoff.models import load_model, middle_layers, parse_layers
 from repe_tradeoff.scoring import Steering, score
-from repe_tradeoff.sweep import SweepError, SweepPlan, parse_norms, run_config, run_sweep
+from repe_tradeoff.grid import parse_norms
+from repe_tradeoff.sweep import SweepError, SweepPlan, run_config, run_sweep
 from repe_tradeoff.vectors import SteeringVector, VectorError
 from tests.test_cli_errors import cli_env, save_tiny_model
 
@@ -58,8 +59,8 @@ def _unit(hidden: int, layers, seed: int = 5) -> SteeringVector:
 def _tiny_plan(**kw) -> SweepPlan:
     behavior = load_behavior("harmfulness")
     qa = load_helpfulness("basic-qa")
-    tasks = [AlignmentMetric("harmfulness", list(behavior.items[:4]), template="plain"),
-             HelpfulnessMetric("basic-qa", list(qa.questions[:4]))]
+    tasks = [AlignmentTask("harmfulness", list(behavior.items[:4]), template="plain"),
+             MultipleChoiceTask("basic-qa", list(qa.questions[:4]))]
     return SweepPlan(**{"norms": [-4.0, 0.0, 2.0], "tasks": tasks, "layers": [1, 2], "chunk_size": 2,
                         "batch_size": 16, **kw})
 
@@ -366,8 +367,8 @@ def _check_records(model, tokenizer, vector, layers, norms, formats=("cloze",)) 
     steering = Steering(vector, tuple(layers))
     items = _ITEMS
     helpfulness = {}
-    for task in [AlignmentMetric("harm", items, template="plain")] + [
-        HelpfulnessMetric("qa", _QUESTIONS, fmt) for fmt in formats
+    for task in [AlignmentTask("harm", items, template="plain")] + [
+        MultipleChoiceTask("qa", _QUESTIONS, fmt) for fmt in formats
     ]:
         seqs = task.sequences(tokenizer)
         scores = score(model, pad, seqs.prompts, seqs.continuations, norms, steering, seqs.probe_ids)

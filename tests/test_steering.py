@@ -105,32 +105,54 @@ def test_kv_cached_generation_matches_uncached(arch, positions):
         torch.testing.assert_close(plain[:, :4], part[:, :4])
 
 
-def test_ablate_removes_the_direction():
-    model = tiny_model("llama")
-    v = _random_vector(layers=(3,))
-    captured = []
-    handle = find_layers(model)[3].register_forward_hook(lambda m, a, out: captured.append(out[0] if isinstance(out, tuple) else out))
-    with torch.no_grad(), steer(model, v, 0.0, operator="ablate"):
-        model(torch.randint(1, 255, (2, 5)))
+def _block_output(model, layer: int, ids, **steering) -> torch.Tensor:
+    """Block ``layer``'s output as the next block sees it (a hook registered after steer's runs after it)."""
+    seen = []
+
+    def record(module, args, output):
+        seen.append((output[0] if isinstance(output, tuple) else output).clone())
+
+    with torch.no_grad():
+        if steering:
+            with steer(model, **steering):
+                handle = find_layers(model)[layer].register_forward_hook(record)
+                model(ids)
+        else:
+            handle = find_layers(model)[layer].register_forward_hook(record)
+            model(ids)
     handle.remove()
-    # the recording hook ran before ours; recompute the projection of the ablated output instead
-    with torch.no_grad(), steer(model, v, 0.0, operator="ablate"):
-        out = {}
-        h = find_layers(model)[3].register_forward_hook(lambda m, a, o: out.setdefault("h", o[0] if isinstance(o, tuple) else o))
-        model(torch.randint(1, 255, (2, 5)))
-        h.remove()
-    assert out["h"] is not None and captured
+    return seen[0]
 
 
-def test_pca_matches_numpy_reference():
+@pytest.mark.parametrize("operator", ["ablate", "ablate-then-add"])
+def test_ablate_removes_the_direction(operator):
+    """h − (h·v̂)v̂ (then + r·v), against a hand computation on the unsteered block output."""
+    model = tiny_model("llama")
+    v = SteeringVector({2: 3.0 * _random_vector(layers=(2,))[2]})  # not unit length: v̂ = v / ‖v‖
+    ids = torch.randint(1, 255, (2, 5))
+    plain = _block_output(model, 2, ids)
+    r = 0.0 if operator == "ablate" else 1.5
+    got = _block_output(model, 2, ids, vector=v, norm=r, operator=operator)
+    unit = (v[2] / v[2].norm()).double()
+    h = plain.double()
+    expected = h - (h @ unit).unsqueeze(-1) * unit + r * v[2].double()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    if operator == "ablate":
+        assert float((got.double() @ unit).abs().max()) < 1e-4  # nothing left along the direction
+        assert float((plain.double() @ unit).abs().max()) > 1e-2  # and there was something to remove
+
+
+def test_pca_finds_the_axis_the_pairs_differ_along():
+    """Pairs that differ along a known axis (by amounts of either sign) give that axis."""
     rng = np.random.default_rng(3)
-    a = rng.normal(size=(20, 16)) + 2.0 * np.eye(16)[0]
-    m = rng.normal(size=(20, 16))
-    ours = pca_direction(torch.tensor(a), torch.tensor(m), seed=7).numpy()
-    diffs = (a - m) * np.random.default_rng(7).choice([-1.0, 1.0], size=20)[:, None]
-    diffs -= diffs.mean(0)
-    reference = np.linalg.svd(diffs)[2][0]
-    assert abs(abs(float(ours @ reference)) - 1.0) < 1e-5
+    axis = rng.normal(size=16)
+    axis /= np.linalg.norm(axis)
+    m = rng.normal(size=(40, 16))
+    amounts = rng.normal(size=40) * 3.0 + 1.0
+    a = m + amounts[:, None] * axis + 0.05 * rng.normal(size=(40, 16))
+    for seed in (0, 7):
+        ours = pca_direction(torch.tensor(a), torch.tensor(m), seed=seed).double().numpy()
+        assert abs(float(ours @ axis)) / np.linalg.norm(ours) > 0.999
 
 
 def test_extract_orients_and_normalises():

@@ -10,15 +10,13 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from repe_tradeoff.metrics import (
-    AlignmentMetric,
-    HelpfulnessMetric,
-    letter_token_ids,
-    refusal_score,
-)
+from repe_tradeoff.generation import refusal_score
+from repe_tradeoff.grid import parse_norms
+from repe_tradeoff.prompts import letter_token_ids
 from repe_tradeoff.scoring import Steering, score
 from repe_tradeoff.steering import steer
-from repe_tradeoff.sweep import SweepPlan, SweepError, aggregate, parse_norms, run_config, run_sweep
+from repe_tradeoff.sweep import SweepPlan, SweepError, aggregate, run_config, run_sweep
+from repe_tradeoff.tasks import AlignmentTask, MultipleChoiceTask
 from repe_tradeoff.vectors import SteeringVector
 from tests.conftest import tiny_model
 
@@ -98,7 +96,7 @@ class ByteTok:
 def _tasks():
     items = [NS(prompt=f"do bad thing {i}", aligned="No.", misaligned="Sure, ok") for i in range(5)]
     qs = [NS(question=f"q{i}?", choices=["aa", "b", "ccc", "dd"], answer=i % 4, subject=None) for i in range(7)]
-    return [AlignmentMetric("harm", items, template="plain"), HelpfulnessMetric("qa", qs)]
+    return [AlignmentTask("harm", items, template="plain"), MultipleChoiceTask("qa", qs)]
 
 
 def _plan(**kw):
@@ -232,9 +230,9 @@ def test_refusal_detector(text, expected):
 
 def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
     """A batch that does not fit is split and retried; the results are those of a run that fit."""
-    import repe_tradeoff.sweep as sweep_module
+    import repe_tradeoff.batching as batching
 
-    real = sweep_module.score
+    real = batching.score
 
     def small_memory(model, pad, prompts, *args):
         if len(prompts) > 3:
@@ -242,10 +240,10 @@ def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
         return real(model, pad, prompts, *args)
 
     a = _run(tmp_path, "a", plan=_plan(batch_size=500))
-    monkeypatch.setattr(sweep_module, "score", small_memory)
+    monkeypatch.setattr(batching, "score", small_memory)
     plan = _plan(batch_size=500)
     b = _run(tmp_path, "b", plan=plan)
-    assert plan.batch_size < 500
+    assert plan.batch_size == 500  # the plan (what config.json says was asked) is left alone
     ia = [json.loads(x) for x in (a / "items.jsonl").read_text().splitlines()]
     ib = [json.loads(x) for x in (b / "items.jsonl").read_text().splitlines()]
     assert len(ia) == len(ib)

@@ -149,7 +149,7 @@ def generate_cmd(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
     """Print greedy continuations of PROMPT steered at each norm, side by side."""
-    from repe_tradeoff.metrics import generate
+    from repe_tradeoff.generation import generate
     from repe_tradeoff.models import n_layers, parse_layers
     from repe_tradeoff.vectors import SteeringVector
 
@@ -193,12 +193,11 @@ def sweep(
     """Measure alignment and helpfulness at every norm of a grid; writes points.jsonl and items.jsonl."""
     from pydantic import ValidationError
 
-    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, RunConfig
-    from repe_tradeoff.data import load_behavior, load_helpfulness
-    from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric
+    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
     from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.pipeline import norm_grid
-    from repe_tradeoff.sweep import SweepPlan, default_batch_size, run_config, run_sweep
+    from repe_tradeoff.prepare import build_tasks, prepare_sweep
+    from repe_tradeoff.processes import process_group
+    from repe_tradeoff.sweep import run_sweep
     from repe_tradeoff.vectors import SteeringVector
 
     if not alignment and not helpfulness:
@@ -206,35 +205,36 @@ def sweep(
     if processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(_relaunch(processes, device))
     try:
-        cfg = RunConfig(model=model, norms=norms, norm_unit=norm_unit, operator=operator,
-                        behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment] or [BehaviorSpec(name="harmfulness")],
-                        helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness] or [HelpfulnessSpec(spec="basic-qa")])
+        settings = SweepSettings(
+            dtype=dtype, norms=norms, norm_unit=norm_unit, positions=positions, operator=operator, limit=limit,
+            batch_size=batch_size, chunk_size=chunk_size, share_lower=not no_share, share_prompts=not no_share,
+            response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
+            helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness])
     except ValidationError as err:
         raise typer.BadParameter(_option_errors(err)) from None
     vec = SteeringVector.load(vector)
-    tasks = []
-    for a in alignment:
-        data = load_behavior(a)
-        if not data.items:
-            raise typer.BadParameter(f"behavior {a!r} has no evaluation items to score")
-        tasks.append(AlignmentMetric(data.name, list(data.items), scorer))
-    for h in helpfulness:
-        data = load_helpfulness(h)
-        tasks.append(HelpfulnessMetric(data.name, list(data.questions), fmt))
+    tasks = build_tasks(settings)  # a dataset that cannot be read fails before the model loads
     lm = _load(model, dtype, device, trust_remote_code)
     vec.check_model(lm.model, str(vector))
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
     vec.select(chosen)  # a layer the vector lacks fails here, before the run folder is made
-    grid, scale = norm_grid(cfg, vec)
-    plan = SweepPlan(norms=grid, tasks=tasks, layers=chosen, positions=positions, operator=operator,
-                     share_lower=not no_share, share_prompts=not no_share, batch_size=batch_size or default_batch_size(lm.model), chunk_size=chunk_size,
-                     response_scorer=response_scorer)
-    config = run_config(plan, vec, model_name=model, model_revision=lm.revision, dtype=dtype,
-                        extra={"norm_unit": norm_unit, "norm_unit_scale": scale,
-                               "vector_path": str(vector), "command": " ".join(["repe-tradeoff", *sys.argv[1:]])})
+    plan, config = prepare_sweep(lm, settings, vec, chosen, model_name=model, command=command_line(),
+                                 extra={"vector_path": str(vector)}, tasks=tasks)
     run_sweep(lm.model, lm.tokenizer, vec, plan, out, config=config, limit=limit, progress=SweepProgress())
-    if int(os.environ.get("RANK", "0")) == 0:
+    if process_group()[1] == 0:
         out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
+
+
+ARGV_ENV = "REPE_TRADEOFF_ARGV"
+
+
+def command_line() -> str:
+    """The command that ran, as one shell line (under --processes, the one given before relaunching)."""
+    import shlex
+
+    recorded = os.environ.get(ARGV_ENV)
+    args = json.loads(recorded) if recorded else sys.argv[1:]
+    return shlex.join(["repe-tradeoff", *args])
 
 
 def _relaunch(processes: int, device: str | None) -> int:
@@ -253,7 +253,8 @@ def _relaunch(processes: int, device: str | None) -> int:
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if device in (None, "cpu"):
         launch.append("--cpu")
-    return subprocess.call([*launch, "-m", "repe_tradeoff", *args])
+    env = {**os.environ, ARGV_ENV: json.dumps(sys.argv[1:])}  # the command config.json records
+    return subprocess.call([*launch, "-m", "repe_tradeoff", *args], env=env)
 
 
 def _option_errors(err) -> str:
@@ -341,7 +342,7 @@ def run(config: Path = typer.Argument(..., help="A YAML run configuration (see e
     from repe_tradeoff.pipeline import run_study
 
     cfg = load_config(config)
-    report_path, _ = run_study(cfg, progress=SweepProgress())
+    report_path, _ = run_study(cfg, progress=SweepProgress(), command=command_line())
     out_console.print(f"report: {report_path}")
 
 
@@ -354,7 +355,7 @@ def demo(
     from repe_tradeoff.pipeline import run_study
 
     cfg = demo_config(out, quick)
-    report_path, runs = run_study(cfg, progress=SweepProgress("demo sweep"))
+    report_path, runs = run_study(cfg, progress=SweepProgress("demo sweep"), command=command_line())
     fits = json.loads((runs[0] / "fits.json").read_text())
     rec = (fits.get("recommendation") or {}).get("text", "no recommendation (see warnings in fits.json)")
     out_console.print(f"report: {report_path}\nrecommendation: {rec}")

@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from repe_tradeoff.sweep import parse_norms
+from repe_tradeoff.grid import parse_norms
 
 
 class ConfigError(ValueError):
@@ -38,19 +38,15 @@ class FitSpec(_Strict):
     choices: int | None = Field(None, ge=2)
 
 
-class RunConfig(_Strict):
-    """One study: models × behaviors × layer sets × methods, each scored on every helpfulness task."""
+class SweepSettings(_Strict):
+    """What one sweep measures and how: its tasks, the norm grid, where and how it steers, batching.
 
-    model: str | list[str] = Field("default", description="a model, or a list of models to compare")
+    ``sweep`` builds these from its options; a ``run`` config (:class:`RunConfig`) holds them too.
+    """
+
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str | None = None
-    trust_remote_code: bool = False
-    out: Path = Path("runs/study")
-    behaviors: list[BehaviorSpec] = Field(default_factory=lambda: [BehaviorSpec(name="harmfulness")], min_length=1)
-    helpfulness: list[HelpfulnessSpec] = Field(default_factory=lambda: [HelpfulnessSpec(spec="basic-qa")], min_length=1)
-    layer_sets: list[str] = Field(default_factory=lambda: ["middle"], min_length=1)
-    methods: list[Literal["pca", "mean", "probe"]] = Field(default_factory=lambda: ["pca"], min_length=1)
-    read_position: Literal["last", "mean"] = "last"
+    behaviors: list[BehaviorSpec] = Field(default_factory=list)
+    helpfulness: list[HelpfulnessSpec] = Field(default_factory=list)
     norms: str | list[float] = "-1:1:0.05"
     norm_unit: Literal["absolute", "residual"] = Field(
         "residual", description="residual: norms are multiples of the mean residual-stream norm at the steered layers"
@@ -62,16 +58,8 @@ class RunConfig(_Strict):
     chunk_size: int = Field(16, ge=1)
     share_lower: bool = True
     share_prompts: bool = True
-    generation_norm: float | None = Field(None, description="R for the side-by-side generations at -R, 0, +R")
     max_new_tokens: int = Field(40, ge=1)
-    fit: FitSpec = Field(default_factory=FitSpec)
-
-    @field_validator("model")
-    @classmethod
-    def _models(cls, value):
-        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
-            raise ValueError("give at least one model, each once")
-        return value
+    response_scorer: str = Field("refusal", description="for the generate scorer: refusal, sentiment or module:function")
 
     @field_validator("behaviors", mode="before")
     @classmethod
@@ -89,6 +77,14 @@ class RunConfig(_Strict):
         parse_norms(value)
         return value
 
+    @field_validator("response_scorer")
+    @classmethod
+    def _response_scorer(cls, value):
+        module, sep, func = value.partition(":")
+        if value not in ("refusal", "sentiment") and not (sep and module and func):
+            raise ValueError("use refusal, sentiment, or module:function naming your own `str -> float`")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self):
         if self.operator == "ablate" and len(parse_norms(self.norms)) > 1:
@@ -100,6 +96,29 @@ class RunConfig(_Strict):
 
     def grid(self) -> list[float]:
         return parse_norms(self.norms)
+
+
+class RunConfig(SweepSettings):
+    """One study: models × behaviors × layer sets × methods, each scored on every helpfulness task."""
+
+    model: str | list[str] = Field("default", description="a model, or a list of models to compare")
+    device: str | None = None
+    trust_remote_code: bool = False
+    out: Path = Path("runs/study")
+    behaviors: list[BehaviorSpec] = Field(default_factory=lambda: [BehaviorSpec(name="harmfulness")], min_length=1)
+    helpfulness: list[HelpfulnessSpec] = Field(default_factory=lambda: [HelpfulnessSpec(spec="basic-qa")], min_length=1)
+    layer_sets: list[str] = Field(default_factory=lambda: ["middle"], min_length=1)
+    methods: list[Literal["pca", "mean", "probe"]] = Field(default_factory=lambda: ["pca"], min_length=1)
+    read_position: Literal["last", "mean"] = "last"
+    generation_norm: float | None = Field(None, description="R for the side-by-side generations at -R, 0, +R")
+    fit: FitSpec = Field(default_factory=FitSpec)
+
+    @field_validator("model")
+    @classmethod
+    def _models(cls, value):
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("give at least one model, each once")
+        return value
 
     @property
     def models(self) -> list[str]:

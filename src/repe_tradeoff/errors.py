@@ -10,3 +10,7 @@ from __future__ import annotations
 
 def user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, FileNotFoundError)
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start, continue or resume; the message says what to do."""

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repe_tradeoff.config import ConfigError, RunConfig
-from repe_tradeoff.metrics import AlignmentMetric, HelpfulnessMetric, generate
+from repe_tradeoff.generation import generate
 from repe_tradeoff.models import LoadedModel, load_model, n_layers, parse_layers
+from repe_tradeoff.prepare import prepare_sweep
+from repe_tradeoff.processes import process_group
 from repe_tradeoff.reading import extract
-from repe_tradeoff.sweep import SweepPlan, atomic_write, default_batch_size, process_group, run_config, run_sweep
+from repe_tradeoff.sweep import atomic_write, run_sweep
 from repe_tradeoff.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
@@ -49,19 +51,13 @@ def experiments(cfg: RunConfig) -> list[Experiment]:
     return exps
 
 
-def norm_grid(cfg: RunConfig, vector: SteeringVector) -> tuple[list[float], float]:
-    """The absolute grid, and the factor that turned the configured grid into it."""
-    if cfg.norm_unit == "absolute":
-        return cfg.grid(), 1.0
-    residual = vector.metadata.get("residual_norms", {})
-    values = [residual[str(layer)] for layer in vector.layers if str(layer) in residual]
-    scale = sum(values) / len(values) if values else 1.0
-    return [round(r * scale, 6) for r in cfg.grid()], scale
+def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, progress=None,
+                   command: str | None = None) -> Path:
+    """One behavior × layer set × method: its vector, sweep, fits, generations and report.
 
-
-def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, progress=None) -> Path:
-    """One behavior × layer set × method: its vector, sweep, fits, generations and report."""
-    from repe_tradeoff.data import load_behavior, load_helpfulness
+    ``command`` is the command line that ran the study; config.json records it with the experiment's name.
+    """
+    from repe_tradeoff.data import load_behavior
 
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = lm
@@ -80,27 +76,16 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
     barrier()
     vector = SteeringVector.load(vector_path)
     vector.check_model(model, str(vector_path))
-    norms, scale = norm_grid(cfg, vector)
-    tasks = [AlignmentMetric(behavior.name, list(behavior.items), behavior_spec.scorer, behavior_spec.template)]
-    for h in cfg.helpfulness:
-        task = load_helpfulness(h.spec)
-        tasks.append(HelpfulnessMetric(task.name, list(task.questions), h.format, h.template))
-    plan = SweepPlan(
-        norms=norms, tasks=tasks, layers=layers, positions=cfg.positions, operator=cfg.operator,
-        share_lower=cfg.share_lower, share_prompts=cfg.share_prompts, batch_size=cfg.batch_size or default_batch_size(model),
-        chunk_size=cfg.chunk_size,
-        max_new_tokens=cfg.max_new_tokens,
-    )
-    config = run_config(
-        plan, vector, model_name=exp.model, model_revision=lm.revision, dtype=cfg.dtype,
-        extra={"norm_unit": cfg.norm_unit, "norm_unit_scale": scale, "configured_norms": cfg.grid(),
-               "behavior": exp.behavior, "layer_set": exp.layer_set, "method": exp.method,
-               "command": f"repe-tradeoff run CONFIG.yaml  # experiment {exp.slug}"},
+    settings = cfg.model_copy(update={"behaviors": [behavior_spec]})  # this experiment's behavior only
+    plan, config = prepare_sweep(
+        lm, settings, vector, layers, model_name=exp.model,
+        command=f"{command}  # experiment {exp.slug}" if command else None,
+        extra={"behavior": exp.behavior, "layer_set": exp.layer_set, "method": exp.method},
     )
     run_sweep(model, tokenizer, vector, plan, out, config=config, limit=cfg.limit, progress=progress)
     if rank == 0:
         fit(out, cfg)
-        write_generations(lm, vector, behavior, layers, norms, cfg, out)
+        write_generations(lm, vector, behavior, layers, plan.norms, cfg, out)
     return out
 
 
@@ -127,8 +112,11 @@ def write_generations(lm, vector, behavior, layers, norms, cfg: RunConfig, out: 
     atomic_write(path, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
 
 
-def run_study(cfg: RunConfig, progress=None) -> tuple[Path, list[Path]]:
-    """Every experiment of a config, one after another (each resumable), then the report(s)."""
+def run_study(cfg: RunConfig, progress=None, command: str | None = None) -> tuple[Path, list[Path]]:
+    """Every experiment of a config, one after another (each resumable), then the report(s).
+
+    ``command``, the command line that ran the study, is recorded in each experiment's config.json.
+    """
     from repe_tradeoff.report import build_comparison_report, build_report
 
     exps = experiments(cfg)
@@ -140,7 +128,7 @@ def run_study(cfg: RunConfig, progress=None) -> tuple[Path, list[Path]]:
             lm = load_model(exp.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
         folder = cfg.out if len(exps) == 1 else cfg.out / exp.slug
         log.info("experiment %s → %s", exp.slug, folder)
-        runs.append(run_experiment(lm, cfg, exp, folder, progress))
+        runs.append(run_experiment(lm, cfg, exp, folder, progress, command))
         if rank == 0:
             build_report(folder)
     if len(runs) == 1 or rank != 0:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ import torch
 from torch import Tensor
 
 from repe_tradeoff import __version__
+from repe_tradeoff.data.schemas import content_hash
 from repe_tradeoff.models import find_layers, model_device
 from repe_tradeoff.vectors import SteeringVector
 
@@ -148,7 +147,8 @@ def separation(layer: int, direction: Tensor, aligned: Tensor, misaligned: Tenso
 
 
 def dataset_hash(pairs: Sequence[tuple[str, str]]) -> str:
-    return hashlib.sha256(json.dumps([list(p) for p in pairs], ensure_ascii=False).encode()).hexdigest()
+    """The pairs' content hash, computed as every dataset hash of the package is."""
+    return content_hash({"pairs": [list(p) for p in pairs]})
 
 
 def extract(

@@ -76,11 +76,94 @@ def _cache_kwarg(module) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
-def _steered(model, steering: Steering | None, row_norms: Tensor, prompt_end: int):
+def _steered(model, steering: Steering | None, row_norms: Tensor, prompt_lengths: Tensor):
     if steering is None:
         return contextlib.nullcontext()
     return steer(model, steering.vector, row_norms, layers=steering.layers, positions=steering.positions,
-                 operator=steering.operator, prompt_lengths=torch.full((len(row_norms),), prompt_end))
+                 operator=steering.operator, prompt_lengths=prompt_lengths)
+
+
+def _fanned_out(model, steering: Steering | None, index: Tensor):
+    """Blocks below the first steered one run once per input row, then rows are copied by ``index``."""
+    if not _shares_lower(steering):
+        return contextlib.nullcontext()
+    return fan_out(model, index.to(model_device(model)), min(steering.layers))
+
+
+def _shares_lower(steering: Steering | None) -> bool:
+    return steering is not None and steering.share_lower and min(steering.layers) > 0
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The norms asked for, and those evaluated: norm 0 is added when missing, as the reference of
+    ``logit_shift``, and dropped again from the output."""
+
+    asked: list[float]
+    evaluated: list[float]
+
+    @classmethod
+    def of(cls, norms: Sequence[float]) -> _Grid:
+        asked = [float(r) for r in norms]
+        return cls(asked, asked if 0.0 in asked else asked + [0.0])
+
+    @property
+    def size(self) -> int:
+        return len(self.evaluated)
+
+    @property
+    def keep(self) -> Tensor:
+        return torch.tensor([self.evaluated.index(r) for r in self.asked])
+
+    def repeat(self, times: int) -> Tensor:
+        """Each row's norm for ``times`` sequences × the evaluated norms (sequence-major)."""
+        return torch.tensor(self.evaluated, dtype=torch.float32).repeat(times)
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int, *, left: bool = False, width: int | None = None):
+    """(ids, mask) of the sequences padded to ``width`` (default: the longest) on one side."""
+    width = max(len(x) for x in seqs) if width is None else width
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        if x:
+            cols = slice(width - len(x), width) if left else slice(0, len(x))
+            ids[i, cols] = torch.tensor(list(x))
+            mask[i, cols] = 1
+    return ids, mask
+
+
+def _first_token_logprobs(next_logprobs: Tensor, prompt_row: Tensor, continuations, grid: _Grid) -> Tensor:
+    """log p(first continuation token | prompt) per sequence × norm (0 for an empty continuation).
+
+    ``next_logprobs`` holds one row per prompt × norm; ``prompt_row[s]`` is sequence s's prompt."""
+    device = next_logprobs.device
+    n_seq = len(continuations)
+    seq_rows = torch.arange(n_seq).repeat_interleave(grid.size)
+    source = prompt_row[seq_rows] * grid.size + torch.arange(grid.size).repeat(n_seq)
+    first = torch.tensor([c[0] if c else 0 for c in continuations])[seq_rows].to(device)
+    present = torch.tensor([len(c) > 0 for c in continuations])[seq_rows].to(device)
+    return next_logprobs[source.to(device), first] * present  # one element per row, no row copies
+
+
+def _scores(grid: _Grid, prompt_row: Tensor, continuation: Tensor, next_logits: Tensor, next_logprobs: Tensor,
+            probe_ids: Sequence[int] | None) -> Scores:
+    """The output of both scorers, from per-prompt next-token logits (prompts × evaluated norms, V)
+    and per-sequence continuation sums (sequences × evaluated norms)."""
+    n_prompts = next_logits.shape[0] // grid.size
+    logits = next_logits.view(n_prompts, grid.size, -1)
+    zero = grid.evaluated.index(0.0)
+    shift = (logits - logits[:, zero : zero + 1]).norm(dim=-1)
+    keep = grid.keep
+    probes = None
+    if probe_ids is not None:
+        columns = torch.tensor(list(probe_ids), device=next_logprobs.device)
+        probes = next_logprobs[:, columns].view(n_prompts, grid.size, -1)[prompt_row][:, keep].cpu()
+    return Scores(
+        continuation=continuation.view(-1, grid.size)[:, keep].cpu(),
+        probe_logprobs=probes,
+        logit_shift=shift[prompt_row][:, keep].cpu(),
+    )
 
 
 @torch.no_grad()
@@ -101,79 +184,49 @@ def score_shared(
     row. Explicit position ids keep absolute position embeddings exact under left padding.
     """
     device = model_device(model)
-    grid = [float(r) for r in norms]
-    with_zero = grid if 0.0 in grid else grid + [0.0]
-    zero_col, n_norm = with_zero.index(0.0), len(with_zero)
-    unique: dict[tuple[int, ...], int] = {}
-    owner = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
-    plist = list(unique)
-    n_u, n_seq = len(plist), len(prompts)
-    wp = max(len(p) for p in plist)
-    p_ids = torch.full((n_u, wp), pad_id, dtype=torch.long)
-    p_mask = torch.zeros((n_u, wp), dtype=torch.long)
-    for u, p in enumerate(plist):
-        p_ids[u, wp - len(p):] = torch.tensor(p)
-        p_mask[u, wp - len(p):] = 1
-    p_pos = (p_mask.cumsum(1) - 1).clamp(min=0)
-    first = steering is not None and steering.share_lower and min(steering.layers) > 0
-    split = min(steering.layers) if first else 0  # blocks below `split` hold one cache row per prompt
-    u_rows = torch.arange(n_u).repeat_interleave(n_norm)
-    norms_u = torch.tensor(with_zero, dtype=torch.float32).repeat(n_u)
+    grid = _Grid.of(norms)
+    index: dict[tuple[int, ...], int] = {}
+    prompt_of_seq = torch.tensor([index.setdefault(tuple(p), len(index)) for p in prompts])
+    distinct = list(index)
+    n_prompts, n_seq = len(distinct), len(prompts)
+    prompt_ids, prompt_mask = _pad(distinct, pad_id, left=True)
+    width = prompt_ids.shape[1]
+    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    shared = _shares_lower(steering)
+    split = min(steering.layers) if shared else 0  # blocks below `split` hold one cache row per prompt
+    prompt_rows = torch.arange(n_prompts).repeat_interleave(grid.size)  # row u·K + k of pass 1
+    inputs = (prompt_ids, prompt_mask, prompt_pos) if shared else (prompt_ids[prompt_rows], prompt_mask[prompt_rows], prompt_pos[prompt_rows])
     base = model.base_model
-    ids, mask, pos = (p_ids, p_mask, p_pos) if first else (p_ids[u_rows], p_mask[u_rows], p_pos[u_rows])
-    with _steered(model, steering, norms_u, wp), (fan_out(model, u_rows.to(device), split) if first else contextlib.nullcontext()):
-        out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True)
-    hidden = out.last_hidden_state[:, -1, :]
-    logits0 = _logits(model, hidden)  # (U·K, V) next-token logits after each prompt
-    lp0 = torch.log_softmax(logits0, -1)
-    shift_u = (logits0.view(n_u, n_norm, -1) - logits0.view(n_u, n_norm, -1)[:, zero_col : zero_col + 1]).norm(dim=-1)
-    s_rows = torch.arange(n_seq).repeat_interleave(n_norm)  # row s·K + k
-    own = torch.tensor(owner)
-    src = own[s_rows] * n_norm + torch.arange(n_norm).repeat(n_seq)  # its prompt row in pass 1
-    lens_c = [len(c) for c in continuations]
-    first_tok = torch.tensor([c[0] if c else 0 for c in continuations])[s_rows].to(device)
-    continuation = lp0.index_select(0, src.to(device)).gather(1, first_tok.unsqueeze(1)).squeeze(1)
-    continuation = continuation * torch.tensor([lc > 0 for lc in lens_c])[s_rows].to(device)
-    wc = max(lens_c) - 1
-    if wc > 0:  # tokens after the first: pass 2 on the shared cache
+    ends = torch.full((len(prompt_rows),), width)
+    with _steered(model, steering, grid.repeat(n_prompts), ends), _fanned_out(model, steering, prompt_rows):
+        ids, mask, pos = (x.to(device) for x in inputs)
+        out = base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    next_logits = _logits(model, out.last_hidden_state[:, -1, :])  # (prompts·K, V) after each prompt
+    next_logprobs = torch.log_softmax(next_logits, -1)
+    continuation = _first_token_logprobs(next_logprobs, prompt_of_seq, continuations, grid)
+    rest = [list(c[1:]) for c in continuations]  # tokens after the first: pass 2 on the shared cache
+    if max(len(r) for r in rest) > 0:
+        seq_rows = torch.arange(n_seq).repeat_interleave(grid.size)  # row s·K + k of pass 2
+        source = prompt_of_seq[seq_rows] * grid.size + torch.arange(grid.size).repeat(n_seq)  # its row in pass 1
         cache = getattr(out, "cache", None)
         if cache is None:
             cache = out.past_key_values
         for layer in range(len(find_layers(model))):
-            _select_cache_rows(cache, layer, (own if first and layer < split else src).to(device))
-        c_ids = torch.full((n_seq, wc), pad_id, dtype=torch.long)
-        c_mask = torch.zeros((n_seq, wc), dtype=torch.long)
-        for s, c in enumerate(continuations):
-            if len(c) > 1:
-                c_ids[s, : len(c) - 1] = torch.tensor(c[:-1])
-                c_mask[s, : len(c) - 1] = 1
-        prompt_len = p_mask.sum(1)[own]
-        c_pos = prompt_len.view(-1, 1) + torch.arange(wc).view(1, -1)
-        full_mask = torch.cat([p_mask[own], c_mask], 1)
-        norms_s = torch.tensor(with_zero, dtype=torch.float32).repeat(n_seq)
-        if first:
-            ids2, mask2, pos2, ctx = c_ids, full_mask, c_pos, fan_out(model, s_rows.to(device), split)
-        else:
-            ids2, mask2, pos2, ctx = c_ids[s_rows], full_mask[s_rows], c_pos[s_rows], contextlib.nullcontext()
-        with _steered(model, steering, norms_s, wp), ctx:
-            out2 = base(input_ids=ids2.to(device), attention_mask=mask2.to(device), position_ids=pos2.to(device),
-                        use_cache=True, **{_cache_kwarg(base): cache})
-        h2 = out2.last_hidden_state
-        targets = torch.zeros((n_seq, wc), dtype=torch.long)
-        for s, c in enumerate(continuations):
-            if len(c) > 1:
-                targets[s, : len(c) - 1] = torch.tensor(c[1:])
+            _select_cache_rows(cache, layer, (prompt_of_seq if shared and layer < split else source).to(device))
+        inputs_c = [list(c[:-1]) if len(c) > 1 else [] for c in continuations]  # each token predicts the next
+        cont_ids, cont_mask = _pad(inputs_c, pad_id)
+        cont_pos = prompt_mask.sum(1)[prompt_of_seq].view(-1, 1) + torch.arange(cont_ids.shape[1]).view(1, -1)
+        full_mask = torch.cat([prompt_mask[prompt_of_seq], cont_mask], 1)
+        targets, _ = _pad(rest, 0, width=cont_ids.shape[1])
+        if not shared:
+            cont_ids, full_mask, cont_pos = cont_ids[seq_rows], full_mask[seq_rows], cont_pos[seq_rows]
+        ends = torch.full((len(seq_rows),), width)
+        with _steered(model, steering, grid.repeat(n_seq), ends), _fanned_out(model, steering, seq_rows):
+            out2 = base(input_ids=cont_ids.to(device), attention_mask=full_mask.to(device),
+                        position_ids=cont_pos.to(device), use_cache=True, **{_cache_kwarg(base): cache})
         continuation = continuation + _summed_logprobs(
-            model, h2, targets[s_rows].to(device), c_mask[s_rows].bool().to(device))
-    keep = torch.tensor([with_zero.index(r) for r in grid])
-    probes = None
-    if probe_ids is not None:
-        probes = lp0[:, torch.tensor(list(probe_ids), device=lp0.device)].view(n_u, n_norm, -1)[own][:, keep]
-    return Scores(
-        continuation=continuation.view(n_seq, n_norm)[:, keep].cpu(),
-        probe_logprobs=None if probes is None else probes.cpu(),
-        logit_shift=shift_u[own][:, keep].cpu(),
-    )
+            model, out2.last_hidden_state, targets[seq_rows].to(device), cont_mask[seq_rows].bool().to(device))
+    return _scores(grid, prompt_of_seq, continuation, next_logits, next_logprobs, probe_ids)
 
 
 def score(
@@ -213,72 +266,32 @@ def score_flat(
     and absolute position embeddings match the unpadded sequences exactly.
     """
     device = model_device(model)
-    grid = [float(r) for r in norms]
-    with_zero = grid if 0.0 in grid else grid + [0.0]
-    zero_col = with_zero.index(0.0)
-    n_seq, n_norm = len(prompts), len(with_zero)
-    lens_p = [len(p) for p in prompts]
-    lens_c = [len(c) for c in continuations]
-    width = max(lp + lc for lp, lc in zip(lens_p, lens_c))
-    ids = torch.full((n_seq, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n_seq, width), dtype=torch.long)
-    for s, (p, c) in enumerate(zip(prompts, continuations)):
-        seq = list(p) + list(c)
-        ids[s, : len(seq)] = torch.tensor(seq)
-        mask[s, : len(seq)] = 1
-    rows = torch.arange(n_seq).repeat_interleave(n_norm)
-    row_norms = torch.tensor(with_zero, dtype=torch.float32).repeat(n_seq)
+    grid = _Grid.of(norms)
+    n_seq = len(prompts)
+    prompt_lens = torch.tensor([len(p) for p in prompts])
+    ids, mask = _pad([list(p) + list(c) for p, c in zip(prompts, continuations)], pad_id)
+    width = ids.shape[1]
+    seq_rows = torch.arange(n_seq).repeat_interleave(grid.size)
     base = model.base_model
     if steering is None:
         out = base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        hidden = out.last_hidden_state.index_select(0, rows.to(device))
+        hidden = out.last_hidden_state.index_select(0, seq_rows.to(device))
     else:
-        share = steering.share_lower and min(steering.layers) > 0
-        prompt_lengths = torch.tensor(lens_p).repeat_interleave(n_norm)
-        with steer(
-            model,
-            steering.vector,
-            row_norms,
-            layers=steering.layers,
-            positions=steering.positions,
-            operator=steering.operator,
-            prompt_lengths=prompt_lengths,
-        ):
-            if share:
-                with fan_out(model, rows.to(device), min(steering.layers)):
-                    out = base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            else:
-                out = base(
-                    input_ids=ids[rows].to(device), attention_mask=mask[rows].to(device), use_cache=False
-                )
-        hidden = out.last_hidden_state
+        if not _shares_lower(steering):
+            ids, mask = ids[seq_rows], mask[seq_rows]
+        with _steered(model, steering, grid.repeat(n_seq), prompt_lens[seq_rows]), \
+                _fanned_out(model, steering, seq_rows):
+            hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
     # Positions whose next-token distribution matters: the prompt's last token, then each
     # continuation token but the last.
-    span = max(1, max(lens_c))
-    offsets = torch.arange(span)
-    starts = torch.tensor(lens_p).repeat_interleave(n_norm) - 1
-    pos = (starts.view(-1, 1) + offsets.view(1, -1)).clamp(max=width - 1)
+    span = max(1, max(len(c) for c in continuations))
+    pos = ((prompt_lens[seq_rows] - 1).view(-1, 1) + torch.arange(span).view(1, -1)).clamp(max=width - 1)
     picked = hidden.gather(1, pos.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-    logits0 = _logits(model, picked[:, 0, :])  # (R, V) next-token logits after the prompt
-    targets = torch.zeros((n_seq, span), dtype=torch.long)
-    valid = torch.zeros((n_seq, span), dtype=torch.bool)
-    for s, c in enumerate(continuations):
-        targets[s, : len(c)] = torch.tensor(list(c), dtype=torch.long)
-        valid[s, : len(c)] = True
-    targets, valid = targets[rows].to(logits0.device), valid[rows].to(logits0.device)
-    lp0 = torch.log_softmax(logits0, -1)  # reused for the first continuation token and the probes
-    continuation = lp0.gather(1, targets[:, :1]).squeeze(1) * valid[:, 0]
+    next_logits = _logits(model, picked[:, 0, :])  # (S·K, V) after each prompt
+    next_logprobs = torch.log_softmax(next_logits, -1)
+    own_row = torch.arange(n_seq)  # every sequence is its own prompt row
+    continuation = _first_token_logprobs(next_logprobs, own_row, continuations, grid)
+    targets, valid = _pad([list(c) for c in continuations], 0, width=span)
+    targets, valid = targets[seq_rows].to(device), valid[seq_rows].bool().to(device)
     continuation = continuation + _summed_logprobs(model, picked[:, 1:], targets[:, 1:], valid[:, 1:])
-    continuation = continuation.view(n_seq, n_norm)
-    probes = None
-    if probe_ids is not None:
-        first = lp0.view(n_seq, n_norm, -1)
-        probes = first[:, :, torch.tensor(list(probe_ids), device=first.device)]
-    logits0 = logits0.view(n_seq, n_norm, -1)
-    shift = (logits0 - logits0[:, zero_col : zero_col + 1, :]).norm(dim=-1)
-    keep = torch.tensor([with_zero.index(r) for r in grid])
-    return Scores(
-        continuation=continuation[:, keep].cpu(),
-        probe_logprobs=None if probes is None else probes[:, keep].cpu(),
-        logit_shift=shift[:, keep].cpu(),
-    )
+    return _scores(grid, own_row, continuation, next_logits, next_logprobs, probe_ids)

@@ -23,7 +23,6 @@ from repe_tradeoff.vectors import SteeringVector
 Positions = Literal["all", "after-prompt", "last"]
 Operator = Literal["add", "ablate", "ablate-then-add"]
 POSITIONS: tuple[str, ...] = ("all", "after-prompt", "last")
-OPERATORS: tuple[str, ...] = ("add", "ablate", "ablate-then-add")
 
 
 class SteeringError(ValueError):
@@ -41,6 +40,124 @@ def _replace_hidden(output, hidden):
 def _blocks_parent(model: nn.Module) -> nn.Module:
     parent = layer_path(model).rpartition(".")[0]
     return model.get_submodule(parent) if parent else model
+
+
+def add(hidden: Tensor, r: Tensor, direction: Tensor, unit: Tensor) -> Tensor:
+    """The change ``r · v`` (broadcast, never materialised at full size)."""
+    return r * direction
+
+
+def ablate(hidden: Tensor, r: Tensor, direction: Tensor, unit: Tensor) -> Tensor:
+    """The change ``−(h·v̂)v̂`` that projects the direction out; ``r`` is unused."""
+    return -(hidden @ unit).unsqueeze(-1) * unit
+
+
+def ablate_then_add(hidden: Tensor, r: Tensor, direction: Tensor, unit: Tensor) -> Tensor:
+    return ablate(hidden, r, direction, unit) + add(hidden, r, direction, unit)
+
+
+#: operator name → the change it makes to a float32 hidden state ``(batch, seq, hidden)``, given
+#: the norms ``r`` (scalar or ``(batch, 1, 1)``), the direction ``v`` and its unit ``v̂``.
+OPERATOR_FUNCTIONS = {"add": add, "ablate": ablate, "ablate-then-add": ablate_then_add}
+OPERATORS: tuple[str, ...] = tuple(OPERATOR_FUNCTIONS)
+
+
+class _Positions:
+    """Which token positions a forward steers, from absolute indices (the KV cache's offset + i)."""
+
+    def __init__(self, positions: str, lengths: Tensor | None):
+        self.positions, self.lengths = positions, lengths
+        self.offset, self.prompt_len = 0, None
+
+    def track(self, module, args, kwargs) -> None:
+        """Pre-hook of the block stack: note where this forward's first token stands."""
+        cache = next((kwargs[k] for k in ("past_key_values", "cache", "past_key_value") if kwargs.get(k) is not None), None)
+        offset = 0
+        if kwargs.get("cache_position") is not None:
+            offset = int(kwargs["cache_position"].reshape(-1)[0])
+        elif cache is not None and hasattr(cache, "get_seq_length"):
+            offset = int(cache.get_seq_length())
+        self.offset = offset
+        if offset == 0:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                ids = kwargs.get("inputs_embeds")
+            self.prompt_len = ids.shape[1] if ids is not None else None
+
+    def mask(self, hidden: Tensor, lengths: Tensor | None) -> Tensor | None:
+        """(batch or 1, seq, 1) booleans, or None when every position is steered."""
+        if self.positions == "all":
+            return None
+        absolute = self.offset + torch.arange(hidden.shape[1], device=hidden.device)
+        if lengths is not None:
+            start = lengths.view(-1, 1)
+        elif self.prompt_len is not None:
+            start = self.prompt_len
+        else:
+            raise SteeringError(f"positions={self.positions!r} needs prompt_lengths")
+        if self.positions == "last":
+            start = start - 1
+        return (absolute.view(1, -1) >= start).unsqueeze(-1)
+
+
+class _OnDevice:
+    """Norms, prompt lengths and directions copied once per device: a copy from host memory in
+    every hook call would make the host wait for the GPU at every steered block."""
+
+    def __init__(self, vector: SteeringVector, norms: Tensor, lengths: Tensor | None):
+        self.vector, self.norms, self.lengths = vector, norms, lengths
+        self._moved: dict = {}
+        self._directions: dict = {}
+
+    def inputs(self, device) -> tuple[Tensor, Tensor | None]:
+        if device not in self._moved:
+            self._moved[device] = (self.norms.to(device), None if self.lengths is None else self.lengths.to(device))
+        return self._moved[device]
+
+    def direction(self, layer: int, device) -> tuple[Tensor, Tensor]:
+        if (layer, device) not in self._directions:
+            d = self.vector[layer].to(device=device, dtype=torch.float32)
+            self._directions[layer, device] = (d, d / d.norm())
+        return self._directions[layer, device]
+
+
+def _row_norms(r: Tensor, batch: int) -> Tensor:
+    if r.ndim == 0:
+        return r
+    if r.shape[0] != batch:
+        raise SteeringError(f"{r.shape[0]} norms for a batch of {batch} rows: give one norm per row")
+    return r.view(-1, 1, 1)
+
+
+def _steering_hook(layer: int, change, where: _Positions, on: _OnDevice):
+    """The forward hook of one block: output + change(output), on the chosen positions."""
+
+    def hook(module, args, output):
+        hidden = _hidden(output)
+        r, lengths = on.inputs(hidden.device)
+        direction, unit = on.direction(layer, hidden.device)
+        h32 = hidden.to(torch.float32)
+        delta = change(h32, _row_norms(r, hidden.shape[0]), direction, unit)
+        mask = where.mask(hidden, lengths)
+        if mask is not None:
+            delta = delta * mask
+        return _replace_hidden(output, (h32 + delta).to(hidden.dtype))
+
+    return hook
+
+
+def _check_steer_args(vector: SteeringVector, layers: list[int], positions: str, operator: str, norms: Tensor):
+    if positions not in POSITIONS:
+        raise SteeringError(f"positions {positions!r} is not one of {', '.join(POSITIONS)}")
+    if operator not in OPERATOR_FUNCTIONS:
+        raise SteeringError(f"operator {operator!r} is not one of {', '.join(OPERATORS)}")
+    missing = [layer for layer in layers if layer not in vector.directions]
+    if missing:
+        raise SteeringError(f"the vector has no direction for layers {missing}; it has {vector.layers}")
+    if norms.ndim > 1:
+        raise SteeringError("norm must be a number or one number per batch row")
+    if not torch.isfinite(norms).all():
+        raise SteeringError("norm must be finite")
 
 
 @contextmanager
@@ -65,106 +182,26 @@ def steer(
     with and without a KV cache. Without ``prompt_lengths``, the prompt is the first forward's input.
 
     ``operator``: ``add``; ``ablate`` (project the direction out, ``h − (h·v̂)v̂``; ``norm`` unused);
-    ``ablate-then-add``.
+    ``ablate-then-add`` (see :data:`OPERATOR_FUNCTIONS`).
     """
-    if positions not in POSITIONS:
-        raise SteeringError(f"positions {positions!r} is not one of {', '.join(POSITIONS)}")
-    if operator not in OPERATORS:
-        raise SteeringError(f"operator {operator!r} is not one of {', '.join(OPERATORS)}")
     blocks = find_layers(model)
     vector.check_model(model)
     layers = list(vector.layers if layers is None else layers)
-    missing = [layer for layer in layers if layer not in vector.directions]
-    if missing:
-        raise SteeringError(f"the vector has no direction for layers {missing}; it has {vector.layers}")
     norms = torch.as_tensor(norm, dtype=torch.float32)
-    if norms.ndim > 1:
-        raise SteeringError("norm must be a number or one number per batch row")
-    if not torch.isfinite(norms).all():
-        raise SteeringError("norm must be finite")
+    _check_steer_args(vector, layers, positions, operator, norms)
     lengths = None if prompt_lengths is None else torch.as_tensor(prompt_lengths, dtype=torch.long)
-    state = {"offset": 0, "prompt_len": None}
-    moved: dict = {}
-
-    def on(device) -> tuple[Tensor, Tensor | None]:
-        # Moved once per device: a copy from host memory in every hook call would make the host
-        # wait for the GPU at every steered block.
-        if device not in moved:
-            moved[device] = (norms.to(device), None if lengths is None else lengths.to(device))
-        return moved[device]
-
-    def track_offset(module, args, kwargs):
-        # The index of the first token of this forward: 0, or the KV cache's length.
-        cache = next((kwargs[k] for k in ("past_key_values", "cache", "past_key_value") if kwargs.get(k) is not None), None)
-        offset = 0
-        if kwargs.get("cache_position") is not None:
-            offset = int(kwargs["cache_position"].reshape(-1)[0])
-        elif cache is not None and hasattr(cache, "get_seq_length"):
-            offset = int(cache.get_seq_length())
-        state["offset"] = offset
-        if offset == 0:
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            if ids is None:
-                ids = kwargs.get("inputs_embeds")
-            state["prompt_len"] = ids.shape[1] if ids is not None else None
-
-    def position_mask(hidden: Tensor) -> Tensor | None:
-        if positions == "all":
-            return None
-        seq = hidden.shape[1]
-        absolute = state["offset"] + torch.arange(seq, device=hidden.device)
-        if lengths is not None:
-            start = on(hidden.device)[1].view(-1, 1)
-        elif state["prompt_len"] is not None:
-            start = state["prompt_len"]
-        else:
-            raise SteeringError(f"positions={positions!r} needs prompt_lengths")
-        if positions == "last":
-            start = start - 1
-        return (absolute.view(1, -1) >= start).unsqueeze(-1)
-
-    directions: dict = {}
-
-    def direction_on(layer: int, device) -> tuple[Tensor, Tensor]:
-        if (layer, device) not in directions:
-            d = vector[layer].to(device=device, dtype=torch.float32)
-            directions[layer, device] = (d, d / d.norm())
-        return directions[layer, device]
-
-    def make_hook(layer: int):
-        def hook(module, args, output):
-            hidden = _hidden(output)
-            direction, unit = direction_on(layer, hidden.device)
-            r = on(hidden.device)[0]
-            if r.ndim == 1:
-                if r.shape[0] != hidden.shape[0]:
-                    raise SteeringError(
-                        f"{r.shape[0]} norms for a batch of {hidden.shape[0]} rows: give one norm per row"
-                    )
-                r = r.view(-1, 1, 1)
-            h32 = hidden.to(torch.float32)
-            delta = r * direction  # broadcast, never materialised at full size for plain add
-            if operator == "ablate":
-                delta = -(h32 @ unit).unsqueeze(-1) * unit
-            elif operator == "ablate-then-add":
-                delta = delta - (h32 @ unit).unsqueeze(-1) * unit
-            mask = position_mask(hidden)
-            if mask is not None:
-                delta = delta * mask
-            return _replace_hidden(output, (h32 + delta).to(hidden.dtype))
-
-        return hook
-
+    where, on = _Positions(positions, lengths), _OnDevice(vector, norms, lengths)
     for layer in layers:  # copied before the forward starts, while the GPU has no queued work
         param = next(blocks[layer].parameters(), None)
         if param is not None and param.device.type != "meta":
-            direction_on(layer, param.device)
-            on(param.device)
+            on.direction(layer, param.device)
+            on.inputs(param.device)
     handles = []
     try:
-        handles.append(_blocks_parent(model).register_forward_pre_hook(track_offset, with_kwargs=True))
+        handles.append(_blocks_parent(model).register_forward_pre_hook(where.track, with_kwargs=True))
         for layer in layers:
-            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+            handles.append(blocks[layer].register_forward_hook(
+                _steering_hook(layer, OPERATOR_FUNCTIONS[operator], where, on)))
         yield
     finally:
         for handle in handles:

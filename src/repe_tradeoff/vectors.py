@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -209,11 +208,3 @@ class SteeringVector:
         os.replace(tmp, path)
         return path
 
-
-def norm_summary(per_layer_r: float, layers: list[int], residual_norms: dict[int, float]) -> dict:
-    """The three ways users quote a steering norm: per layer, total over layers, relative to ‖h‖."""
-    return {
-        "per_layer": per_layer_r,
-        "total": per_layer_r * math.sqrt(len(layers)),
-        "relative": {str(layer): per_layer_r / residual_norms[layer] for layer in layers if residual_norms.get(layer)},
-    }

@@ -42,6 +42,7 @@ __all__ = [
     "ShortAnswerQuestion",
     "ShortAnswerTask",
     "canonical_json",
+    "content_hash",
 ]
 
 
@@ -194,7 +195,8 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def _sha256(value: Any) -> str:
+def content_hash(value: Any) -> str:
+    """SHA-256 of a value's canonical JSON: the one hash of dataset content in the package."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
@@ -224,7 +226,7 @@ class Behavior(BaseModel):
     @property
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of the pairs and items (not of name or source)."""
-        return _sha256(
+        return content_hash(
             {
                 "pairs": [p.model_dump() for p in self.pairs],
                 "items": [i.model_dump() for i in self.items],
@@ -257,7 +259,7 @@ class HelpfulnessTask(BaseModel):
     @property
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of the questions (not of name or source)."""
-        return _sha256({"questions": [q.model_dump() for q in self.questions]})
+        return content_hash({"questions": [q.model_dump() for q in self.questions]})
 
 
 # --------------------------------------------------------------------------- generative texts
@@ -315,7 +317,7 @@ class ShortAnswerTask(BaseModel):
     @property
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of the questions (not of name or source)."""
-        return _sha256({"questions": [q.model_dump() for q in self.questions]})
+        return content_hash({"questions": [q.model_dump() for q in self.questions]})
 
 
 class NeutralPassage(BaseModel):
@@ -350,4 +352,4 @@ class NeutralText(BaseModel):
     @property
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of the passages (not of name or source)."""
-        return _sha256({"passages": [p.model_dump() for p in self.passages]})
+        return content_hash({"passages": [p.model_dump() for p in self.passages]})

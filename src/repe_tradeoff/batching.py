@@ -1,0 +1,127 @@
+"""Score a chunk of sequences at every norm in forward passes of bounded size.
+
+A pass holds at most ``budget.rows`` rows (sequence × norm). A pass that runs out of memory is
+split in two and retried, and the budget stays halved for the rest of the sweep; the plan itself
+is never changed, so what the run was asked to do stays what ``config.json`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from repe_tradeoff.errors import SweepError
+from repe_tradeoff.generation import generate
+from repe_tradeoff.models import model_device
+from repe_tradeoff.scoring import Scores, Steering, score
+
+if TYPE_CHECKING:
+    from repe_tradeoff.sweep import SweepPlan
+    from repe_tradeoff.tasks import TaskSequences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchBudget:
+    """Rows per forward pass; halved when a pass runs out of memory."""
+
+    rows: int
+
+    def halve(self) -> int:
+        self.rows = max(1, self.rows // 2)
+        return self.rows
+
+
+def default_batch_size(model) -> int:
+    """Rows per forward: a GPU is kept busy only by larger batches; out-of-memory halves it anyway."""
+    return 1024 if model_device(model).type == "cuda" else 256
+
+
+def _concat(parts: Sequence[Scores], dim: int) -> Scores:
+    def join(name: str):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values, dim)
+
+    return Scores(join("continuation"), join("probe_logprobs"), join("logit_shift"))
+
+
+def _score_batch(model, pad: int, seqs: TaskSequences, batch: list[int], norms: list[float],
+                 steering: Steering, budget: BatchBudget) -> Scores:
+    """Score one batch; on out-of-memory, halve the budget and score each half."""
+    try:
+        return score(model, pad, [seqs.prompts[r] for r in batch], [seqs.continuations[r] for r in batch],
+                     norms, steering, seqs.probe_ids)
+    except torch.OutOfMemoryError:
+        if len(batch) == 1:
+            raise SweepError(
+                f"one sequence at {len(norms)} norms does not fit in memory: use fewer norms per pass "
+                "(--batch-size below the number of norms), a smaller dtype, or --device auto"
+            ) from None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of memory at %d sequences × %d norms; continuing with --batch-size %d",
+                    len(batch), len(norms), budget.halve())
+        half = len(batch) // 2
+        return _concat([_score_batch(model, pad, seqs, part, norms, steering, budget)
+                        for part in (batch[:half], batch[half:])], 0)
+
+
+def _norm_groups(norms: list[float], rows: int) -> list[list[float]]:
+    """The grid in near-equal groups small enough that one sequence at a group (+ norm 0) fits."""
+    groups = max(1, math.ceil((len(norms) + 1) / rows))
+    per_group = math.ceil(len(norms) / groups)
+    return [norms[i : i + per_group] for i in range(0, len(norms), per_group)]
+
+
+def score_chunk(model, tokenizer, seqs: TaskSequences, rows: list[int], plan: SweepPlan,
+                steering: Steering, budget: BatchBudget | None = None) -> Scores:
+    """Scores of sequences ``rows`` (in that order) at every norm of the plan, in forward passes
+    of at most ``budget.rows`` rows (``plan.batch_size`` when no budget is given)."""
+    budget = budget or BatchBudget(plan.batch_size)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(rows, key=lambda r: (len(seqs.prompts[r]), seqs.owners[r], r))  # a prompt's sequences together
+    columns = []
+    for group in _norm_groups(plan.norms, budget.rows):
+        step = max(1, budget.rows // (len(group) + (0.0 not in group)))
+        columns.append(_concat([_score_batch(model, pad, seqs, order[i : i + step], group, steering, budget)
+                                for i in range(0, len(order), step)], 0))
+    position = {r: i for i, r in enumerate(order)}
+    back = torch.tensor([position[r] for r in rows])
+    joined = _concat(columns, 1)
+    return Scores(joined.continuation[back], None if joined.probe_logprobs is None else joined.probe_logprobs[back],
+                  joined.logit_shift[back])
+
+
+@dataclass
+class ChunkRunner:
+    """What a task is given to score its items: the steered model, the grid and the batch budget."""
+
+    model: object
+    tokenizer: object
+    plan: SweepPlan
+    steering: Steering
+    budget: BatchBudget
+
+    @property
+    def norms(self) -> list[float]:
+        return self.plan.norms
+
+    @property
+    def response_scorer(self) -> str:
+        return self.plan.response_scorer
+
+    def score(self, seqs: TaskSequences, rows: list[int]) -> Scores:
+        return score_chunk(self.model, self.tokenizer, seqs, rows, self.plan, self.steering, self.budget)
+
+    def generate(self, prompts: list[str], template: str) -> list[list[str]]:
+        """Greedy steered continuations ``texts[prompt][norm]``."""
+        s = self.steering
+        return generate(self.model, self.tokenizer, prompts, s.vector, self.plan.norms, layers=list(s.layers),
+                        positions=s.positions, operator=s.operator, max_new_tokens=self.plan.max_new_tokens,
+                        template=template)
