@@ -293,7 +293,7 @@ def _score_batch(model, pad: int, seqs, batch: list[int], group: list[float], st
         return Scores(torch.cat([a.continuation, b.continuation]), probes, torch.cat([a.logit_shift, b.logit_shift]))
 
 
-def _score_chunk(model, tokenizer, seqs, rows: list[int], plan: SweepPlan, steering: Steering):
+def score_chunk(model, tokenizer, seqs, rows: list[int], plan: SweepPlan, steering: Steering):
     """Score the chunk's sequences at every norm, in forward passes of ≤ batch_size rows."""
     import torch
 
@@ -390,7 +390,7 @@ def run_sweep(
                     seqs = sequences[task.name]
                     wanted = set(ids)
                     rows = [r for r, owner in enumerate(seqs.owners) if owner in wanted]
-                    scores = _score_chunk(model, tokenizer, seqs, rows, plan, steering)
+                    scores = score_chunk(model, tokenizer, seqs, rows, plan, steering)
                     records = task.records(scores, plan.norms, ids)
                 text = "".join(json.dumps({**rec, "chunk": chunk}, sort_keys=True) + "\n" for rec in records)
                 f.write(text.encode())  # one chunk, one append (O_APPEND: processes never interleave)
