@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import GiB, cuda_call, check_outputs, gpu_timed, interleaved, paired_ratios
+from benchmarks.harness import GiB, check_outputs, cuda_call, gpu_timed, interleaved, paired_ratios
 from benchmarks.inputs import Bench, bench_from, real_tokens
 from benchmarks.methods import capture_same_batches, loop_norms, method_fns, warm_up
 from benchmarks.writer_gpu import write_gpu
@@ -151,7 +151,8 @@ def compare(b: Bench, args) -> dict:
 
 def profile(fns, out_dir: Path) -> None:
     """Operator tables of one run of ours and of ours_no_sharing, by device and by host time."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     out_dir.mkdir(parents=True, exist_ok=True)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device() == "cuda" else [])

@@ -8,7 +8,7 @@ import time
 
 from benchmarks import flops
 from benchmarks.harness import timed
-from benchmarks.inputs import Bench
+from benchmarks.inputs import Bench, subset
 from benchmarks.methods import run_ours
 
 # torch.profiler operator names, by what they do (first match wins)
@@ -59,7 +59,8 @@ def profile_groups(b: Bench) -> dict:
     return {"wall_s": wall, "seconds": groups}
 
 
-def measure(b: Bench, reps: int = 3, peak_n: int = 2048, peak_reps: int = 5, log=print) -> dict:
+def measure(b: Bench, reps: int = 3, peak_n: int = 2048, peak_reps: int = 5, profile_questions: int = 8,
+            log=print) -> dict:
     """Time the sweep ``reps`` times, each between two measurements of the matmul peak, and
     count its FLOPs: unavoidable (analytic) and executed (every linear layer, padding included)."""
     import torch
@@ -83,7 +84,8 @@ def measure(b: Bench, reps: int = 3, peak_n: int = 2048, peak_reps: int = 5, log
         peaks.append(matmul_rate_logged(peak_n, peak_reps, log))
     shaped = flops.block_linear_rate(b.model.config, int(rows_per_call), peak_reps)
     log(f"  block linears at {int(rows_per_call)} rows: {shaped['best'] / 1e9:.0f} GFLOP/s")
-    prof = profile_groups(b)
+    prof = profile_groups(subset(b, min(profile_questions, len(b.task.questions))))
+    prof["questions"] = min(profile_questions, len(b.task.questions))
     score_s = [m["seconds"] for m in sweeps]
     return {
         "threads": torch.get_num_threads(),

@@ -8,8 +8,15 @@ import time
 
 from benchmarks.harness import check_outputs, interleaved, meter, paired_ratios, timed
 from benchmarks.inputs import Bench, norm_grid, real_tokens, restrict, subset
-from benchmarks.methods import (MAIN_METHODS, capture_same_batches, loop_norms, method_fns,
-                                run_limit_per_norm, run_limit_same_batches, run_ours)
+from benchmarks.methods import (
+    MAIN_METHODS,
+    capture_same_batches,
+    loop_norms,
+    method_fns,
+    run_limit_per_norm,
+    run_limit_same_batches,
+    run_ours,
+)
 
 PRECISE = ("ours", "ours_no_sharing", "limit_same_batches")  # the steering-overhead ratio needs reps
 TOLERANCE = 1e-3  # per-option log-likelihoods of float32 methods agree to this
@@ -102,8 +109,8 @@ def norms_scaling(b: Bench, questions: int, counts: list[int], reps: int, span: 
     for rep in range(max(1, reps)):
         for n in counts if rep % 2 == 0 else counts[::-1]:
             grid = norm_grid(n, span * b.scale)
-            s_ours = timed(lambda: run_ours(sb, norms=grid))[0]["seconds"]
-            s_lim = timed(lambda: run_limit_per_norm(sb, peer_batch, n_norms=n))[0]["seconds"]
+            s_ours = timed(lambda grid=grid: run_ours(sb, norms=grid))[0]["seconds"]
+            s_lim = timed(lambda n=n: run_limit_per_norm(sb, peer_batch, n_norms=n))[0]["seconds"]
             raw.append({"rep": rep, "norms": n, "ours_s": s_ours, "limit_per_norm_s": s_lim})
             print(f"  norms {n:3d}: ours {s_ours:7.2f} s   limit_per_norm {s_lim:7.2f} s", flush=True)
     rows = []
@@ -127,7 +134,8 @@ def depth_scaling(b: Bench, questions: int, depths: list[int], reps: int) -> dic
             variants = (("no_share", False), ("share", True))
             for label, share in variants if rep % 2 == 0 else variants[::-1]:
                 with meter(b.model) as st:
-                    m, _ = timed(lambda: run_ours(sb, layers=layers, vector=vec, share_lower=share))
+                    m, _ = timed(lambda layers=layers, vec=vec, share=share: run_ours(
+                        sb, layers=layers, vector=vec, share_lower=share))
                 entry[label] = {"seconds": m["seconds"], "block_s": st["block_s"],
                                 "token_layers": st["token_layers"]}
             raw.append(entry)

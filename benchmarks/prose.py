@@ -56,19 +56,19 @@ def interpretation(results: dict) -> list[str]:
     r = m["ratios"]
     t = {k: v["seconds_median"] for k, v in m["summary"].items()}
     out = [
-        f"Sharing is where the speed comes from. The four sequences of a question share its prompt, so with "
+        (f"Sharing is where the speed comes from. The four sequences of a question share its prompt, so with "
         f"prompt sharing the {cfg['sequences']} sequences run as {cfg['questions']} prompts (once per norm) "
         f"plus the option tokens on their KV cache; with lower-layer sharing the blocks below the first "
         f"steered one ({cfg['layers'][0]} of {cfg['n_layers']}) run once instead of once per norm. Ours takes "
         f"{_f(t['ours'])} s: {r['ours/ours_no_sharing']:.2f}× the {_f(t['ours_no_sharing'])} s without "
         f"sharing, and {r['ours/limit_per_norm']:.2f}× the {_f(t['limit_per_norm'])} s that plain unsteered "
-        f"forwards of every sequence at every norm take.",
-        f"Against the per-norm loop (batch 1, hooks per norm, logits at every position) ours is "
+        f"forwards of every sequence at every norm take."),
+        (f"Against the per-norm loop (batch 1, hooks per norm, logits at every position) ours is "
         f"{1 / r['ours/loop']:.0f}× faster; against the steering-vectors library, batched {cfg['peer_batch']} "
         f"sequences per forward, {1 / r['ours/peer']:.1f}× faster ({r['ours/peer']:.2f}× its time). The "
         f"library takes {r['peer/limit_per_norm']:.2f}× limit_per_norm, the same forwards without hooks: the "
         f"difference is its hooks plus the log-softmax over the full-vocabulary logits at every position "
-        f"that the protocol computes. Neither reference can share work across norms, which is the gap to ours.",
+        f"that the protocol computes. Neither reference can share work across norms, which is the gap to ours."),
     ]
     oh = statistics.median(m["overhead_per_rep"])
     bd = results.get("breakdown")
@@ -124,42 +124,42 @@ def efficiency_lines(e: dict) -> list[str]:
     peaks = ", ".join(f"{p['best'] / 1e9:.0f}" for p in e["peaks"])
     lines = [
         "## Achieved FLOP/s against the matmul peak", "",
-        f"Measured by `{e['command']}` on {e['date']}: {e['questions']} questions × {e['norms']} norms, "
+        (f"Measured by `{e['command']}` on {e['date']}: {e['questions']} questions × {e['norms']} norms, "
         f"blocks {e['layers'][0]}–{e['layers'][1]} steered, {e['threads']} torch threads. The machine was shared "
         f"with other processes (load average {', '.join(f'{x:g}' for x in e['load'])} before the repetitions, "
         f"on {e['cores']} cores), so absolute times are slow and noisy; the figure to read is the ratio, both "
         f"sides measured in the same run: the sweep ran {len(e['score_s'])} times, each between two timings of "
-        f"a {e['peaks'][0]['n']}² fp32 `torch.matmul` at the same thread count.", "",
-        f"Unavoidable matmul FLOPs, counted from the model config and the actual token counts "
+        f"a {e['peaks'][0]['n']}² fp32 `torch.matmul` at the same thread count."), "",
+        (f"Unavoidable matmul FLOPs, counted from the model config and the actual token counts "
         f"(`benchmarks/flops.py`): the blocks below the first steered one once per needed position "
         f"({u['positions']} positions: every distinct prompt's tokens once, each option's tokens but its last, "
         f"whose output nothing reads), the blocks from it on once per position and norm, logits only at "
         f"the {u['logit_rows_per_norm']} scored positions per norm (one after each prompt serves every option's "
         f"first token). Counting every option token through the blocks and a logit row at each, as a plain "
-        f"per-sequence count does, gives {e['unavoidable_every_option_token'] / T:.2f} TFLOP instead.", "",
+        f"per-sequence count does, gives {e['unavoidable_every_option_token'] / T:.2f} TFLOP instead."), "",
         "| quantity | value |", "|---|---:|",
-        f"| unavoidable FLOPs: lower blocks / upper blocks / logits | {u['lower_blocks'] / T:.3f} / "
-        f"{u['upper_blocks'] / T:.3f} / {u['logits'] / T:.3f} TFLOP |",
+        (f"| unavoidable FLOPs: lower blocks / upper blocks / logits | {u['lower_blocks'] / T:.3f} / "
+        f"{u['upper_blocks'] / T:.3f} / {u['logits'] / T:.3f} TFLOP |"),
         f"| unavoidable FLOPs, total (attention's own matmuls {u['attention_part'] / T:.3f}) | {u['total'] / T:.3f} TFLOP |",
-        f"| executed linear-layer FLOPs (counted by hooks, padding included): blocks / logits | "
-        f"{e['executed']['blocks'] / T:.3f} / {e['executed']['logits'] / T:.3f} TFLOP |",
+        (f"| executed linear-layer FLOPs (counted by hooks, padding included): blocks / logits | "
+        f"{e['executed']['blocks'] / T:.3f} / {e['executed']['logits'] / T:.3f} TFLOP |"),
         f"| sweep wall time (median of {', '.join(_f(x) for x in e['score_s'])} s, plus tokenisation) | {_f(s['seconds'])} s |",
         f"| achieved (unavoidable FLOPs / wall time) | {s['achieved'] / 1e9:.0f} GFLOP/s |",
         f"| fp32 matmul peak (best of the timings {peaks} GFLOP/s) | {s['peak'] / 1e9:.0f} GFLOP/s |",
         f"| **achieved / peak** | **{s['fraction']:.2f}** |",
-        f"| per repetition, against the mean of the peaks just before and after it | "
-        f"{', '.join(_f(x) for x in e['paired_fraction'])} |",
-        f"| one block's linear layers at the sweep's median {int(e['linear_rows_per_call_median'])} rows per "
-        f"matmul | {e['block_linear_rate']['best'] / 1e9:.0f} GFLOP/s |", "",
-        "Where the wall time goes (seconds; the first four are measured or computed from measured rates, the "
-        "last is the remainder):", "", "| part | seconds | share |", "|---|---:|---:|",
+        (f"| per repetition, against the mean of the peaks just before and after it | "
+        f"{', '.join(_f(x) for x in e['paired_fraction'])} |"),
+        (f"| one block's linear layers at the sweep's median {int(e['linear_rows_per_call_median'])} rows per "
+        f"matmul | {e['block_linear_rate']['best'] / 1e9:.0f} GFLOP/s |"), "",
+        ("Where the wall time goes (seconds; the first four are measured or computed from measured rates, the "
+        "last is the remainder):"), "", "| part | seconds | share |", "|---|---:|---:|",
     ]
     lines += [f"| {k} | {_f(v)} | {v / s['seconds']:.0%} |" for k, v in s["parts"].items()]
-    lines += ["", f"Padding: {s['padding_fraction_blocks']:.0%} of the FLOPs the blocks' linear layers executed "
+    lines += ["", (f"Padding: {s['padding_fraction_blocks']:.0%} of the FLOPs the blocks' linear layers executed "
               f"were on padded or otherwise unneeded positions (left-padded prompts, continuations padded to "
               f"the longest in their batch); the logits ran exactly at the needed rows (executed / needed = "
               f"{s['logit_rows_executed_over_needed']:.2f}). The remainder, split in the proportions of one "
-              f"torch.profiler run's non-matmul time (an estimate: the profiler adds its own overhead per "
-              f"operator):", ""]
+              f"torch.profiler run's non-matmul time on the first {e['profile']['questions']} questions (an "
+              f"estimate: the profiler adds its own overhead per operator):"), ""]
     lines += [f"- {k}: {_f(v)} s" for k, v in sorted(s["rest_split"].items(), key=lambda kv: -kv[1])]
     return lines + [""]

@@ -75,7 +75,7 @@ def test_check_outputs_fails_when_outputs_differ(bad, message) -> None:
 def test_interleaved_rotates_the_order_and_honours_repetition_counts() -> None:
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    timer = lambda fn: ({"seconds": 1.0}, fn())  # noqa: E731
+    timer = lambda fn: ({"seconds": 1.0}, fn())
     runs, outputs = interleaved(fns, {"a": 3, "b": 3, "c": 1}, timer)
     assert calls == ["a", "b", "c", "b", "a", "a", "b"]  # rep 0: a b c; rep 1: b (c) a; rep 2: (c) a b
     assert [len(runs[n]) for n in "abc"] == [3, 3, 1] and outputs == {}
