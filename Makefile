@@ -25,7 +25,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_sweep.py
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.bench_sweep
 
 clean:
 	rm -rf $(VENV)
