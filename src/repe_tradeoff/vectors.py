@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from repe_tradeoff.runfiles import atomic_write
 
 FORMAT_VERSION = 1
 _KEY = "layer."
@@ -122,15 +124,7 @@ class SteeringVector:
             )
         tensors = {f"{_KEY}{k}": v.detach().to(torch.float32).contiguous().cpu() for k, v in self.directions.items()}
         meta = {"format_version": str(FORMAT_VERSION), "metadata": json.dumps(self.metadata, sort_keys=True)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, safetensors_bytes(tensors, metadata=meta))
         return path
 
     @classmethod
@@ -201,10 +195,9 @@ class SteeringVector:
             }
             for layer in self.layers
         }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-        os.close(fd)
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, buffer.getvalue())
         return path
 
