@@ -229,6 +229,7 @@ class FitSettings(_Strict):
     n_draws: int
     ci_level: float
     chance_delta: float
+    max_helpfulness_loss: str | None = None
 
 
 class EfficientRegime(_Strict):
@@ -253,16 +254,31 @@ class ParetoPoint(_Strict):
     helpfulness: float
 
 
-class Recommendation(_Strict):
+class NormChoice(_Strict):
+    """A grid norm with what it changes against r = 0 (measured, with 95% intervals)."""
+
     norm: float | None
-    text: str
-    lam: float | None = Field(default=None, alias="lambda")
-    direction: int | None = None
-    ci_method: str | None = None
+    relative_norm: float | None = None
     alignment_gain: float | None = None
     alignment_gain_ci: Interval | None = None
     helpfulness_change: float | None = None
     helpfulness_change_ci: Interval | None = None
+    helpfulness_loss_upper: float | None = None
+
+
+class Recommendation(NormChoice):
+    """``rule`` "budget": the most alignment within ``max_helpfulness_loss`` (and the
+    ``conservative`` norm); "lambda": the exchange-rate rule of the efficient regime."""
+
+    text: str
+    rule: Literal["budget", "lambda"] | None = None
+    budget_spec: str | None = None
+    max_helpfulness_loss: float | None = None
+    helpfulness_at_zero: float | None = None
+    conservative: NormChoice | None = None
+    lam: float | None = Field(default=None, alias="lambda")
+    direction: int | None = None
+    ci_method: str | None = None
     objective_gain: float | None = None
 
 
@@ -274,6 +290,7 @@ class FitsFile(_Strict):
     efficient_regime: EfficientRegime | None
     pareto: list[ParetoPoint]
     recommendation: Recommendation | None
+    lambda_recommendation: Recommendation | None = None
     warnings: list[str]
 
     def alignment_tasks(self) -> dict[str, AlignmentTaskFits]:
