@@ -35,6 +35,7 @@ class TaskConfig(_Open):
     scorer: str | None = None
     template: str | None = None
     sha256: str | None = None
+    instruction: str | None = None
 
 
 class VectorInfo(_Open):
@@ -298,6 +299,37 @@ class FitsFile(_Strict):
 
     def helpfulness_tasks(self) -> dict[str, HelpfulnessTaskFits]:
         return {t: f for t, f in self.tasks.items() if isinstance(f, HelpfulnessTaskFits)}
+
+
+# --------------------------------------------------------------------------- baseline.json
+class BaselineRow(_Strict):
+    """One condition of the prompting comparison: means over items with 95% intervals."""
+
+    condition: str
+    instruction: bool
+    norm: float
+    alignment: float | None
+    alignment_ci: Interval | None = None
+    n_alignment: int
+    helpfulness: float | None
+    helpfulness_ci: Interval | None = None
+    n_helpfulness: int
+
+
+class BaselineFile(_Strict):
+    format_version: Literal[1]
+    instruction: str
+    placement: Literal["prefix"]
+    recommended_norm: float
+    alignment_task: str | None
+    helpfulness_task: str | None
+    ci_method: str | None
+    n_boot: int
+    rows: list[BaselineRow]
+
+    def row(self, instruction: bool, steered: bool) -> BaselineRow | None:
+        return next((r for r in self.rows if r.instruction == instruction
+                     and (r.norm != 0.0) == steered), None)
 
 
 def model_fields(model: type[BaseModel]) -> dict[str, Any]:

@@ -58,7 +58,9 @@ def tradeoff(ctx: FitContext, a_task: str, align_fit, h_task: str, help_fit, lam
     else:
         ctx.warn("alignment and helpfulness share no grid norm: no Pareto frontier")
     tanh = a_results["tanh_monotone"]
-    h_name = _regime_model(h_results, h_blk.get("best"))
+    whole = {n: r for n, r in h_results.items() if r.ok and r.window is None and r.span is None}
+    lowest_aic = min(whole, key=lambda n: whole[n].aic) if whole else None  # the regime needs a curve
+    h_name = _regime_model(h_results, h_blk.get("best") or lowest_aic)
     if not tanh.ok or h_name is None:
         ctx.warn("the tanh or every helpfulness fit failed: no efficient regime")
         return out
