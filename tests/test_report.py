@@ -473,8 +473,16 @@ window.addEventListener("load", function () {
     .filter(function (n) { return n.indexOf("data:") !== 0; });
   var out = document.createElement("pre");
   out.id = "__result";
+  var table = document.querySelector("table");
+  var before = imgs.length > 0 && table !== null &&
+    !!(imgs[0].compareDocumentPosition(table) & Node.DOCUMENT_POSITION_FOLLOWING);
+  var conf = document.getElementById("config");
+  var folded = conf !== null && conf.nextElementSibling !== null &&
+    conf.nextElementSibling.tagName === "DETAILS" && !conf.nextElementSibling.open;
   out.textContent = "RES" + "ULT" + JSON.stringify({n: imgs.length, bad: bad.map(function (i) {
-    return i.alt; }), xss: window.__xss, errors: window.__errors, requests: res}) + "E" + "ND";
+    return i.alt; }), xss: window.__xss, errors: window.__errors, requests: res,
+    image_first: before, first_image: imgs.length ? imgs[0].closest("figure").id : null,
+    config_folded: folded}) + "E" + "ND";
   document.body.appendChild(out);
 });
 </script>"""
@@ -513,6 +521,9 @@ def test_report_renders_in_chromium(full_run: Path, tmp_path: Path):
     assert res["xss"] is False, "an injected script ran"
     assert res["errors"] == []
     assert res["requests"] == [], f"the page requested {res['requests']}"
+    # the answer first: the tradeoff figure comes before any table; the configuration is folded
+    assert res["image_first"] and res["first_image"] == "fig-tradeoff"
+    assert res["config_folded"]
     console = [ln for ln in proc.stderr.splitlines()
                if "CONSOLE" in ln and ("Uncaught" in ln or "rror" in ln)]
     assert console == [], console
