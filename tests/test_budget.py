@@ -105,6 +105,8 @@ def test_no_norm_within_budget_recommends_no_steering(tmp_path: Path):
     _write_items(tmp_path / "run", {0.0: (0.0, 0.0), 1.0: (0.1, 0.01), 2.0: (0.3, 0.01)})
     rec = fit_run(tmp_path / "run", choices=4, n_boot=20, n_draws=100)["recommendation"]
     assert rec["norm"] == 0.0 and rec["text"].startswith("r = 0 (no steering)")
+    assert "the smallest norm that gains, r = 1, loses 0.1" in rec["text"]
+    assert rec["conservative"]["norm"] == 0.0 and conservative_text(rec) is None
 
 
 @pytest.mark.parametrize("spec, value, relative", [("0.05", 0.05, False), ("5%", 0.05, True),

@@ -33,6 +33,23 @@ def resolve_prompt(spec: str | None, behavior: str) -> str | None:
     return None if text.lower() in ("", "none") else text
 
 
+def _drop_if_stale(out: Path, grid: list[float], instruction: str) -> None:
+    """Remove a baseline sub-run made for another recommended norm or instruction: it is
+    derived data, and a sweep refuses to resume into a folder of another configuration."""
+    import json
+    import shutil
+
+    cfg = out / "config.json"
+    if not cfg.is_file():
+        return
+    try:
+        old = json.loads(cfg.read_text(encoding="utf-8"))
+    except ValueError:
+        old = {}
+    if old.get("norms") != grid or old.get("instruction") != instruction:
+        shutil.rmtree(out)
+
+
 def measure_baseline(lm, vector, layers: list[int], settings, run_dir: Path, instruction: str, *,
                      n_boot: int = 200, progress=None, command: str | None = None) -> Path | None:
     """Score the run's tasks with ``instruction`` at r = 0 and at the recommended norm of
@@ -58,8 +75,12 @@ def measure_baseline(lm, vector, layers: list[int], settings, run_dir: Path, ins
                                  extra={"instruction": instruction, "recommended_norm": r_star},
                                  tasks=tasks)
     out = run_dir / BASELINE_DIR
+    rank, barrier = process_group()[1:]
+    if rank == 0:
+        _drop_if_stale(out, grid, instruction)
+    barrier()
     run_sweep(lm.model, lm.tokenizer, vector, plan, out, config=config, limit=settings.limit,
               progress=progress)
-    if process_group()[1] != 0:
+    if rank != 0:
         return None
     return write_baseline(run_dir, compare_prompting(run_dir, n_boot=n_boot))

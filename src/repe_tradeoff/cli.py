@@ -301,7 +301,7 @@ def fit(
 
 def print_answer(run_dir: Path, verb: str, path: Path) -> None:
     """The recommendation (budgeted, conservative, λ rule; prompting baseline), then the path."""
-    from repe_tradeoff.report.content import answer_lines
+    from repe_tradeoff.report.answer import answer_lines
 
     for line in answer_lines(run_dir):
         out_console.print(line, highlight=False, soft_wrap=True)

@@ -372,8 +372,7 @@ def write_fits(run_dir: Path, fits: FitsFile) -> Path:
 # --------------------------------------------------------------------------- baseline
 def read_baseline(run_dir: Path) -> BaselineFile | None:
     """``baseline.json`` (the prompting comparison) of a run folder, None when there is none."""
-    path = Path(run_dir) / "baseline.json"
-    if not path.is_file():
+    if not (path := Path(run_dir) / "baseline.json").is_file():
         return None
     try:
         return BaselineFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
@@ -384,8 +383,7 @@ def read_baseline(run_dir: Path) -> BaselineFile | None:
 
 
 def write_baseline(run_dir: Path, baseline: BaselineFile) -> Path:
-    path = Path(run_dir) / "baseline.json"
-    write_json(path, baseline.model_dump(mode="json"))
+    write_json(path := Path(run_dir) / "baseline.json", baseline.model_dump(mode="json"))
     return path
 
 

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from repe_tradeoff.run_schema import BaselineFile, FitsFile, HelpfulnessFits, HelpfulnessTaskFits
-from repe_tradeoff.runfiles import Curve, RunData, RunFileError, TaskItems, read_baseline, read_fits, read_run
+from repe_tradeoff.runfiles import (
+    Curve,
+    RunData,
+    RunFileError,
+    TaskItems,
+    read_baseline,
+    read_fits,
+    read_run,
+)
 
 
 class ReportError(ValueError):

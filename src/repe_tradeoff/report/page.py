@@ -15,9 +15,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
+
 from ._io import RunFiles
+from .answer import prompting_note, prompting_rows
 from .content import (
+    PAPER_FORMS,
     THRESHOLDS_NOTE,
+    check_sentence,
     checks,
     config_rows,
     fmt,
@@ -30,9 +35,6 @@ from .content import (
     task_rows,
     title_names,
 )
-from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
-
-from .content import PAPER_FORMS, check_sentence, prompting_note, prompting_rows
 from .plots import Rendered
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"

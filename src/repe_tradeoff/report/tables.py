@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from repe_tradeoff.runfiles import atomic_write
-
-from ._io import RunFiles, _finite
 from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
 
+from ._io import RunFiles, _finite
+from .answer import prompting_note, prompting_rows
 from .content import (
     PAPER_FORMS,
     THRESHOLDS_NOTE,
@@ -24,8 +24,6 @@ from .content import (
     fmt_param,
     law_sections,
     notes,
-    prompting_note,
-    prompting_rows,
     recommendation,
     title_names,
 )

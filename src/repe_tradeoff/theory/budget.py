@@ -132,10 +132,15 @@ def budget_recommendation(
     base.update(max_helpfulness_loss=limit, helpfulness_at_zero=h0)
     pick = _best(gain, loss <= limit + 1e-12, norms)
     if pick is None:
-        return {**base, "norm": 0.0, "relative_norm": 0.0, "alignment_gain": 0.0,
-                "helpfulness_change": 0.0, "conservative": None,
-                "text": (f"r = 0 (no steering): to {budget_txt}, no grid norm gains alignment; "
-                         "refine the grid near 0 or allow a larger loss")}
+        gaining = np.flatnonzero(gain > 1e-12)
+        nearest = "" if not gaining.size else (
+            lambda i: f"; the smallest norm that gains, r = {sig(norms[i])}, loses {sig(loss[i])}")(
+            int(min(gaining, key=lambda i: abs(norms[i]))))
+        zero_choice = {"norm": 0.0, "relative_norm": 0.0, "alignment_gain": 0.0,
+                       "helpfulness_change": 0.0}
+        return {**base, **zero_choice, "conservative": zero_choice,
+                "text": (f"r = 0 (no steering): no grid norm gains alignment for a budget to "
+                         f"{budget_txt}{nearest}: refine the grid near 0 or allow a larger loss")}
     rec = _choice(pick, z, norms, align, helpful, align_reps, help_reps, loss_upper,
                   relative_per_r)
     text = (f"{describe_norm(rec, where)}: alignment {sig(rec['alignment_gain'], True)}"
@@ -155,15 +160,15 @@ def budget_recommendation(
 
 def conservative_text(rec: dict) -> str | None:
     """The sentence about the conservative norm of a budgeted recommendation (None: none)."""
-    if rec.get("rule") != "budget" or rec.get("norm") is None:
-        return None
+    if rec.get("rule") != "budget" or not rec.get("norm"):
+        return None  # no recommendation, or no steering: nothing more conservative to say
     c = rec.get("conservative")
     if c is None:
         return ("Conservative norm: not computed (it needs bootstrap replicates over items; "
                 "fit with --n-boot above 0)")
     if not c.get("norm"):
-        return ("Conservative norm: r = 0; no grid norm keeps the upper end of its loss's 95% "
-                "interval within the budget")
+        return ("Conservative norm: r = 0; no grid norm's loss stays within the budget at the "
+                "upper end of its 95% interval")
     return (f"Conservative norm (its loss stays within the budget even at the upper end of "
             f"the 95% interval, {sig(c.get('helpfulness_loss_upper'))}): {describe_norm(c, '')}, "
             f"alignment {sig(c.get('alignment_gain'), True)}{_ci(c.get('alignment_gain_ci'))}, "

@@ -43,11 +43,11 @@ from repe_tradeoff.run_schema import FITS_FORMAT_VERSION, FitsFile
 from repe_tradeoff.runfiles import RunFileError, read_run, write_fits
 
 from . import diagnostics as diag
+from .budget import DEFAULT_BUDGET, parse_budget
 from .curve_fits import CHANCE_DELTA, DEFAULT_WINDOW, fit_alignment, fit_helpfulness
 from .errors import TheoryError
 from .fitting import CI_LEVEL
 from .replicates import FitContext, rng_for
-from .budget import DEFAULT_BUDGET, parse_budget
 from .tradeoff import budget_tradeoff, tradeoff
 
 FORMAT_VERSION = FITS_FORMAT_VERSION
