@@ -128,7 +128,7 @@ def handmade_fits() -> dict:
     """The fits.json example of docs/run-files.md (its tasks are those of :func:`make_run`),
     with the A3 check graded "warn"."""
     blocks = re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
-    fits = json.loads(blocks[-1])
+    fits = next(json.loads(b) for b in blocks if '"settings"' in b)
     fits["tasks"]["basic-qa"]["checks"]["a3"]["status"] = "warn"
     return fits
 
@@ -203,9 +203,16 @@ def test_report_content(full_run: Path):
     assert rec.startswith("r = ")
     assert f'<p class="headline">{html.escape(rec)}</p>' in text
     assert "tiny-test-model" in text and "harmfulness" in text and "basic-qa" in text
-    for section in ("Run configuration", "Fitted laws", "Plots", "Assumption checks",
-                    "Steered generations", "How to reproduce"):
-        assert section in text
+    sections = ["The tradeoff", "Why: the assumptions, checked", "Fitted laws",
+                "Steered generations", "How to reproduce", "Run configuration"]
+    at = [text.index(f">{s}</h2>") for s in sections]
+    assert at == sorted(at), "sections out of order"  # the answer first, the set-up last
+    # the recommendation, then the tradeoff figure before any table; the configuration folded
+    assert text.index('id="recommendation"') < text.index('id="fig-tradeoff"') < text.index("<table")
+    assert text.index('id="fig-tradeoff"') < text.index('id="fig-alignment"')
+    config = text[text.index('>Run configuration</h2>'):]
+    assert config.startswith(">Run configuration</h2>\n<details>")
+    assert "Exchange-rate rule: r = " in text and "worth 1 of P(correct)" in text
     # every fitted block has a section; the winner of each comparison is marked
     for title in ("alignment — harmfulness", "helpfulness — basic-qa (helpfulness)",
                   "helpfulness — basic-qa (helpfulness_vocab)"):
@@ -224,8 +231,9 @@ def test_report_content(full_run: Path):
 
 def test_handmade_fits(handmade_run: Path):
     text = (handmade_run / "report.html").read_text()
-    assert ("r = 1: alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.030, -0.013]"
-            in text)
+    assert ("r = 1 (0.05 × the mean residual norm) on layers 3, 4, pca vector of harmfulness: "
+            "alignment +0.41 [0.33, 0.48], helpfulness -0.021 [-0.03, -0.013]" in text)
+    assert "Exchange-rate rule: r = 1: alignment +0.41" in text
     assert 'class="badge pass"' in text and 'class="badge warn"' in text
     assert "fit failed: too few points (2) for 2 parameters" in text
     assert "Efficient regime: |r| ≤ 1.8 [1.4, 2.2]" in text
@@ -252,8 +260,9 @@ def test_a3_projections_match_fits(full_run: Path):
 def test_summary_and_csv(full_run: Path):
     md = (full_run / "summary.md").read_text()
     fits = json.loads((full_run / "fits.json").read_text())
-    assert fits["recommendation"]["text"] in md and "## Assumption checks" in md
-    assert "**PASS** basic-qa · A1" in md and "plots/alignment.png" in md
+    assert fits["recommendation"]["text"] in md and "## Why: the assumptions, checked" in md
+    assert "**PASS** On basic-qa, A1" in md and "plots/alignment.png" in md
+    assert md.index("## Recommendation") < md.index("## Plots") < md.index("## Why") < md.index("## Fitted laws") < md.index("## Run configuration")
     rows = list(csv.DictReader((full_run / "fits.csv").open()))
     tanh_a = [r for r in rows if r["block"] == "tasks.harmfulness" and r["form"] == "tanh"
               and r["param"] == "a"]
@@ -413,7 +422,7 @@ def test_checks_of_every_helpfulness_task(tmp_path: Path):
     text = build_report(run, formats=("png",)).read_text()
     for task in ("basic-qa", "second-qa"):
         status = fits["tasks"][task]["checks"]["a1"]["status"]
-        assert re.search(rf'badge {status}">{status.upper()}</span></td><td>{task}</td>', text)
+        assert re.search(rf'badge {status}">{status.upper()}</span> On {task}, A1', text)
     assert (run / "plots" / "diagnostics-2.png").exists()
     assert "Assumption checks of second-qa" in text
 
@@ -464,8 +473,16 @@ window.addEventListener("load", function () {
     .filter(function (n) { return n.indexOf("data:") !== 0; });
   var out = document.createElement("pre");
   out.id = "__result";
+  var table = document.querySelector("table");
+  var before = imgs.length > 0 && table !== null &&
+    !!(imgs[0].compareDocumentPosition(table) & Node.DOCUMENT_POSITION_FOLLOWING);
+  var conf = document.getElementById("config");
+  var folded = conf !== null && conf.nextElementSibling !== null &&
+    conf.nextElementSibling.tagName === "DETAILS" && !conf.nextElementSibling.open;
   out.textContent = "RES" + "ULT" + JSON.stringify({n: imgs.length, bad: bad.map(function (i) {
-    return i.alt; }), xss: window.__xss, errors: window.__errors, requests: res}) + "E" + "ND";
+    return i.alt; }), xss: window.__xss, errors: window.__errors, requests: res,
+    image_first: before, first_image: imgs.length ? imgs[0].closest("figure").id : null,
+    config_folded: folded}) + "E" + "ND";
   document.body.appendChild(out);
 });
 </script>"""
@@ -504,6 +521,9 @@ def test_report_renders_in_chromium(full_run: Path, tmp_path: Path):
     assert res["xss"] is False, "an injected script ran"
     assert res["errors"] == []
     assert res["requests"] == [], f"the page requested {res['requests']}"
+    # the answer first: the tradeoff figure comes before any table; the configuration is folded
+    assert res["image_first"] and res["first_image"] == "fig-tradeoff"
+    assert res["config_folded"]
     console = [ln for ln in proc.stderr.splitlines()
                if "CONSOLE" in ln and ("Uncaught" in ln or "rror" in ln)]
     assert console == [], console

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from repe_tradeoff import run_schema
-from repe_tradeoff.run_schema import FitsFile, RunConfig
+from repe_tradeoff.run_schema import BaselineFile, FitsFile, RunConfig
 from repe_tradeoff.runfiles import (
     RunFileError,
     aggregate,
@@ -204,7 +204,8 @@ def _undeclared(obj, where: str = "") -> list[str]:
 
 
 def test_doc_examples_are_valid_run_files(tmp_path):
-    config, align_item, help_item, point, gens, fits = _json_blocks()
+    config, align_item, help_item, point, gens, baseline, fits = _json_blocks()
+    assert BaselineFile.model_validate(baseline).row(True, True).norm == baseline["recommended_norm"]
     cfg = RunConfig.model_validate(config)
     # the config's nested entries hold only what the writers write (no `vector.path`)
     assert _undeclared(cfg.vector) == [] and _undeclared(cfg.norm_scale) == []
@@ -223,7 +224,7 @@ def test_doc_examples_are_valid_run_files(tmp_path):
 def test_every_field_of_the_schema_is_documented():
     text = DOC.read_text(encoding="utf-8")
     missing = []
-    for model in _models(FitsFile) | _models(RunConfig):
+    for model in _models(FitsFile) | _models(RunConfig) | _models(BaselineFile):
         for name in run_schema.model_fields(model):
             if f"`{name}`" not in text and f'"{name}":' not in text:
                 missing.append(f"{model.__name__}.{name}")

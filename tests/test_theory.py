@@ -366,15 +366,15 @@ def test_efficient_regime_matches_the_analytic_root(tmp_path):
     assert reg["direction"] == 1 and reg["lambda"] == lam
     assert reg["helpfulness_model"].startswith("corollary")
     assert reg["max_norm"] == pytest.approx(root_k, abs=1e-3)
-    rec = fits["recommendation"]
+    rec = fits["lambda_recommendation"]
     assert 0 < rec["norm"] <= reg["max_norm"]
-    assert rec["text"].startswith(f"r = {rec['norm']:g}: alignment +")
+    assert rec["text"].startswith(f"r = {rec['norm']:.3g}: alignment +")
 
 
 def test_recommendation_and_pareto_with_intervals(tmp_path):
     run = model_run(tmp_path, n_items=80)
     fits = fit_run(run, n_boot=20, n_draws=300)
-    reg, rec = fits["efficient_regime"], fits["recommendation"]
+    reg, rec = fits["efficient_regime"], fits["lambda_recommendation"]
     assert reg["ci"] is not None and reg["ci_method"] == "bootstrap-items"
     assert rec["norm"] > 0 and rec["norm"] <= reg["max_norm"] + 1e-9
     assert inside(rec["alignment_gain_ci"], rec["alignment_gain"])

@@ -24,6 +24,10 @@ console = Console(stderr=True)
 out_console = Console()
 STATE = {"debug": False, "quiet": False}
 
+BUDGET_HELP = ("The recommendation's budget: the most P(correct) to lose, absolute (0.05) "
+               "or relative to the unsteered value (5%).")
+BASELINE_HELP = ("The prompting baseline's instruction, written before each task's text "
+                 "[default: the behavior's own]; `none` to skip it.")
 MODEL_HELP = "`default` (embedded SmolLM2-135M-Instruct), a Hugging Face id, a local folder, or a .gguf file"
 
 
@@ -278,19 +282,30 @@ def fit(
     window: Optional[float] = typer.Option(None, "--window", help="Half-width |r| ≤ w of the local quadratic fit."),
     lam: float = typer.Option(1.0, "--lambda", help="Exchange rate: helpfulness lost per unit of alignment gained."),
     n_boot: int = typer.Option(200, "--n-boot", help="Bootstrap replicates over items."),
+    max_loss: str = typer.Option("0.05", "--max-helpfulness-loss", help=BUDGET_HELP),
 ):
     """Fit the paper's laws, check its assumptions and find the efficient regime; writes fits.json."""
     from repe_tradeoff.theory import fit_run
 
-    kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot,
+    kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot, "max_helpfulness_loss": max_loss,
               "command": " ".join(["repe-tradeoff", *sys.argv[1:]])}
     if window is not None:
         kwargs["window"] = window
     fits = fit_run(run, **kwargs)
     for warning in fits.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
-    rec = (fits.get("recommendation") or {}).get("text")
-    out_console.print(f"wrote {run / 'fits.json'}" + (f"\n{rec}" if rec else ""))
+    print_answer(run, "wrote", run / "fits.json")
+
+
+
+
+def print_answer(run_dir: Path, verb: str, path: Path) -> None:
+    """The recommendation (budgeted, conservative, λ rule; prompting baseline), then the path."""
+    from repe_tradeoff.report.answer import answer_lines
+
+    for line in answer_lines(run_dir):
+        out_console.print(line, highlight=False, soft_wrap=True)
+    out_console.print(f"{verb} {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -342,33 +357,45 @@ def run(config: Path = typer.Argument(..., help="A YAML run configuration (see e
     from repe_tradeoff.pipeline import run_study
 
     cfg = load_config(config)
-    report_path, _ = run_study(cfg, progress=SweepProgress(), command=command_line())
-    out_console.print(f"report: {report_path}")
+    report_path, runs = run_study(cfg, progress=SweepProgress(), command=command_line())
+    if len(runs) == 1:
+        print_answer(runs[0], "report:", report_path)
+    else:
+        out_console.print(f"report: {report_path}")
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
     quick: bool = typer.Option(False, "--quick", help="Fewer items and norms (about a minute)."),
+    max_loss: str = typer.Option("0.05", "--max-helpfulness-loss", help=BUDGET_HELP),
+    baseline_prompt: Optional[str] = typer.Option(None, "--baseline-prompt", help=BASELINE_HELP),
 ):
     """The main job on the embedded model: harmfulness vector, sweep, fits, diagnostics, report."""
+    from pydantic import ValidationError
+
     from repe_tradeoff.pipeline import run_study
 
-    cfg = demo_config(out, quick)
+    try:
+        cfg = demo_config(out, quick, max_loss, baseline_prompt)
+    except ValidationError as err:
+        raise typer.BadParameter(_option_errors(err)) from None
     report_path, runs = run_study(cfg, progress=SweepProgress("demo sweep"), command=command_line())
-    fits = json.loads((runs[0] / "fits.json").read_text())
-    rec = (fits.get("recommendation") or {}).get("text", "no recommendation (see warnings in fits.json)")
-    out_console.print(f"report: {report_path}\nrecommendation: {rec}")
+    print_answer(runs[0], "report:", report_path)
 
 
-def demo_config(out: Path, quick: bool):
+
+
+def demo_config(out: Path, quick: bool, max_loss: str = "0.05", baseline_prompt: str | None = None):
     from repe_tradeoff.config import FitSpec, RunConfig
 
     # Norms in multiples of the mean residual norm: on the embedded model helpfulness reaches
     # chance near 0.2, so the grid spans ±0.2.
     if quick:  # 9 norms × 16 items per task
-        return RunConfig(out=out, norms="-0.2:0.2:0.05", limit=16, fit=FitSpec(n_boot=100))
-    return RunConfig(out=out, norms="-0.2:0.2:0.0125", limit=48)  # 33 norms × 48 items per task
+        return RunConfig(out=out, norms="-0.2:0.2:0.05", limit=16, baseline_prompt=baseline_prompt,
+                         fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
+    return RunConfig(out=out, norms="-0.2:0.2:0.0125", limit=48,  # 33 norms × 48 items per task
+                     baseline_prompt=baseline_prompt, fit=FitSpec(max_helpfulness_loss=max_loss))
 
 
 def main() -> None:

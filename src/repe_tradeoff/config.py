@@ -36,6 +36,16 @@ class FitSpec(_Strict):
     lam: float = Field(1.0, gt=0)
     n_boot: int = Field(200, ge=0)
     choices: int | None = Field(None, ge=2)
+    max_helpfulness_loss: str = Field(
+        "0.05", description="the recommendation's budget: absolute loss of P(correct), or e.g. 5% of r = 0's")
+
+    @field_validator("max_helpfulness_loss", mode="before")
+    @classmethod
+    def _budget(cls, value):
+        from repe_tradeoff.theory.budget import parse_budget
+
+        parse_budget(value)  # raises with the message that says what to give
+        return str(value).strip()
 
 
 class SweepSettings(_Strict):
@@ -112,6 +122,8 @@ class RunConfig(SweepSettings):
     read_position: Literal["last", "mean"] = "last"
     generation_norm: float | None = Field(None, description="R for the side-by-side generations at -R, 0, +R")
     fit: FitSpec = Field(default_factory=FitSpec)
+    baseline_prompt: str | None = Field(
+        None, description="the prompting baseline's instruction; none: no baseline; default: the behavior's own")
 
     @field_validator("model")
     @classmethod

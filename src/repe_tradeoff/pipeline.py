@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from repe_tradeoff.baseline import measure_baseline, resolve_prompt
 from repe_tradeoff.config import ConfigError, RunConfig
 from repe_tradeoff.generation import generate
 from repe_tradeoff.models import LoadedModel, load_model, n_layers, parse_layers
@@ -85,6 +86,12 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
     run_sweep(model, tokenizer, vector, plan, out, config=config, limit=cfg.limit, progress=progress)
     if rank == 0:
         fit(out, cfg)
+    barrier()  # the baseline steers at the norm fits.json recommends
+    instruction = resolve_prompt(cfg.baseline_prompt, exp.behavior)
+    if instruction:
+        measure_baseline(lm, vector, layers, settings, out, instruction, n_boot=cfg.fit.n_boot,
+                         progress=progress, command=command)
+    if rank == 0:
         write_generations(lm, vector, behavior, layers, plan.norms, cfg, out)
     return out
 
@@ -92,7 +99,8 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
 def fit(out: Path, cfg: RunConfig) -> dict:
     from repe_tradeoff.theory import fit_run
 
-    kwargs = {"lam": cfg.fit.lam, "n_boot": cfg.fit.n_boot, "choices": cfg.fit.choices}
+    kwargs = {"lam": cfg.fit.lam, "n_boot": cfg.fit.n_boot, "choices": cfg.fit.choices,
+              "max_helpfulness_loss": cfg.fit.max_helpfulness_loss}
     if cfg.fit.window is not None:
         kwargs["window"] = cfg.fit.window
     return fit_run(out, **kwargs)

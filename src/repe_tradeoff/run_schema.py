@@ -35,6 +35,7 @@ class TaskConfig(_Open):
     scorer: str | None = None
     template: str | None = None
     sha256: str | None = None
+    instruction: str | None = None
 
 
 class VectorInfo(_Open):
@@ -229,6 +230,7 @@ class FitSettings(_Strict):
     n_draws: int
     ci_level: float
     chance_delta: float
+    max_helpfulness_loss: str | None = None
 
 
 class EfficientRegime(_Strict):
@@ -253,16 +255,31 @@ class ParetoPoint(_Strict):
     helpfulness: float
 
 
-class Recommendation(_Strict):
+class NormChoice(_Strict):
+    """A grid norm with what it changes against r = 0 (measured, with 95% intervals)."""
+
     norm: float | None
-    text: str
-    lam: float | None = Field(default=None, alias="lambda")
-    direction: int | None = None
-    ci_method: str | None = None
+    relative_norm: float | None = None
     alignment_gain: float | None = None
     alignment_gain_ci: Interval | None = None
     helpfulness_change: float | None = None
     helpfulness_change_ci: Interval | None = None
+    helpfulness_loss_upper: float | None = None
+
+
+class Recommendation(NormChoice):
+    """``rule`` "budget": the most alignment within ``max_helpfulness_loss`` (and the
+    ``conservative`` norm); "lambda": the exchange-rate rule of the efficient regime."""
+
+    text: str
+    rule: Literal["budget", "lambda"] | None = None
+    budget_spec: str | None = None
+    max_helpfulness_loss: float | None = None
+    helpfulness_at_zero: float | None = None
+    conservative: NormChoice | None = None
+    lam: float | None = Field(default=None, alias="lambda")
+    direction: int | None = None
+    ci_method: str | None = None
     objective_gain: float | None = None
 
 
@@ -274,6 +291,7 @@ class FitsFile(_Strict):
     efficient_regime: EfficientRegime | None
     pareto: list[ParetoPoint]
     recommendation: Recommendation | None
+    lambda_recommendation: Recommendation | None = None
     warnings: list[str]
 
     def alignment_tasks(self) -> dict[str, AlignmentTaskFits]:
@@ -281,6 +299,37 @@ class FitsFile(_Strict):
 
     def helpfulness_tasks(self) -> dict[str, HelpfulnessTaskFits]:
         return {t: f for t, f in self.tasks.items() if isinstance(f, HelpfulnessTaskFits)}
+
+
+# --------------------------------------------------------------------------- baseline.json
+class BaselineRow(_Strict):
+    """One condition of the prompting comparison: means over items with 95% intervals."""
+
+    condition: str
+    instruction: bool
+    norm: float
+    alignment: float | None
+    alignment_ci: Interval | None = None
+    n_alignment: int
+    helpfulness: float | None
+    helpfulness_ci: Interval | None = None
+    n_helpfulness: int
+
+
+class BaselineFile(_Strict):
+    format_version: Literal[1]
+    instruction: str
+    placement: Literal["prefix"]
+    recommended_norm: float
+    alignment_task: str | None
+    helpfulness_task: str | None
+    ci_method: str | None
+    n_boot: int
+    rows: list[BaselineRow]
+
+    def row(self, instruction: bool, steered: bool) -> BaselineRow | None:
+        return next((r for r in self.rows if r.instruction == instruction
+                     and (r.norm != 0.0) == steered), None)
 
 
 def model_fields(model: type[BaseModel]) -> dict[str, Any]:

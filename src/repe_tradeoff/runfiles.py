@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pydantic
 
-from repe_tradeoff.run_schema import FITS_FORMAT_VERSION, FitsFile, RunConfig, TaskConfig
+from repe_tradeoff.run_schema import FITS_FORMAT_VERSION, BaselineFile, FitsFile, RunConfig, TaskConfig
 
 
 class RunFileError(ValueError):
@@ -366,6 +366,24 @@ def read_fits(run_dir: Path) -> FitsFile | None:
 def write_fits(run_dir: Path, fits: FitsFile) -> Path:
     path = Path(run_dir) / "fits.json"
     write_json(path, fits.model_dump(mode="json", by_alias=True))
+    return path
+
+
+# --------------------------------------------------------------------------- baseline
+def read_baseline(run_dir: Path) -> BaselineFile | None:
+    """``baseline.json`` (the prompting comparison) of a run folder, None when there is none."""
+    if not (path := Path(run_dir) / "baseline.json").is_file():
+        return None
+    try:
+        return BaselineFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path}: not valid JSON ({exc.msg}); delete it and rerun the study") from None
+    except pydantic.ValidationError as err:
+        raise _invalid(path, err, "delete it and rerun the study (see docs/run-files.md)") from None
+
+
+def write_baseline(run_dir: Path, baseline: BaselineFile) -> Path:
+    write_json(path := Path(run_dir) / "baseline.json", baseline.model_dump(mode="json"))
     return path
 
 

@@ -72,6 +72,16 @@ def _log_softmax(values: Sequence[float]) -> list[float]:
     return [v - total for v in values]
 
 
+def instructed(instruction: str | None, text: str) -> str:
+    """The task's text with an instruction written before it (a blank line between): the
+    prompting baseline's one rule for every task, inside the user turn of a chat template."""
+    return f"{instruction}\n\n{text}" if instruction else text
+
+
+def _with_instruction(entry: dict, instruction: str | None) -> dict:
+    return {**entry, "instruction": instruction} if instruction else entry
+
+
 def _dump(record) -> dict:
     return record.model_dump() if hasattr(record, "model_dump") else dict(vars(record))
 
@@ -121,6 +131,7 @@ class AlignmentTask(LikelihoodTask):
     scorer: str = "forced-choice"
     template: str = "auto"
     kind: str = "alignment"
+    instruction: str | None = None
     _probe_pairs: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self):
@@ -132,11 +143,12 @@ class AlignmentTask(LikelihoodTask):
         return len(self.items)
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "n_items": self.n_items, "scorer": self.scorer,
-                "template": self.template, "sha256": data_hash(self.items, "items")}
+        return _with_instruction({"name": self.name, "kind": self.kind, "n_items": self.n_items,
+                                  "scorer": self.scorer, "template": self.template,
+                                  "sha256": data_hash(self.items, "items")}, self.instruction)
 
     def _responses(self, tokenizer, item) -> tuple[list[int], list[int], list[int]]:
-        prompt, chat = format_prompt(tokenizer, item.prompt, self.template)
+        prompt, chat = format_prompt(tokenizer, instructed(self.instruction, item.prompt), self.template)
         aligned, misaligned = (encode(tokenizer, t if chat else " " + t, special=False)
                                for t in (item.aligned, item.misaligned))
         return encode(tokenizer, prompt, special=not chat), aligned, misaligned
@@ -188,18 +200,21 @@ class GenerationTask:
     template: str = "auto"
     kind: str = "alignment"
     scorer: str = "generate"
+    instruction: str | None = None
 
     @property
     def n_items(self) -> int:
         return len(self.items)
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "n_items": self.n_items, "scorer": self.scorer,
-                "template": self.template, "sha256": data_hash(self.items, "items")}
+        return _with_instruction({"name": self.name, "kind": self.kind, "n_items": self.n_items,
+                                  "scorer": self.scorer, "template": self.template,
+                                  "sha256": data_hash(self.items, "items")}, self.instruction)
 
     def score_items(self, runner: ChunkRunner, item_ids: Sequence[int]) -> list[dict]:
         judge = response_scorer(runner.response_scorer)
-        texts = runner.generate([self.items[i].prompt for i in item_ids], self.template)
+        texts = runner.generate([instructed(self.instruction, self.items[i].prompt) for i in item_ids],
+                                self.template)
         return [_alignment_record(self.name, r, item, alignment=round(float(judge(texts[j][k])), 7),
                                   response=texts[j][k])
                 for k, r in enumerate(runner.norms) for j, item in enumerate(item_ids)]
@@ -229,6 +244,7 @@ class MultipleChoiceTask(LikelihoodTask):
     format: str = "cloze"
     template: str = "plain"
     kind: str = "helpfulness"
+    instruction: str | None = None
     _letters: list[list[int]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -244,9 +260,10 @@ class MultipleChoiceTask(LikelihoodTask):
         return max(len(q.choices) for q in self.questions)
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "n_items": self.n_items, "format": self.format,
-                "n_choices": self.n_choices, "template": self.template,
-                "sha256": data_hash(self.questions, "questions")}
+        return _with_instruction({"name": self.name, "kind": self.kind, "n_items": self.n_items,
+                                  "format": self.format, "n_choices": self.n_choices,
+                                  "template": self.template,
+                                  "sha256": data_hash(self.questions, "questions")}, self.instruction)
 
     def _prompt(self, tokenizer, q) -> tuple[list[int], bool]:
         if self.format == "letter":
@@ -255,6 +272,7 @@ class MultipleChoiceTask(LikelihoodTask):
             text = LETTER_TEMPLATE.format(about=about, question=q.question, options=options)
         else:
             text = CLOZE_TEMPLATE.format(question=q.question)
+        text = instructed(self.instruction, text)
         if self.template == "chat":
             prompt, chat = format_prompt(tokenizer, text, "chat")
             return encode(tokenizer, prompt, special=False), chat

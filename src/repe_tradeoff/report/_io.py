@@ -8,8 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.run_schema import FitsFile, HelpfulnessFits, HelpfulnessTaskFits
-from repe_tradeoff.runfiles import Curve, RunData, RunFileError, TaskItems, read_fits, read_run
+from repe_tradeoff.run_schema import BaselineFile, FitsFile, HelpfulnessFits, HelpfulnessTaskFits
+from repe_tradeoff.runfiles import (
+    Curve,
+    RunData,
+    RunFileError,
+    TaskItems,
+    read_baseline,
+    read_fits,
+    read_run,
+)
 
 
 class ReportError(ValueError):
@@ -36,6 +44,7 @@ class RunFiles:
     fits: FitsFile | None
     generations: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    baseline: BaselineFile | None = None  # the prompting comparison (baseline.json)
 
     @property
     def run_dir(self) -> Path:
@@ -127,4 +136,9 @@ def load_run(run_dir: Path) -> RunFiles:
         except ValueError as exc:
             problems.append(f"generations.json could not be read: {exc}")
     gens = [g for g in gens if isinstance(g, dict)] if isinstance(gens, list) else []
-    return RunFiles(data, fits, gens, problems)
+    try:
+        baseline = read_baseline(run_dir)
+    except RunFileError as err:
+        baseline = None
+        problems.append(f"baseline.json could not be read: {err}")
+    return RunFiles(data, fits, gens, problems, baseline)

@@ -21,6 +21,8 @@ from repe_tradeoff.run_schema import (
     Prediction,
 )
 from repe_tradeoff.theory import diagnostics as diag
+from repe_tradeoff.theory.budget import conservative_text, sig
+from repe_tradeoff.theory.regime import lambda_words
 
 from ._io import RunFiles, _finite
 
@@ -61,6 +63,9 @@ def fmt_ci(ci: list[float | None] | None) -> str:
 
 
 # --------------------------------------------------------------------------- laws
+#: The forms the paper fits (shown first; the others are folded away).
+PAPER_FORMS = ("tanh", "tanh_monotone", "linear", "corollary", "corollary_paper", "quadratic")
+
 @dataclass
 class LawRow:
     form: str
@@ -188,29 +193,42 @@ class Recommendation:
 
 
 def recommendation(run: RunFiles) -> Recommendation:
+    """The answer: the budgeted norm (the headline), then the conservative norm, the λ rule and
+    the efficient regime as further lines."""
     if run.fits is None:
         return Recommendation(
             "No recommendation yet: this run has no usable fits.json (run `repe-tradeoff fit`).",
             False, [])
     extras = []
+    rec = run.fits.recommendation
+    if rec is not None:
+        cons = conservative_text(rec.model_dump(by_alias=True))
+        if cons:
+            extras.append(cons)
+    lam = run.fits.lambda_recommendation
+    if lam is not None:
+        extras.append(f"Exchange-rate rule: {lam.text.strip()}")
     er = run.fits.efficient_regime
     if er is not None:
-        lam_txt = f" at exchange rate λ = {fmt(er.lam)}"
+        lam_txt = f" at {lambda_words(er.lam)}"
         side = " on the negative side" if er.end_norm is not None and er.end_norm < 0 else ""
         if er.max_norm is None:
             extras.append(f"Efficient regime: does not end inside the grid (searched up to "
-                          f"|r| = {fmt(er.searched_up_to)}){lam_txt}")
+                          f"|r| = {fmt(er.searched_up_to, 3)}){lam_txt}")
         elif er.max_norm <= 0:
             extras.append(f"Efficient regime: empty{lam_txt}")
         else:
             extras.append(
-                f"Efficient regime: |r| ≤ {fmt(er.max_norm)}{side} {fmt_ci(er.ci)}".rstrip()
+                f"Efficient regime: |r| ≤ {fmt(er.max_norm, 3)}{side} {_ci3(er.ci)}".rstrip()
                 + f"{lam_txt}: the alignment gained outweighs the helpfulness lost")
-    rec = run.fits.recommendation
     if rec is None:
         return Recommendation("No recommendation: fits.json has none (see its warnings).",
                               False, extras)
     return Recommendation(rec.text.strip(), rec.norm is not None, extras)
+
+
+def _ci3(ci) -> str:
+    return f"[{sig(ci[0])}, {sig(ci[1])}]" if ci and len(ci) == 2 and None not in ci else ""
 
 
 # --------------------------------------------------------------------------- checks
@@ -263,6 +281,18 @@ CHECK_NAMES = {
     "a3": "A3 — X_i(r) is zero-mean Gaussian with std σ·|r|",
     "prediction": "Prediction — helpfulness predicted from A1/A3 vs measured",
 }
+
+
+VERDICTS = {"pass": "holds", "warn": "holds only roughly", "fail": "does not hold"}
+
+
+def check_sentence(c: Check) -> str:
+    """A check in plain words with its numbers: "On basic-qa, A1 (...) holds: slope 3, ..."."""
+    what, _, claim = c.name.partition(" — ")
+    verdict = VERDICTS.get(c.status)
+    if verdict is None:
+        return f"On {c.task}, {what} ({claim}) {c.detail.replace('not checked', 'was not checked')}."
+    return f"On {c.task}, {what} ({claim}) {verdict}: {c.detail}."
 
 
 def checks(run: RunFiles) -> list[Check]:

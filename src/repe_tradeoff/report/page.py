@@ -15,9 +15,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
+
 from ._io import RunFiles
+from .answer import prompting_note, prompting_rows
 from .content import (
+    PAPER_FORMS,
     THRESHOLDS_NOTE,
+    check_sentence,
     checks,
     config_rows,
     fmt,
@@ -137,34 +142,23 @@ def _laws_html(run: RunFiles) -> str:
             parts.append('<p class="problem">no fits in this block of fits.json</p>')
             continue
         win = sec.winner
-        rows = []
-        for r in sec.rows:
-            cls = ' class="best"' if r.form == win else ""
-            name = esc(r.form) + (" <strong>★</strong>" if r.form == win else "")
-            formula = f'<span class="mono">{esc(r.formula)}</span>' if r.formula else ""
-            if r.error is not None:
-                rows.append(f"<tr{cls}><td>{name}</td><td>{formula}</td><td colspan=\"5\" "
-                            f'class="problem">fit failed: {esc(r.error)}</td>'
-                            f"<td>{esc(r.fitted_on)}</td></tr>")
-                continue
-            params = "<br>".join(esc(fmt_param(*p)) for p in r.params)
-            if r.at_bound:
-                params += (f'<br><span class="muted">at a bound: {esc(", ".join(r.at_bound))}'
-                           "</span>")
-            rows.append(
-                f"<tr{cls}><td>{name}</td><td>{formula}</td>"
-                f'<td class="mono">{params}</td>'
-                f'<td class="num">{fmt(r.r2, 3)}</td><td class="num">{fmt(r.aic)}</td>'
-                f'<td class="num">{fmt(r.bic)}</td><td class="num">{fmt(r.n_points)}</td>'
-                f'<td class="nowrap">{esc(r.fitted_on)}</td></tr>'
-            )
+        if win is None and any(r.compared for r in sec.rows):
+            parts.append(f'<p class="problem">No whole-grid form fits this curve: none reaches '
+                         f"R² ≥ {MIN_BEST_R2:g}, so none is marked best.</p>")
+        rows = [_law_tr(r, win) for r in sec.rows if r.form in PAPER_FORMS]
+        others = [_law_tr(r, win) for r in sec.rows if r.form not in PAPER_FORMS]
         head = "".join(f"<th>{h}</th>" for h in (
             "form", "formula", "parameters [95% CI]", "R²", "AIC", "BIC", "points", "fitted on"))
         methods = sorted({r.ci_method for r in sec.rows if r.ci_method})
         ci_note = (f'<p class="muted">Intervals: {esc(", ".join(methods))}.</p>'
                    if methods else "")
+        parts.append('<p class="muted">The paper\'s forms:</p>' if others else "")
         parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
                      f'<tbody>{"".join(rows)}</tbody></table></div>{ci_note}')
+        folded = []
+        if others:
+            folded.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+                          f'<tbody>{"".join(others)}</tbody></table></div>')
         comp = sec.compared
         if len(comp) >= 2:
             crow = []
@@ -174,26 +168,60 @@ def _laws_html(run: RunFiles) -> str:
                     continue
                 crow.append([esc(r.form), fmt(r.aic), fmt(r.bic), fmt(r.delta_aic, 3),
                              fmt(r.delta_bic, 3), "★ winner" if r.form == win else ""])
-            parts.append('<p class="muted">Model comparison of the whole-grid fits (lower '
-                         "AIC/BIC is better; Δ &gt; 2 is meaningful, Δ &gt; 10 decisive):</p>")
-            parts.append(_table(["form", "AIC", "BIC", "ΔAIC", "ΔBIC", ""], crow))
+            folded.append('<p class="muted">Model comparison of the whole-grid fits (lower '
+                          "AIC/BIC is better; Δ &gt; 2 is meaningful, Δ &gt; 10 decisive):</p>")
+            folded.append(_table(["form", "AIC", "BIC", "ΔAIC", "ΔBIC", ""], crow))
+        if folded:
+            parts.append(f"<details><summary>Other forms ({len(others)}) and the model "
+                         f"comparison</summary>{''.join(folded)}</details>")
     if len(parts) == 1:
         return '<p class="problem">No fitted laws: run `repe-tradeoff fit`.</p>'
     return "\n".join(parts)
 
 
+def _law_tr(r, win: str | None) -> str:
+    """One row of a law table (★: the form fits.json marks best)."""
+    cls = ' class="best"' if r.form == win else ""
+    name = esc(r.form) + (" <strong>★</strong>" if r.form == win else "")
+    formula = f'<span class="mono">{esc(r.formula)}</span>' if r.formula else ""
+    if r.error is not None:
+        return (f"<tr{cls}><td>{name}</td><td>{formula}</td><td colspan=\"5\" "
+                f'class="problem">fit failed: {esc(r.error)}</td>'
+                f"<td>{esc(r.fitted_on)}</td></tr>")
+    params = "<br>".join(esc(fmt_param(*p)) for p in r.params)
+    if r.at_bound:
+        params += (f'<br><span class="muted">at a bound: {esc(", ".join(r.at_bound))}'
+                   "</span>")
+    return (
+        f"<tr{cls}><td>{name}</td><td>{formula}</td>"
+        f'<td class="mono">{params}</td>'
+        f'<td class="num">{fmt(r.r2, 3)}</td><td class="num">{fmt(r.aic)}</td>'
+        f'<td class="num">{fmt(r.bic)}</td><td class="num">{fmt(r.n_points)}</td>'
+        f'<td class="nowrap">{esc(r.fitted_on)}</td></tr>'
+    )
+
+
 def _checks_html(run: RunFiles) -> str:
-    rows = []
+    items = []
     for c in checks(run):
         cls = c.status if c.status in ("pass", "warn", "fail") else "na"
         label = c.status.upper() if cls != "na" else "N/A"
-        rows.append([f'<span class="badge {cls}">{esc(label)}</span>', esc(c.task),
-                     esc(c.name), esc(c.detail)])
-    if not rows:
+        items.append(f'<li><span class="badge {cls}">{esc(label)}</span> {esc(check_sentence(c))}</li>')
+    if not items:
         return ('<p class="problem">No assumption checks: they are in fits.json '
                 "(run `repe-tradeoff fit`).</p>")
-    return (_table(["status", "task", "check", "details"], rows)
-            + f'<p class="muted">{esc(THRESHOLDS_NOTE)}</p>')
+    return (f'<ul class="notes">{"".join(items)}</ul>'
+            f'<p class="muted">{esc(THRESHOLDS_NOTE)}</p>')
+
+
+def _prompting_html(run: RunFiles) -> str:
+    rows = prompting_rows(run)
+    if not rows:
+        return ""
+    table = _table(["condition", "alignment E[B] [95% CI]", "helpfulness P(correct) [95% CI]"],
+                   [[esc(r.condition), esc(r.alignment), esc(r.helpfulness)] for r in rows])
+    return (f'<h3 id="prompting">Steering at r* vs prompting vs both</h3>{table}'
+            f'<p class="muted">{esc(prompting_note(run))}</p>')
 
 
 def _generations_html(run: RunFiles) -> str:
@@ -265,32 +293,41 @@ def run_html(run: RunFiles, figures: list[Rendered], missing_figures: list[str],
         out.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in rec.extras) + "</ul>")
     out.append("</section>")
     out.append(
-        '<nav><a href="#config">configuration</a><a href="#laws">fitted laws</a>'
-        '<a href="#plots">plots</a><a href="#checks">assumption checks</a>'
+        '<nav><a href="#plots">plots</a><a href="#why">why</a><a href="#laws">fitted laws</a>'
         '<a href="#generations">generations</a><a href="#reproduce">reproduce</a>'
-        '<a href="#files">files</a></nav>'
+        '<a href="#config">configuration</a><a href="#files">files</a></nav>'
     )
-    n = notes(run)
-    if n:
-        out.append('<h2 id="notes">Notes</h2><ul class="notes">'
-                   + "".join(f"<li>{esc(x)}</li>" for x in n) + "</ul>")
-    out.append('<h2 id="config">Run configuration</h2>')
-    out.append(_config_html(run))
-    out.append('<h2 id="laws">Fitted laws</h2>')
-    out.append('<p class="muted">95% confidence intervals in brackets. ★ marks the form '
-               "fits.json selects (else the lowest AIC).</p>")
-    out.append(_laws_html(run))
-    out.append('<h2 id="plots">Plots</h2>')
-    for r in figures:
+    # the answer first: the tradeoff, then the curves it is made of
+    order = {"tradeoff": 0, "alignment": 1, "helpfulness": 2}
+    figs = sorted(figures, key=lambda r: order.get(r.name, 3))
+    out.append('<h2 id="plots">The tradeoff</h2>')
+    for r in figs[:1]:
         out.append(_img(r, r.caption, run.run_dir))
+    out.append(_prompting_html(run))
+    for r in figs[1:]:
+        if not r.name.startswith("diagnostics"):
+            out.append(_img(r, r.caption, run.run_dir))
     for m in missing_figures:
         out.append(f'<p class="muted">{esc(m)}</p>')
-    out.append('<h2 id="checks">Assumption checks</h2>')
+    out.append('<h2 id="why">Why: the assumptions, checked</h2>')
     out.append(_checks_html(run))
+    for r in figs[1:]:
+        if r.name.startswith("diagnostics"):
+            out.append(_img(r, r.caption, run.run_dir))
+    n = notes(run)
+    if n:
+        out.append('<h3 id="notes">What the fit had to assume or could not do</h3><ul class="notes">'
+                   + "".join(f"<li>{esc(x)}</li>" for x in n) + "</ul>")
+    out.append('<h2 id="laws">Fitted laws</h2>')
+    out.append('<p class="muted">95% confidence intervals in brackets. ★ marks the form '
+               f"fits.json selects: the lowest AIC among the forms with R² ≥ {MIN_BEST_R2:g}.</p>")
+    out.append(_laws_html(run))
     out.append('<h2 id="generations">Steered generations</h2>')
     out.append(_generations_html(run))
     out.append('<h2 id="reproduce">How to reproduce</h2>')
     out.append(_reproduce_html(run))
+    out.append('<h2 id="config">Run configuration</h2>')
+    out.append(f"<details><summary>config.json of this run</summary>{_config_html(run)}</details>")
     out.append('<h2 id="files">Files</h2><ul>'
                + "".join(f"<li><code>{esc(f)}</code></li>" for f in files) + "</ul>")
     return page(title, "\n".join(out))

@@ -75,12 +75,13 @@ def plot_tradeoff(run: RunFiles) -> Figure | None:
     if rp is not None:
         r, x, y = rp
         ax.scatter([x], [y], marker="*", s=320, color=OKABE_ITO["yellow"], edgecolors="black",
-                   linewidths=1.0, zorder=5, label=f"recommended r = {r:g}")
+                   linewidths=1.0, zorder=5, label=f"recommended r = {r:.3g}")
         x0, x1 = ax.get_xlim()
         left = (x - x0) / (x1 - x0) < 0.5 if x1 > x0 else False
-        ax.annotate(f"recommended\nr = {r:g}", (x, y), xytext=(16 if left else -16, -30),
+        ax.annotate(f"recommended\nr = {r:.3g}", (x, y), xytext=(16 if left else -16, -30),
                     textcoords="offset points", ha="left" if left else "right", fontsize=9,
                     arrowprops={"arrowstyle": "->", "color": "black", "lw": 0.8})
+    _baseline_points(ax, run, metric)
     mlabel = METRIC_STYLE.get(metric, {}).get("label", metric)
     ax.set_xlabel(f"{ALIGN_LABEL} — {plain(atask)}")
     ax.set_ylabel(f"{HELP_LABEL}\n{mlabel} — {plain(htasks[0])}")
@@ -88,6 +89,28 @@ def plot_tradeoff(run: RunFiles) -> Figure | None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", frameon=True, framealpha=0.9)
     return fig
+
+
+def _baseline_points(ax, run: RunFiles, metric: str) -> None:
+    """The prompting baseline (instruction, no steering) and instruction + steering at r*,
+    with their 95% intervals, when baseline.json holds the metric the plot shows."""
+    b = run.baseline
+    if b is None or metric != "helpfulness":
+        return
+    marks = ((b.row(True, False), "s", OKABE_ITO["green"], "prompting (instruction, r = 0)"),
+             (b.row(True, True), "D", OKABE_ITO["blue"], "prompting + steering at r*"))
+    for row, marker, color, label in marks:
+        if row is None or row.alignment is None or row.helpfulness is None:
+            continue
+        xerr = yerr = None
+        if row.alignment_ci and None not in row.alignment_ci:
+            xerr = [[row.alignment - row.alignment_ci[0]], [row.alignment_ci[1] - row.alignment]]
+        if row.helpfulness_ci and None not in row.helpfulness_ci:
+            yerr = [[row.helpfulness - row.helpfulness_ci[0]],
+                    [row.helpfulness_ci[1] - row.helpfulness]]
+        ax.errorbar([row.alignment], [row.helpfulness], xerr=xerr, yerr=yerr, fmt=marker, ms=10,
+                    color=color, mec="black", mew=1.0, ecolor=color, capsize=3, zorder=6,
+                    label=label)
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -10,14 +10,20 @@ from typing import Any
 import numpy as np
 
 from repe_tradeoff.runfiles import atomic_write
+from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
 
 from ._io import RunFiles, _finite
+from .answer import prompting_note, prompting_rows
 from .content import (
+    PAPER_FORMS,
     THRESHOLDS_NOTE,
+    check_sentence,
     checks,
+    config_rows,
     fmt,
     fmt_param,
     law_sections,
+    notes,
     recommendation,
     title_names,
 )
@@ -87,7 +93,21 @@ def _md(text: Any) -> str:
     return _txt(text).replace("|", "\\|")
 
 
+def _law_md(r, win: str | None) -> str:
+    name = f"**{r.form}** (best)" if r.form == win else r.form
+    if r.error is not None:
+        return f"| {_md(name)} | fit failed: {_md(r.error)} | | | | {_md(r.fitted_on)} |"
+    params = "; ".join(fmt_param(*p) for p in r.params)
+    return (f"| {_md(name)} | {_md(params)} | {fmt(r.r2, 3)} | {fmt(r.aic)} | "
+            f"{fmt(r.delta_aic, 3) if r.compared else 'local'} | {_md(r.fitted_on)} |")
+
+
+LAW_HEAD = ["| form | parameters [95% CI] | R² | AIC | ΔAIC | fitted on |", "|---|---|---|---|---|---|"]
+
+
 def summary_md(run: RunFiles, files: list[str]) -> str:
+    """The report in Markdown, in the page's order: the answer, the plots, why, the laws,
+    the configuration (folded)."""
     model, behavior, helpful = title_names(run)
     rec = recommendation(run)
     lines = [
@@ -101,7 +121,25 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
         "",
     ]
     lines += [f"- {_txt(x)}" for x in rec.extras]
-    lines += ["", "## Fitted laws", ""]
+    rows = prompting_rows(run)
+    if rows:
+        lines += ["", "### Steering at r* vs prompting vs both", "",
+                  "| condition | alignment E[B] [95% CI] | helpfulness P(correct) [95% CI] |",
+                  "|---|---|---|"]
+        lines += [f"| {_md(r.condition)} | {_md(r.alignment)} | {_md(r.helpfulness)} |" for r in rows]
+        lines += ["", f"_{_txt(prompting_note(run))}_"]
+    plots = [f for f in files if f.startswith("plots/") and f.endswith(".png")]
+    order = {"plots/tradeoff.png": 0, "plots/alignment.png": 1, "plots/helpfulness.png": 2}
+    lines += ["", "## Plots", ""]
+    lines += [f"![{Path(f).stem}]({f})" for f in sorted(plots, key=lambda f: order.get(f, 3))]
+    lines += ["", "## Why: the assumptions, checked", ""]
+    for c in checks(run):
+        lines.append(f"- **{c.status.upper()}** {_txt(check_sentence(c))}")
+    lines += ["", f"_{THRESHOLDS_NOTE}_", ""]
+    for note in notes(run):
+        lines.append(f"- {_txt(note)}")
+    lines += ["", "## Fitted laws", "",
+              f"_best: the lowest AIC among the whole-grid forms with R² ≥ {MIN_BEST_R2:g}_", ""]
     for sec in law_sections(run):
         lines.append(f"### {_txt(sec.title)}")
         lines.append("")
@@ -109,27 +147,18 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
             lines += [f"_{_txt(sec.problem)}_", ""]
             continue
         lines += [f"- {_txt(x)}" for x in sec.extras]
-        if sec.extras:
-            lines.append("")
-        lines.append("| form | parameters [95% CI] | R² | AIC | ΔAIC | fitted on |")
-        lines.append("|---|---|---|---|---|---|")
-        win = sec.winner
-        for r in sec.rows:
-            name = f"**{r.form}** (best)" if r.form == win else r.form
-            if r.error is not None:
-                lines.append(f"| {_md(name)} | fit failed: {_md(r.error)} | | | | "
-                             f"{_md(r.fitted_on)} |")
-                continue
-            params = "; ".join(fmt_param(*p) for p in r.params)
-            lines.append(
-                f"| {_md(name)} | {_md(params)} | {fmt(r.r2, 3)} | {fmt(r.aic)} | "
-                f"{fmt(r.delta_aic, 3) if r.compared else 'local'} | {_md(r.fitted_on)} |"
-            )
+        if sec.winner is None and any(r.compared for r in sec.rows):
+            lines.append(f"- no whole-grid form fits (none reaches R² ≥ {MIN_BEST_R2:g})")
+        lines += ["", *LAW_HEAD]
+        lines += [_law_md(r, sec.winner) for r in sec.rows if r.form in PAPER_FORMS]
+        others = [_law_md(r, sec.winner) for r in sec.rows if r.form not in PAPER_FORMS]
+        if others:
+            lines += ["", f"<details><summary>Other forms ({len(others)})</summary>", "",
+                      *LAW_HEAD, *others, "", "</details>"]
         lines.append("")
-    lines += ["## Assumption checks", ""]
-    for c in checks(run):
-        lines.append(f"- **{c.status.upper()}** {_txt(c.task)} · {c.name}: {_txt(c.detail)}")
-    lines += ["", f"_{THRESHOLDS_NOTE}_", "", "## Files", ""]
+    lines += ["## Run configuration", "", "<details><summary>config.json</summary>", ""]
+    lines += [f"- `{_md(k)}`: {_md(v)}" for k, v in config_rows(run)]
+    lines += ["", "</details>", "", "## Files", ""]
     lines += [f"- `{f}`" for f in files]
     lines.append("")
     return "\n".join(lines)

@@ -27,6 +27,8 @@ MIN_WINDOW_POINTS = 5
 CHANCE_DELTA = 0.02
 #: Tolerance (fraction of the curve's span) of the monotone range of an alignment curve.
 MONOTONE_TOL = 0.05
+#: Below this R² a whole-grid form is never marked `best` (it is shown, not starred).
+MIN_BEST_R2 = 0.5
 
 
 def _min_window(norms: np.ndarray, m: int) -> float:
@@ -60,9 +62,19 @@ def _compare(results: dict[str, FitResult]) -> tuple[dict, str | None, str | Non
         k: {"aic": v.aic, "bic": v.bic, "delta_aic": v.aic - amin, "delta_bic": v.bic - bmin}
         for k, v in ok.items()
     }
-    best = min(ok, key=lambda k: ok[k].aic)
-    best_bic = min(ok, key=lambda k: ok[k].bic)
+    # a form that explains less than MIN_BEST_R2 of the variance is no law, whatever its AIC
+    fits = {k: v for k, v in ok.items() if v.r2 is not None and v.r2 >= MIN_BEST_R2}
+    best = min(fits, key=lambda k: fits[k].aic) if fits else None
+    best_bic = min(fits, key=lambda k: fits[k].bic) if fits else None
     return table, best, best_bic
+
+
+def _warn_if_none_fits(ctx: FitContext, curve: Curve, results: dict[str, FitResult], best) -> None:
+    r2 = [v.r2 for v in results.values()
+          if v.ok and v.window is None and v.span is None and v.r2 is not None]
+    if best is None and r2:
+        ctx.warn(f"no whole-grid law fits {curve.metric} of {curve.task}: the highest R² is "
+                 f"{max(r2):.3g}, below {MIN_BEST_R2:g}, so no form is marked best")
 
 
 # ------------------------------------------------------------------ alignment
@@ -149,6 +161,7 @@ def fit_alignment(ctx: FitContext, curve: Curve, align_window: float | None):
         out["slope_at_zero"] = {"value": None, "ci": None, "error": tanh.error}
         out["direction"] = None
     table, best, best_bic = _compare(results)
+    _warn_if_none_fits(ctx, curve, results, best)
     out.update(comparison=table, best=best, best_bic=best_bic)
     results["tanh_monotone"] = tanh
     return out, results, sigma
@@ -205,14 +218,18 @@ def fit_helpfulness(
     if n_in < MIN_WINDOW_POINTS:
         m = max(MIN_WINDOW_POINTS, math.ceil(curve.norms.size / 3))
         w = _min_window(curve.norms, m)
+        step = float(np.min(np.diff(curve.norms))) if curve.norms.size > 1 else 0.0
         ctx.warn(
-            f"{curve.task}/{curve.metric}: only {n_in} norm(s) within |r| <= {window:g}; "
-            f"the quadratic is fitted on the central third of the grid, |r| <= {w:g}"
+            f"The local quadratic of {curve.task} ({curve.metric}) needs {MIN_WINDOW_POINTS} "
+            f"norms near 0, but the window |r| ≤ {window:.3g} holds {n_in} of this grid's norms "
+            f"(spaced {step:.3g} apart, up to |r| = {np.max(np.abs(curve.norms)):.3g}), so it is "
+            f"fitted on |r| ≤ {w:.3g}, the central third of the grid."
         )
     quad = fit_law(quadratic_law(), curve.norms, curve.mean, sigma, window=w)
     fits["quadratic"] = _fit_block(ctx, curve, quad, sigma, window=w)
     fits["quadratic"]["window_requested"] = float(window)
     table, best, best_bic = _compare(results)
+    _warn_if_none_fits(ctx, curve, results, best)
     out.update(comparison=table, best=best, best_bic=best_bic)
     i_peak = int(np.argmax(curve.mean))
     out["peak"] = {"norm": float(curve.norms[i_peak]), "value": float(curve.mean[i_peak])}

@@ -43,11 +43,12 @@ from repe_tradeoff.run_schema import FITS_FORMAT_VERSION, FitsFile
 from repe_tradeoff.runfiles import RunFileError, read_run, write_fits
 
 from . import diagnostics as diag
+from .budget import DEFAULT_BUDGET, parse_budget
 from .curve_fits import CHANCE_DELTA, DEFAULT_WINDOW, fit_alignment, fit_helpfulness
 from .errors import TheoryError
 from .fitting import CI_LEVEL
 from .replicates import FitContext, rng_for
-from .tradeoff import tradeoff
+from .tradeoff import budget_tradeoff, tradeoff
 
 FORMAT_VERSION = FITS_FORMAT_VERSION
 __all__ = ["CHANCE_DELTA", "DEFAULT_WINDOW", "FORMAT_VERSION", "fit_run"]
@@ -112,6 +113,7 @@ def fit_run(
     align_window: float | None = None,
     n_draws: int = 2000,
     command: str | None = None,
+    max_helpfulness_loss: str | float = DEFAULT_BUDGET,
 ) -> dict:
     """Fit the theory to the run in ``run_dir``, write ``run_dir/fits.json`` and return it.
 
@@ -122,7 +124,9 @@ def fit_run(
     replicates (0: none). ``seed``: seeds every random draw. ``align_window``: half-width
     of the local linear alignment fit (default: see the module notes). ``n_draws``: Monte
     Carlo draws of the helpfulness prediction. ``command``: the command line that asked
-    for the fit, recorded in ``fits.json`` for the report.
+    for the fit, recorded in ``fits.json`` for the report. ``max_helpfulness_loss``: the
+    budget of the recommendation, absolute (``0.05``) or relative to r = 0 (``"5%"``); see
+    :mod:`.budget`.
 
     Raises :class:`TheoryError` for a missing or malformed run folder or bad arguments.
     """
@@ -136,6 +140,7 @@ def fit_run(
         raise TheoryError(f"lambda must be a non-negative number (got {lam})")
     if int(n_boot) < 0:
         raise TheoryError(f"n_boot must be >= 0 (got {n_boot})")
+    parse_budget(max_helpfulness_loss)
     run_dir = Path(run_dir)
     try:
         run = read_run(run_dir)
@@ -159,6 +164,7 @@ def fit_run(
         "choices": choices, "window": float(window), "align_window": align_window,
         "lambda": float(lam), "n_boot": int(n_boot), "seed": int(seed), "n_draws": int(n_draws),
         "ci_level": CI_LEVEL, "chance_delta": CHANCE_DELTA,
+        "max_helpfulness_loss": str(max_helpfulness_loss).strip(),
     }
     tasks: dict[str, dict] = {}
     align_fits: dict[str, tuple[dict, dict, Any]] = {}
@@ -198,6 +204,7 @@ def fit_run(
     if align_tasks and help_tasks and help_tasks[0] in help_fits:
         a_task, h_task = align_tasks[0], help_tasks[0]
         out.update(tradeoff(ctx, a_task, align_fits[a_task], h_task, help_fits[h_task], lam))
+        out["recommendation"] = budget_tradeoff(ctx, a_task, h_task, str(max_helpfulness_loss))
     out["warnings"] = warnings
     fits = FitsFile.model_validate(_clean(out))
     write_fits(run_dir, fits)

@@ -104,10 +104,16 @@ def pareto(norms: np.ndarray, align: np.ndarray, helpful: np.ndarray) -> list[di
     ]
 
 
-def _fmt_ci(ci, digits: int) -> str:
+def _fmt_ci(ci) -> str:
     if ci is None:
         return ""
-    return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def lambda_words(lam: float) -> str:
+    """``λ = 1 (one unit of alignment, on its -1..1 scale, is worth 1 of P(correct))``."""
+    return (f"λ = {lam:.3g} (one unit of alignment, on its -1..1 scale, is worth {lam:.3g} "
+            "of P(correct), which runs 0..1)")
 
 
 def recommend(
@@ -169,8 +175,9 @@ def recommend(
     if help_reps is not None:
         ci_h = percentile_ci(help_reps[:, j] - help_reps[:, z])
     text = (
-        f"r = {norms[j]:g}: alignment {ga:+.2f}{_fmt_ci(ci_a, 2)}, "
-        f"helpfulness {gh:+.3f}{_fmt_ci(ci_h, 3)}"
+        f"r = {norms[j]:.3g}: alignment {ga:+.3g}{_fmt_ci(ci_a)}, "
+        f"helpfulness {gh:+.3g}{_fmt_ci(ci_h)}, the most alignment + λ·helpfulness inside "
+        f"the efficient regime at {lambda_words(lam)}"
     )
     return {
         **base,

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import budget_recommendation
 from .fitting import CI_LEVEL, FitResult
 from .laws import THEORY_CURVES
 from .regime import common_grid, pareto, recommend, regime_end
@@ -57,7 +58,9 @@ def tradeoff(ctx: FitContext, a_task: str, align_fit, h_task: str, help_fit, lam
     else:
         ctx.warn("alignment and helpfulness share no grid norm: no Pareto frontier")
     tanh = a_results["tanh_monotone"]
-    h_name = _regime_model(h_results, h_blk.get("best"))
+    whole = {n: r for n, r in h_results.items() if r.ok and r.window is None and r.span is None}
+    lowest_aic = min(whole, key=lambda n: whole[n].aic) if whole else None  # the regime needs a curve
+    h_name = _regime_model(h_results, h_blk.get("best") or lowest_aic)
     if not tanh.ok or h_name is None:
         ctx.warn("the tanh or every helpfulness fit failed: no efficient regime")
         return out
@@ -137,5 +140,43 @@ def tradeoff(ctx: FitContext, a_task: str, align_fit, h_task: str, help_fit, lam
             help_reps=None if rh is None else rh[:, ih],
             ci_method=ma if ma == mh else f"{ma}+{mh}",
         )
-        out["recommendation"] = rec
+        out["lambda_recommendation"] = {**rec, "rule": "lambda"}
     return out
+
+
+def _layers_text(layers: list[int]) -> str:
+    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"layers {layers[0]}-{layers[-1]}"
+    return ("layer " if len(layers) == 1 else "layers ") + ", ".join(str(x) for x in layers)
+
+
+def steering_where(ctx: FitContext, a_task: str) -> tuple[str, float | None]:
+    """" on layers 8-15, pca vector of harmfulness" and 1 / the mean residual norm."""
+    cfg = ctx.run.config
+    if cfg is None:
+        return "", None
+    vec = cfg.vector
+    layers = list(getattr(cfg, "layers", None) or (vec.layers if vec else None) or [])
+    method = f"{vec.method} " if vec is not None and vec.method else ""
+    where = (f" on {_layers_text(layers)}, " if layers else " ") + f"{method}vector of {a_task}"
+    residual = list((cfg.norm_scale.residual_norm if cfg.norm_scale else {}).values())
+    per_r = 1.0 / float(np.mean(residual)) if residual and np.mean(residual) > 0 else None
+    return where, per_r
+
+
+def budget_tradeoff(ctx: FitContext, a_task: str, h_task: str, budget: str) -> dict | None:
+    """The budgeted recommendation between two tasks (see :mod:`.budget`), or None."""
+    run = ctx.run
+    a_curve, h_curve = run.curve(a_task, "alignment"), run.curve(h_task, "helpfulness")
+    if a_curve is None or h_curve is None:
+        return None
+    grid, ia, ih = common_grid(a_curve.norms, h_curve.norms)
+    if not grid.size:
+        return None
+    ra, ma = ctx.replicates(a_curve)
+    rh, mh = ctx.replicates(h_curve)
+    where, per_r = steering_where(ctx, a_task)
+    return budget_recommendation(
+        grid, a_curve.mean[ia], h_curve.mean[ih], budget=budget,
+        align_reps=None if ra is None else ra[:, ia], help_reps=None if rh is None else rh[:, ih],
+        ci_method=ma if ma == mh else f"{ma}+{mh}", relative_per_r=per_r, where=where)
