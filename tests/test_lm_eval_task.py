@@ -126,6 +126,17 @@ def test_specs_accept_lm_eval_tasks(tmp_path):
             HelpfulnessSpec.model_validate(bad)
 
 
+def test_settings_build_an_lm_eval_task(task_dir):
+    from repe_tradeoff.prepare import build_tasks
+
+    settings = SweepSettings(helpfulness=[{"lm_eval": "qa_local", "include": str(task_dir)}, "basic-qa"])
+    lm_task, builtin = build_tasks(settings)
+    entry = lm_task.describe()
+    assert (lm_task.name, lm_task.n_items, entry["n_choices"]) == ("lm-eval:qa_local", len(QUESTIONS), 4)
+    assert entry["lm_eval"]["task"] == "qa_local" and entry["lm_eval"]["fewshot_seed"] == 1234
+    assert builtin.name == "basic-qa"
+
+
 def test_cli_refuses_lm_eval_options_it_cannot_use(tmp_path):
     from tests.test_cli_errors import error_message, run_plain
 
