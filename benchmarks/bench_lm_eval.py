@@ -209,7 +209,42 @@ def main(argv=None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results-lm-eval.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out_dir / "RESULTS-lm-eval.md").write_text(markdown(results))
+    update_results_md(args.out_dir)
     print(f"→ {args.out_dir / 'RESULTS-lm-eval.md'}")
+
+
+SECTION = "## lm-eval tasks as helpfulness"
+
+
+def results_section(out_dir: Path) -> str:
+    """The section RESULTS.md ends with: this benchmark's main numbers, from results-lm-eval.json."""
+    path = out_dir / "results-lm-eval.json"
+    if not path.exists():
+        return ""
+    r = json.loads(path.read_text())
+    at8 = next((c for c in r["comparisons"] if c["norm"] == 8.0), r["comparisons"][0])
+    return "\n".join([
+        "", SECTION, "",
+        (f"From `python -m benchmarks.bench_lm_eval` on {r['date']} (details: "
+         "[`RESULTS-lm-eval.md`](RESULTS-lm-eval.md)): a local lm-eval task of the first "
+         f"{r['questions']} basic-qa questions, pca harmfulness vector on blocks {r['layers'][0]}–{r['layers'][-1]}. "
+         f"The sweep of {r['norms']} norms took {r['ours_seconds']:.0f} s; one `lm_eval --model steered` run "
+         f"took {r['lm_eval_per_run_seconds']:.0f} s (median of {len(r['lm_eval_runs'])}), so {r['norms']} runs "
+         f"≈ {r['lm_eval_estimated_seconds']:.0f} s: ratio **{r['ratio']:.3f}**. Against lm-eval's evaluation "
+         f"alone (its model built once, no process per norm) the ratio is {r['ratio_eval_only']:.3f}. "
+         f"Per-option log-likelihoods at r = {at8['norm']:g} differ from lm-eval's by at most "
+         f"{at8['max_abs_diff']:.1e} (same acc and acc_norm on {at8['same_acc']}/{at8['n_docs']} and "
+         f"{at8['same_acc_norm']}/{at8['n_docs']} questions). The machine was shared (load average "
+         f"{r['machine'].get('loadavg_at_start')} at the start)."), ""])
+
+
+def update_results_md(out_dir: Path) -> None:
+    """Replace (or add) the lm-eval section at the end of RESULTS.md, when there is one."""
+    path = out_dir / "RESULTS.md"
+    if path.exists():
+        text = path.read_text()
+        head = text.split("\n" + SECTION, 1)[0].rstrip("\n") + "\n"
+        path.write_text(head + results_section(out_dir))
 
 
 def markdown(r: dict) -> str:

@@ -188,3 +188,16 @@ def test_loglikelihoods_match_lm_evals_steered_model(embedded, task_dir, tmp_pat
     assert worst <= 1e-3
     assert result["results"]["qa_local"]["acc,none"] == pytest.approx(
         sum(r["accuracy"] for r in ours.values()) / len(ours))
+
+
+def test_benchmark_comparison_counts_by_hand():
+    from benchmarks.bench_lm_eval import compare
+
+    records = {(8.0, 0): {"scores": [-1.0, -2.0], "accuracy": 1.0, "accuracy_norm": 0.0},
+               (8.0, 1): {"scores": [-3.0, -0.5], "accuracy": 0.0, "accuracy_norm": 1.0}}
+    samples = {0: {"filtered_resps": [["-1.0004", "False"], ["-2.0", "False"]], "acc": 1.0, "acc_norm": 1.0},
+               1: {"filtered_resps": [["-0.2", "False"], ["-0.5", "True"]], "acc": 1.0, "acc_norm": 1.0}}
+    c = compare(records, samples, 8.0)
+    assert c["max_abs_diff"] == pytest.approx(2.8) and c["median_abs_diff"] == pytest.approx(0.0002)
+    assert (c["same_argmax"], c["same_acc"], c["same_acc_norm"]) == (1, 1, 1)
+    assert (c["acc_ours"], c["acc_lm_eval"], c["acc_norm_ours"]) == (0.5, 1.0, 0.5)
