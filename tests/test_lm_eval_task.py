@@ -148,6 +148,30 @@ def test_cli_refuses_lm_eval_options_it_cannot_use(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_sweep_of_an_lm_eval_task(task_dir, tmp_path):
+    """The whole command: --helpfulness lm-eval:TASK --lm-eval-include DIR on a tiny model."""
+    from repe_tradeoff.vectors import SteeringVector
+    from tests.test_cli_errors import run_plain, save_tiny_model
+
+    tiny = save_tiny_model(tmp_path / "tiny")
+    SteeringVector({1: torch.ones(32)}).normalized().save(tmp_path / "v.safetensors")
+    out = tmp_path / "run"
+    (done,) = run_plain([["-q", "sweep", "--out", str(out), "--vector", str(tmp_path / "v.safetensors"),
+                          "--model", str(tiny), "--norms", "-1,0,1", "--helpfulness", "lm-eval:qa_local",
+                          "--lm-eval-include", str(task_dir)]], str(tmp_path))
+    assert done.rc == 0, done.stderr
+    items = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 3 * len(QUESTIONS) and {r["task"] for r in items} == {"lm-eval:qa_local"}
+    for r in items:  # accuracy_norm by hand: log-likelihood per character of the option
+        choices = QUESTIONS[r["item"]]["choices"]
+        per_char = [s / len(c) for s, c in zip(r["scores"], choices)]
+        assert r["accuracy_norm"] == float(per_char.index(max(per_char)) == r["answer"])
+    metrics = {p["metric"] for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}
+    assert {"helpfulness", "accuracy", "accuracy_norm"} <= metrics
+    config = json.loads((out / "config.json").read_text())
+    assert config["tasks"][0]["lm_eval"]["task"] == "qa_local"
+
+
 @pytest.mark.slow
 def test_loglikelihoods_match_lm_evals_steered_model(embedded, task_dir, tmp_path):
     """The sweep's per-option log-likelihoods at r = 8 (layers 8–15) against lm-eval's own
