@@ -177,7 +177,8 @@ def sweep(
     norms: str = typer.Option("-60:60:4", "--norms", help="start:stop:step (stop included) or a comma list"),
     norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
     alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
-    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, a file"),
+    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, lm-eval:TASK, a file"),
+    lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="A folder of local lm-eval task YAMLs, for --helpfulness lm-eval:TASK."),
     fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
     scorer: str = typer.Option("forced-choice", "--scorer", help="forced-choice, yes-no or generate"),
     response_scorer: str = typer.Option("refusal", "--response-scorer", help="For --scorer generate: refusal, sentiment or module:function"),
@@ -197,7 +198,7 @@ def sweep(
     """Measure alignment and helpfulness at every norm of a grid; writes points.jsonl and items.jsonl."""
     from pydantic import ValidationError
 
-    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
+    from repe_tradeoff.config import BehaviorSpec, SweepSettings
     from repe_tradeoff.models import n_layers, parse_layers
     from repe_tradeoff.prepare import build_tasks, prepare_sweep
     from repe_tradeoff.processes import process_group
@@ -206,6 +207,8 @@ def sweep(
 
     if not alignment and not helpfulness:
         raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
+    if lm_eval_include is not None and not any(h.startswith("lm-eval:") for h in helpfulness):
+        raise typer.BadParameter("--lm-eval-include names a folder of lm-eval tasks: use it with --helpfulness lm-eval:TASK")
     if processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(_relaunch(processes, device))
     try:
@@ -213,7 +216,7 @@ def sweep(
             dtype=dtype, norms=norms, norm_unit=norm_unit, positions=positions, operator=operator, limit=limit,
             batch_size=batch_size, chunk_size=chunk_size, share_lower=not no_share, share_prompts=not no_share,
             response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
-            helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness])
+            helpfulness=[_helpfulness_spec(h, fmt, lm_eval_include) for h in helpfulness])
     except ValidationError as err:
         raise typer.BadParameter(_option_errors(err)) from None
     vec = SteeringVector.load(vector)
@@ -227,6 +230,16 @@ def sweep(
     run_sweep(lm.model, lm.tokenizer, vec, plan, out, config=config, limit=limit, progress=SweepProgress())
     if process_group()[1] == 0:
         out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
+
+
+def _helpfulness_spec(spec: str, fmt: str, lm_eval_include: Path | None):
+    """A --helpfulness option as a spec; --lm-eval-include goes to its lm-eval tasks."""
+    from repe_tradeoff.config import LM_EVAL_PREFIX, HelpfulnessSpec
+
+    if not spec.startswith(LM_EVAL_PREFIX):
+        return HelpfulnessSpec(spec=spec, format=fmt)
+    return HelpfulnessSpec(lm_eval=spec[len(LM_EVAL_PREFIX):], format=fmt,
+                           include=str(lm_eval_include) if lm_eval_include else None)
 
 
 ARGV_ENV = "REPE_TRADEOFF_ARGV"

@@ -25,10 +25,37 @@ class BehaviorSpec(_Strict):
     template: Literal["auto", "chat", "plain"] = "auto"
 
 
+LM_EVAL_PREFIX = "lm-eval:"
+
+
 class HelpfulnessSpec(_Strict):
-    spec: str = Field(description="basic-qa, mmlu:SUBJECT[@FOLDER], or a JSONL/CSV file")
+    spec: str | None = Field(None, description="basic-qa, mmlu:SUBJECT[@FOLDER], lm-eval:TASK, or a JSONL/CSV file")
+    lm_eval: str | None = Field(None, description="a multiple_choice task of lm-evaluation-harness")
+    include: str | None = Field(None, description="with lm_eval: a folder of local lm-eval task YAMLs")
+    num_fewshot: int | None = Field(None, ge=0, description="with lm_eval: overrides the task's few-shot count")
     format: Literal["cloze", "letter"] = "cloze"
     template: Literal["plain", "chat"] = "plain"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_eval_spec(cls, value):
+        """``spec: lm-eval:TASK`` is ``lm_eval: TASK``."""
+        spec = value.get("spec") if isinstance(value, dict) else None
+        if isinstance(spec, str) and spec.startswith(LM_EVAL_PREFIX) and value.get("lm_eval") is None:
+            value = {**value, "spec": None, "lm_eval": spec[len(LM_EVAL_PREFIX):]}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.spec is None) == (self.lm_eval is None):
+            raise ValueError("give a helpfulness task either as `spec` (basic-qa, a file, …) or as `lm_eval: TASK`, not both")
+        if self.lm_eval is not None and not self.lm_eval.strip():
+            raise ValueError("`lm_eval` needs a task name, e.g. lm-eval:arc_easy")
+        if self.lm_eval is None and (self.include is not None or self.num_fewshot is not None):
+            raise ValueError("`include` and `num_fewshot` apply to lm-eval tasks only (`lm_eval: TASK`)")
+        if self.lm_eval is not None and (self.format != "cloze" or self.template != "plain"):
+            raise ValueError("an lm-eval task brings its own prompt format: drop `format`/`template` (letter, chat) for it")
+        return self
 
 
 class FitSpec(_Strict):

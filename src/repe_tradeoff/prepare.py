@@ -34,6 +34,11 @@ def build_tasks(settings: SweepSettings) -> list[Task]:
             )
         tasks.append(alignment_task(behavior.name, list(behavior.items), spec.scorer, spec.template))
     for spec in settings.helpfulness:
+        if spec.lm_eval is not None:
+            from repe_tradeoff.lm_eval_task import lm_eval_task
+
+            tasks.append(lm_eval_task(spec.lm_eval, spec.include, spec.num_fewshot))
+            continue
         task = load_helpfulness(spec.spec)
         tasks.append(MultipleChoiceTask(task.name, list(task.questions), spec.format, spec.template))
     if not tasks:

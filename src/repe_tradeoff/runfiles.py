@@ -50,6 +50,7 @@ METRICS: dict[str, Metric] = {
         Metric("helpfulness_norm", "helpfulness", "1/k"),
         Metric("helpfulness_vocab", "helpfulness", "0"),
         Metric("accuracy", "helpfulness", "1/k"),
+        Metric("accuracy_norm", "helpfulness", "1/k"),  # lm-eval's acc_norm (lm-eval tasks only)
         Metric("logit_shift", "helpfulness", None),
     )
 }

@@ -234,7 +234,8 @@ class MultipleChoiceTask(LikelihoodTask):
     ``cloze``: each option's summed log-likelihood as a continuation of the question; the main
     ``helpfulness`` is the softmax over options of those raw log-likelihoods (the model's
     probability of giving that answer among the options), ``helpfulness_norm`` the same with
-    log-likelihoods divided by the option's length in bytes (lm-eval's acc_norm convention).
+    log-likelihoods divided by the option's length in bytes (as lm-eval's acc_bytes; its acc_norm
+    divides by characters).
     ``letter``: MMLU style, the options listed with letters and P(letter) read after "Answer:",
     both over the full vocabulary and renormalised over the letters (the main number).
     """
