@@ -157,3 +157,35 @@ def test_local_slope_against_numpy_polyfit():
     assert got["window"] == 2.0
     assert got["value"] == pytest.approx(np.polyfit(norms[inside], values[:, inside].mean(0), 1)[0])
     assert got["ci"][0] <= got["value"] <= got["ci"][1]
+
+
+# --------------------------------------------------------------------------- config and command line
+def test_run_config_combine_names_behaviors_of_the_config():
+    from repe_tradeoff.config import RunConfig
+
+    cfg = RunConfig(behaviors=["harmfulness", "fairness"], combine=["harmfulness", "fairness"])
+    assert cfg.combine == ["harmfulness", "fairness"]
+    with pytest.raises(ValueError, match="combine: give two or more different behaviors"):
+        RunConfig(behaviors=["harmfulness"], combine=["harmfulness", "sentiment"])
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-m", "repe_tradeoff", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+
+
+def test_cli_norms_per_vector_and_off_target_matrix(tmp_path):
+    a = tmp_path / "a.safetensors"
+    _vec(1).save(a)
+    bad = _cli("sweep", "--vector", a, "--norms", "-1:1:1", "--norms", "0,1", "--alignment", "harmfulness",
+               "--out", tmp_path / "x")
+    assert bad.returncode != 0 and "2 --norms for 1 --vector" in bad.stderr and "Traceback" not in bad.stderr
+    run = _joint_run(tmp_path, "joint", [-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0])
+    out = _cli("off-target", run)
+    assert out.returncode == 0, out.stderr
+    assert "A" in out.stdout and "B" in out.stdout and "harm" in out.stdout

@@ -321,6 +321,36 @@ def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fit
     out_console.print(f"wrote {build_report(run)}")
 
 
+@app.command("off-target")
+def off_target_cmd(runs: list[Path] = typer.Argument(..., help="Run folders (one vector each, or joint), fitted or not.")):
+    """The matrix of alignment slopes at r = 0, vector × behavior, with 95% CIs, from the runs' fits.json."""
+    from repe_tradeoff.runfiles import read_fits
+    from repe_tradeoff.theory import fit_run
+
+    rows = []
+    for run in runs:
+        fits = read_fits(run) if (run / "fits.json").exists() else None
+        if fits is None or not fits.off_target:
+            fit_run(run)
+            fits = read_fits(run)
+        rows += fits.off_target
+    tasks = list(dict.fromkeys(t for r in rows for t in r.slopes))
+    if not tasks:
+        raise typer.BadParameter("none of the runs scores an alignment task; sweep with --alignment BEHAVIOR")
+    table = Table(title="d alignment / dr at r = 0 [95% CI]")
+    for col in ("vector (read for)", *tasks):
+        table.add_column(col, justify="right")
+    for r in rows:
+        cells = []
+        for t in tasks:
+            slope = r.slopes.get(t)
+            ci = slope.ci if slope is not None and slope.ci and None not in slope.ci else None
+            cells.append("—" if slope is None or slope.value is None
+                         else f"{slope.value:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
+        table.add_row(r.vector + (f" ({r.steered})" if r.steered else ""), *cells)
+    out_console.print(table)
+
+
 @app.command("import-paper")
 def import_paper(
     helpfulness_json: Path = typer.Argument(..., help="An authors' helpfulness curve (p_mean …)."),
