@@ -131,7 +131,7 @@ def test_old_or_invalid_fits_are_refused_with_the_fix(tmp_path):
     (tmp_path / "fits.json").write_text(json.dumps({"format_version": 1, "alignment": {}}))
     with pytest.raises(RunFileError, match=r"format_version 1.*rerun `repe-tradeoff fit"):
         read_fits(tmp_path)
-    doc_fits = _json_blocks()[-1]
+    doc_fits = _json_blocks()[6]
     doc_fits["tasks"]["basic-qa"]["k"] = "four"
     (tmp_path / "fits.json").write_text(json.dumps(doc_fits))
     with pytest.raises(RunFileError, match=r"`tasks.basic-qa.helpfulness.k`.*rerun"):
@@ -204,7 +204,7 @@ def _undeclared(obj, where: str = "") -> list[str]:
 
 
 def test_doc_examples_are_valid_run_files(tmp_path):
-    config, align_item, help_item, point, gens, baseline, fits = _json_blocks()
+    config, align_item, help_item, point, gens, baseline, fits, *_ = _json_blocks()
     assert BaselineFile.model_validate(baseline).row(True, True).norm == baseline["recommended_norm"]
     cfg = RunConfig.model_validate(config)
     # the config's nested entries hold only what the writers write (no `vector.path`)
@@ -229,3 +229,19 @@ def test_every_field_of_the_schema_is_documented():
             if f"`{name}`" not in text and f'"{name}":' not in text:
                 missing.append(f"{model.__name__}.{name}")
     assert not missing, f"fields not in docs/run-files.md: {missing}"
+
+
+def test_doc_joint_examples_are_valid(tmp_path):
+    """The joint-run examples: config keys, a record with `norms`, and the fits blocks."""
+    from repe_tradeoff.run_schema import JointFits, OffTargetRow
+    from repe_tradeoff.runfiles import read_joint
+
+    config, item, fits = _json_blocks()[7:]
+    cfg = RunConfig.model_validate(config)
+    assert [v.name for v in cfg.vectors] == ["harmfulness", "fairness"] and _undeclared(cfg.vectors) == []
+    assert aggregate([item])[0]["norms"] == item["norms"]
+    (tmp_path / "points.jsonl").write_text(json.dumps(aggregate([item])[0]) + "\n")
+    joint = read_joint(tmp_path, ["harmfulness", "fairness"])
+    assert joint.grid.tolist() == [[4.0, 0.0]]
+    JointFits.model_validate(fits["joint"])
+    [OffTargetRow.model_validate(r) for r in fits["off_target"]]

@@ -18,7 +18,7 @@ import torch
 from repe_tradeoff.errors import SweepError
 from repe_tradeoff.generation import generate
 from repe_tradeoff.models import model_device
-from repe_tradeoff.scoring import Scores, Steering, score
+from repe_tradeoff.scoring import Scores, Steering, grid_origin, score
 
 if TYPE_CHECKING:
     from repe_tradeoff.sweep import SweepPlan
@@ -72,7 +72,7 @@ def _score_batch(model, pad: int, seqs: TaskSequences, batch: list[int], norms: 
                         for part in (batch[:half], batch[half:])], 0)
 
 
-def _norm_groups(norms: list[float], rows: int) -> list[list[float]]:
+def _norm_groups(norms: list, rows: int) -> list[list]:
     """The grid in near-equal groups small enough that one sequence at a group (+ norm 0) fits."""
     groups = max(1, math.ceil((len(norms) + 1) / rows))
     per_group = math.ceil(len(norms) / groups)
@@ -88,7 +88,7 @@ def score_chunk(model, tokenizer, seqs: TaskSequences, rows: list[int], plan: Sw
     order = sorted(rows, key=lambda r: (len(seqs.prompts[r]), seqs.owners[r], r))  # a prompt's sequences together
     columns = []
     for group in _norm_groups(plan.norms, budget.rows):
-        step = max(1, budget.rows // (len(group) + (0.0 not in group)))
+        step = max(1, budget.rows // (len(group) + (grid_origin(group) not in group)))
         columns.append(_concat([_score_batch(model, pad, seqs, order[i : i + step], group, steering, budget)
                                 for i in range(0, len(order), step)], 0))
     position = {r: i for i, r in enumerate(order)}

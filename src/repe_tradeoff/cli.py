@@ -173,8 +173,9 @@ def generate_cmd(
 @app.command()
 def sweep(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; resumed if it holds this sweep)."),
-    vector: Path = typer.Option(..., "--vector", help="A vector written by `extract`."),
-    norms: str = typer.Option("-60:60:4", "--norms", help="start:stop:step (stop included) or a comma list"),
+    vector: list[Path] = typer.Option(..., "--vector", help="A vector written by `extract`; give two or more to steer jointly over the product of their grids."),
+    norms: list[str] = typer.Option(["-60:60:4"], "--norms", help="start:stop:step (stop included) or a comma list; once per --vector for a joint sweep (or once, shared)"),
+    orthogonalize: bool = typer.Option(False, "--orthogonalize", help="Joint sweep: make each vector after the first orthogonal to the first at every layer."),
     norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
     alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
     helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, lm-eval:TASK, a file"),
@@ -200,10 +201,10 @@ def sweep(
 
     from repe_tradeoff.config import BehaviorSpec, SweepSettings
     from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.prepare import build_tasks, prepare_sweep
+    from repe_tradeoff.prepare import build_tasks, prepare_joint_sweep, prepare_sweep
     from repe_tradeoff.processes import process_group
     from repe_tradeoff.sweep import run_sweep
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors import SteeringVector, vector_name
 
     if not alignment and not helpfulness:
         raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
@@ -211,23 +212,38 @@ def sweep(
         raise typer.BadParameter("--lm-eval-include names a folder of lm-eval tasks: use it with --helpfulness lm-eval:TASK")
     if processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(_relaunch(processes, device))
+    if len(norms) not in (1, len(vector)):
+        raise typer.BadParameter(f"{len(norms)} --norms for {len(vector)} --vector: give --norms once (shared) "
+                                 "or once per --vector, in the same order")
+    if orthogonalize and len(vector) < 2:
+        raise typer.BadParameter("--orthogonalize needs two or more --vector")
     try:
         settings = SweepSettings(
-            dtype=dtype, norms=norms, norm_unit=norm_unit, positions=positions, operator=operator, limit=limit,
+            dtype=dtype, norms=norms[0], norm_unit=norm_unit, orthogonalize=orthogonalize,
+            joint_norms=norms if len(vector) > 1 and len(norms) > 1 else [], positions=positions, operator=operator, limit=limit,
             batch_size=batch_size, chunk_size=chunk_size, share_lower=not no_share, share_prompts=not no_share,
             response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
             helpfulness=[_helpfulness_spec(h, fmt, lm_eval_include) for h in helpfulness])
     except ValidationError as err:
         raise typer.BadParameter(_option_errors(err)) from None
-    vec = SteeringVector.load(vector)
+    vecs = [SteeringVector.load(path) for path in vector]
     tasks = build_tasks(settings)  # a dataset that cannot be read fails before the model loads
     lm = _load(model, dtype, device, trust_remote_code)
-    vec.check_model(lm.model, str(vector))
-    chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
-    vec.select(chosen)  # a layer the vector lacks fails here, before the run folder is made
-    plan, config = prepare_sweep(lm, settings, vec, chosen, model_name=model, command=command_line(),
-                                 extra={"vector_path": str(vector)}, tasks=tasks)
-    run_sweep(lm.model, lm.tokenizer, vec, plan, out, config=config, limit=limit, progress=SweepProgress())
+    for vec, path in zip(vecs, vector):
+        vec.check_model(lm.model, str(path))
+    chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vecs[0].layers
+    for vec in vecs:
+        vec.select(chosen)  # a layer a vector lacks fails here, before the run folder is made
+    if len(vecs) == 1:
+        plan, config = prepare_sweep(lm, settings, vecs[0], chosen, model_name=model, command=command_line(),
+                                     extra={"vector_path": str(vector[0])}, tasks=tasks)
+    else:
+        names = [vector_name(vec, path) for vec, path in zip(vecs, vector)]
+        plan, config, vecs = prepare_joint_sweep(lm, settings, vecs, names, chosen, model_name=model,
+                                                 command=command_line(), tasks=tasks,
+                                                 extra={"vector_paths": [str(p) for p in vector]})
+    run_sweep(lm.model, lm.tokenizer, vecs[0] if len(vecs) == 1 else vecs, plan, out, config=config, limit=limit,
+              progress=SweepProgress())
     if process_group()[1] == 0:
         out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
 
@@ -331,6 +347,36 @@ def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fit
 
         fit_run(run)
     out_console.print(f"wrote {build_report(run)}")
+
+
+@app.command("off-target")
+def off_target_cmd(runs: list[Path] = typer.Argument(..., help="Run folders (one vector each, or joint), fitted or not.")):
+    """The matrix of alignment slopes at r = 0, vector × behavior, with 95% CIs, from the runs' fits.json."""
+    from repe_tradeoff.runfiles import read_fits
+    from repe_tradeoff.theory import fit_run
+
+    rows = []
+    for run in runs:
+        fits = read_fits(run) if (run / "fits.json").exists() else None
+        if fits is None or not fits.off_target:
+            fit_run(run)
+            fits = read_fits(run)
+        rows += fits.off_target
+    tasks = list(dict.fromkeys(t for r in rows for t in r.slopes))
+    if not tasks:
+        raise typer.BadParameter("none of the runs scores an alignment task; sweep with --alignment BEHAVIOR")
+    table = Table(title="d alignment / dr at r = 0 [95% CI]")
+    for col in ("vector (read for)", *tasks):
+        table.add_column(col, justify="right")
+    for r in rows:
+        cells = []
+        for t in tasks:
+            slope = r.slopes.get(t)
+            ci = slope.ci if slope is not None and slope.ci and None not in slope.ci else None
+            cells.append("—" if slope is None or slope.value is None
+                         else f"{slope.value:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
+        table.add_row(r.vector + (f" ({r.steered})" if r.steered else ""), *cells)
+    out_console.print(table)
 
 
 @app.command("import-paper")

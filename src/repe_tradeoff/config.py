@@ -97,6 +97,9 @@ class SweepSettings(_Strict):
     share_prompts: bool = True
     max_new_tokens: int = Field(40, ge=1)
     response_scorer: str = Field("refusal", description="for the generate scorer: refusal, sentiment or module:function")
+    joint_norms: list[str | list[float]] = Field(
+        default_factory=list, description="a joint sweep's grid per vector, in order (empty: `norms` for each)")
+    orthogonalize: bool = Field(False, description="a joint sweep: make each vector orthogonal to the first, per layer")
 
     @field_validator("behaviors", mode="before")
     @classmethod
@@ -112,6 +115,13 @@ class SweepSettings(_Strict):
     @classmethod
     def _norms(cls, value):
         parse_norms(value)
+        return value
+
+    @field_validator("joint_norms")
+    @classmethod
+    def _joint_norms(cls, value):
+        for grid in value:
+            parse_norms(grid)
         return value
 
     @field_validator("response_scorer")
@@ -151,6 +161,18 @@ class RunConfig(SweepSettings):
     fit: FitSpec = Field(default_factory=FitSpec)
     baseline_prompt: str | None = Field(
         None, description="the prompting baseline's instruction; none: no baseline; default: the behavior's own")
+    combine: list[str] = Field(
+        default_factory=list,
+        description="behaviors whose vectors are also steered jointly (product grid), scoring every behavior")
+
+    @model_validator(mode="after")
+    def _combine_known(self):
+        names = [b.name for b in self.behaviors]
+        unknown = [c for c in self.combine if c not in names]
+        if unknown or (self.combine and len(set(self.combine)) < 2):
+            raise ValueError(f"combine: give two or more different behaviors of `behaviors` ({', '.join(names)}); "
+                             f"got {self.combine}")
+        return self
 
     @field_validator("model")
     @classmethod

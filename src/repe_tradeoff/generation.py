@@ -77,7 +77,9 @@ def generate(
     max_new_tokens: int = 40,
     template: str = "auto",
 ) -> list[list[str]]:
-    """Greedy continuations ``texts[prompt][norm]``, every prompt × norm in one batched, KV-cached call."""
+    """Greedy continuations ``texts[prompt][norm]``, every prompt × norm in one batched, KV-cached call.
+
+    ``vector`` may be a list of vectors steered jointly; ``norms`` are then tuples, one norm per vector."""
     from repe_tradeoff.models import model_device
     from repe_tradeoff.steering import steer
 
@@ -89,7 +91,9 @@ def generate(
     # left padding: every prompt ends at column `width`, where generation starts
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    row_norms = torch.tensor([float(r) for _ in prompts for r in norms])
+    row_norms = torch.tensor([r for _ in prompts for r in norms], dtype=torch.float32)
+    if row_norms.ndim == 2:  # a joint grid (norm tuples) with several vectors: one row of norms per vector
+        row_norms = row_norms.T.contiguous()
     device = model_device(model)
     with steer(model, vector, row_norms, layers=layers, positions=positions, operator=operator,
                prompt_lengths=torch.full((len(rows),), width)):

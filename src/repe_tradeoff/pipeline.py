@@ -12,7 +12,7 @@ from repe_tradeoff.baseline import measure_baseline, resolve_prompt
 from repe_tradeoff.config import ConfigError, RunConfig
 from repe_tradeoff.generation import generate
 from repe_tradeoff.models import LoadedModel, load_model, n_layers, parse_layers
-from repe_tradeoff.prepare import prepare_sweep
+from repe_tradeoff.prepare import prepare_joint_sweep, prepare_sweep
 from repe_tradeoff.processes import process_group
 from repe_tradeoff.reading import extract
 from repe_tradeoff.sweep import atomic_write, run_sweep
@@ -130,6 +130,7 @@ def run_study(cfg: RunConfig, progress=None, command: str | None = None) -> tupl
     exps = experiments(cfg)
     _, rank, _ = process_group()
     runs, lm = [], None
+    done: dict[tuple[str, str, str, str], Path] = {}
     for exp in exps:
         if lm is None or lm.name != exp.model:
             lm = None  # the previous model is freed before the next one loads
@@ -139,6 +140,45 @@ def run_study(cfg: RunConfig, progress=None, command: str | None = None) -> tupl
         runs.append(run_experiment(lm, cfg, exp, folder, progress, command))
         if rank == 0:
             build_report(folder)
+        done[(exp.model, exp.layer_set, exp.method, exp.behavior)] = folder
+        joint = _joint_due(cfg, exp, done)
+        if joint is not None:
+            log.info("joint experiment %s → %s", " × ".join(cfg.combine), joint[1])
+            run_joint_experiment(lm, cfg, exp, joint[0], joint[1], progress, command)
+            if rank == 0:
+                build_report(joint[1])
     if len(runs) == 1 or rank != 0:
         return runs[0] / "report.html", runs
     return build_comparison_report({e.slug: r for e, r in zip(exps, runs)}, cfg.out), runs
+
+
+def _joint_due(cfg: RunConfig, exp: Experiment, done: dict) -> tuple[list[Path], Path] | None:
+    """(the combined behaviors' vector files, the joint folder) once the last of them is extracted."""
+    if not cfg.combine or exp.behavior not in cfg.combine:
+        return None
+    key = (exp.model, exp.layer_set, exp.method)
+    folders = [done.get((*key, b)) for b in cfg.combine]
+    if None in folders or exp.behavior != next(b for b in reversed([b.name for b in cfg.behaviors]) if b in cfg.combine):
+        return None
+    slug = Experiment("+".join(Path(b).stem for b in cfg.combine), exp.layer_set, exp.method, exp.model,
+                      exp.name_model).slug
+    return [f / "vector.safetensors" for f in folders], cfg.out / f"joint-{slug}"
+
+
+def run_joint_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, vector_paths: list[Path], out: Path,
+                         progress=None, command: str | None = None) -> Path:
+    """The combined behaviors' vectors steered together over the product grid, every behavior
+    scored (off-target effects), then fitted (the joint surface)."""
+    model, tokenizer = lm
+    vectors = [SteeringVector.load(p) for p in vector_paths]
+    names = [Path(b).stem for b in cfg.combine]
+    layers = parse_layers(exp.layer_set, n_layers(model))
+    plan, config, vectors = prepare_joint_sweep(
+        lm, cfg, vectors, names, layers, model_name=exp.model,
+        command=f"{command}  # joint experiment {out.name}" if command else None,
+        extra={"layer_set": exp.layer_set, "method": exp.method, "vector_paths": [str(p) for p in vector_paths]},
+    )
+    run_sweep(model, tokenizer, vectors, plan, out, config=config, limit=cfg.limit, progress=progress)
+    if process_group()[1] == 0:
+        fit(out, cfg)
+    return out

@@ -51,10 +51,26 @@ class NormScale(_Open):
     total_per_unit_r: float | None = None
 
 
+class JointVectorInfo(_Open):
+    """One vector of a joint sweep: the name its norms are recorded under, and its grid."""
+
+    name: str
+    sha256: str | None = None
+    layers: list[int] | None = None
+    method: str | None = None
+    behavior: str | None = None
+    norms: list[float] = []
+
+
 class RunConfig(_Open):
     format_version: int = 1
     model: str | None = None
     vector: VectorInfo | None = None
+    vectors: list[JointVectorInfo] = []
+    orthogonalize: bool = False
+    cosines: dict[str, float] = {}
+    cosines_before: dict[str, float] = {}
+    steered_behavior: str | None = None
     norms: list[float] = []
     tasks: list[TaskConfig] = []
     norm_scale: NormScale | None = None
@@ -283,6 +299,59 @@ class Recommendation(NormChoice):
     objective_gain: float | None = None
 
 
+class OffTargetRow(_Strict):
+    """What one vector does to every behavior scored: the slope of alignment at r = 0."""
+
+    vector: str
+    steered: str | None
+    slopes: dict[str, SlopeAtZero]
+    window: float | None
+
+
+class SurfaceFit(_Strict):
+    """``h0 + b1 r1 + b2 r2 + c1 r1² + c2 r2² + c12 r1 r2`` fitted near the origin."""
+
+    task: str
+    metric: str
+    formula: str
+    params: dict[str, float] | None
+    ci: dict[str, Interval | None] | None = None
+    ci_method: str | None = None
+    n_boot: int | None = None
+    window: list[float]
+    n_points: int
+    r2: float | None = None
+    error: str | None = None
+
+
+class JointPrediction(_Strict):
+    """The r² and r1·r2 coefficients of helpfulness predicted from the ±h probes of each vector."""
+
+    task: str
+    probe: list[float]
+    sigma: list[float]
+    rho: float | None
+    weight: float
+    corollary: dict[str, float | None]
+    response: dict[str, float | None] | None = None
+
+
+class JointPoint(_Strict):
+    norms: dict[str, float]
+    helpfulness: float
+    alignment: dict[str, float]
+
+
+class JointFits(_Strict):
+    vectors: list[str]
+    orthogonalize: bool
+    cosines: dict[str, float]
+    cosines_before: dict[str, float]
+    surfaces: dict[str, SurfaceFit]
+    predictions: dict[str, JointPrediction | None]
+    frontier: list[JointPoint]
+
+
 class FitsFile(_Strict):
     format_version: Literal[2]
     command: str | None = None
@@ -292,6 +361,8 @@ class FitsFile(_Strict):
     pareto: list[ParetoPoint]
     recommendation: Recommendation | None
     lambda_recommendation: Recommendation | None = None
+    off_target: list[OffTargetRow] = []
+    joint: JointFits | None = None
     warnings: list[str]
 
     def alignment_tasks(self) -> dict[str, AlignmentTaskFits]:

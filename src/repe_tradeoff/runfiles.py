@@ -139,15 +139,21 @@ def norm_key(r: float) -> float:
 
 
 # --------------------------------------------------------------------------- points
+def _point_key(rec: dict[str, Any]):
+    """A record's grid point: its ``norm``, or (a joint sweep) its ``norms`` as sorted pairs."""
+    return rec["norm"] if "norm" in rec else tuple(sorted(rec["norms"].items()))
+
+
 def aggregate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, standard error (ddof 1) and count per task × metric × norm, in a fixed order."""
+    """Mean, standard error (ddof 1) and count per task × metric × norm (or joint grid point
+    ``norms``), in a fixed order."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     order: dict[str, int] = {}
     for rec in items:
         order.setdefault(rec["task"], len(order))
         for metric in metrics_of(rec["kind"]):
             if rec.get(metric) is not None:
-                groups[(rec["task"], rec["kind"], metric, rec["norm"])].append(rec[metric])
+                groups[(rec["task"], rec["kind"], metric, _point_key(rec))].append(rec[metric])
     rank = {m: i for i, m in enumerate(METRICS)}
     points = []
     for (task, kind, metric, norm), values in sorted(
@@ -155,7 +161,8 @@ def aggregate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ):
         arr = np.asarray(values, dtype=np.float64)
         stderr = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
-        points.append({"task": task, "kind": kind, "metric": metric, "norm": norm,
+        where = {"norms": dict(norm)} if isinstance(norm, tuple) else {"norm": norm}
+        points.append({"task": task, "kind": kind, "metric": metric, **where,
                        "mean": round(float(arr.mean()), 9), "stderr": round(stderr, 9),
                        "n": int(arr.size)})
     return points
@@ -195,8 +202,12 @@ class Curve:
 
 def read_points(path: Path, warnings: list[str]) -> tuple[dict[tuple[str, str], Curve], dict[str, str]]:
     """``points.jsonl`` as curves keyed by ``(task, metric)`` and the kind of every task."""
-    path = Path(path)
-    rows = numbered_rows(path)
+    return curves_of(numbered_rows(Path(path)), Path(path), warnings)
+
+
+def curves_of(rows: list[tuple[int, dict[str, Any]]], path: Path,
+              warnings: list[str]) -> tuple[dict[tuple[str, str], Curve], dict[str, str]]:
+    """:func:`read_points` of rows already read (``(line number, object)``)."""
     if not rows:
         raise RunFileError(f"{path} is empty: it needs one line per task × metric × norm")
     grouped: dict[tuple[str, str], dict[float, tuple[float, float, float]]] = {}
@@ -399,6 +410,7 @@ class RunData:
     items: dict[str, TaskItems]
     config: RunConfig | None
     warnings: list[str] = field(default_factory=list)
+    joint: JointRun | None = None  # a joint sweep's grid; its curves and items are there, not above
 
     def curve(self, task: str, metric: str) -> Curve | None:
         return self.curves.get((task, metric))
@@ -428,6 +440,57 @@ class RunData:
                                  f"assumed k = {DEFAULT_CHOICES} (pass --choices K)")
 
 
+# --------------------------------------------------------------------------- joint runs
+@dataclass
+class JointRun:
+    """A joint sweep of several vectors: ``grid[p]`` is grid point ``p`` (one norm per vector,
+    in the order of ``names``). Its curves and items are those of a one-vector run whose
+    "norm" is the point's index ``p`` (so ``curve.norms`` index ``grid``)."""
+
+    names: list[str]
+    grid: np.ndarray  # (points, vectors)
+    curves: dict[tuple[str, str], Curve]
+    items: dict[str, TaskItems]
+
+    def point(self, norms: np.ndarray) -> np.ndarray:
+        """The (n, vectors) grid coordinates of curve or item norms (point indices)."""
+        return self.grid[np.asarray(norms, dtype=int)]
+
+
+def _joint_rows(path: Path, names: list[str] | None) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    rows = numbered_rows(path)
+    for lineno, row in rows:
+        if not isinstance(row.get("norms"), dict):
+            raise RunFileError(f"{path}:{lineno}: a joint run's line needs `norms` {{vector: r}}")
+    names = names or sorted(rows[0][1]["norms"]) if rows else names or []
+    for lineno, row in rows:
+        if set(row["norms"]) != set(names):
+            raise RunFileError(f"{path}:{lineno}: `norms` names {sorted(row['norms'])}, the run's vectors are "
+                               f"{names}; rerun the sweep into a fresh folder")
+    return names, rows
+
+
+def read_joint(run_dir: Path, names: list[str] | None = None) -> JointRun:
+    """``points.jsonl`` and ``items.jsonl`` of a joint run (``names``: the vectors' order)."""
+    run_dir = Path(run_dir)
+    names, points = _joint_rows(run_dir / "points.jsonl", names)
+    items_path = run_dir / "items.jsonl"
+    names, items = _joint_rows(items_path, names) if items_path.is_file() else (names, [])
+
+    def key(row):
+        return tuple(norm_key(_number(row["norms"][n], "norms", n)) for n in names)
+
+    grid = sorted({key(r) for _, r in points} | {key(r) for _, r in items})
+    index = {g: i for i, g in enumerate(grid)}
+
+    def as_indexed(rows):
+        return [(ln, {k: v for k, v in r.items() if k != "norms"} | {"norm": index[key(r)]}) for ln, r in rows]
+
+    curves, _ = curves_of(as_indexed(points), run_dir / "points.jsonl", [])  # "norm": the point's index
+    return JointRun(names, np.array(grid, dtype=float).reshape(-1, len(names)), curves,
+                    task_items(as_indexed(items), items_path) if items else {})
+
+
 def read_run(run_dir: Path) -> RunData:
     """Read a run folder. ``points.jsonl`` is required, ``config.json`` and ``items.jsonl``
     are optional. Raises :class:`RunFileError` naming the file and the fix."""
@@ -441,10 +504,17 @@ def read_run(run_dir: Path) -> RunData:
             "or write a points.jsonl (see docs/run-files.md)"
         )
     warnings: list[str] = []
-    curves, kinds = read_points(points, warnings)
     config = read_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
-    items_path = run_dir / "items.jsonl"
-    items = task_items(numbered_rows(items_path), items_path) if items_path.is_file() else {}
+    joint = None
+    first = next(iter(numbered_rows(points)), (0, {}))[1]
+    if (config is not None and config.vectors) or ("norms" in first and "norm" not in first):
+        joint = read_joint(run_dir, [v.name for v in config.vectors] if config and config.vectors else None)
+        curves, items = {}, {}
+        kinds = {task: c.kind for (task, _), c in joint.curves.items()}
+    else:
+        curves, kinds = read_points(points, warnings)
+        items_path = run_dir / "items.jsonl"
+        items = task_items(numbered_rows(items_path), items_path) if items_path.is_file() else {}
     named = [t.name for t in config.tasks] if config else []
     order = [t for t in named if t in kinds] + [t for t in kinds if t not in named]
-    return RunData(run_dir, curves, {t: kinds[t] for t in order}, items, config, warnings)
+    return RunData(run_dir, curves, {t: kinds[t] for t in order}, items, config, warnings, joint)

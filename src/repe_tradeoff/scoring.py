@@ -22,9 +22,11 @@ from repe_tradeoff.vectors import SteeringVector
 
 @dataclass(frozen=True)
 class Steering:
-    """How a sweep steers: which vector, where, and how."""
+    """How a sweep steers: which vector (or vectors, steered jointly), where, and how.
 
-    vector: SteeringVector
+    With several vectors a grid point is a tuple of norms, one per vector."""
+
+    vector: SteeringVector | tuple[SteeringVector, ...]
     layers: tuple[int, ...]
     positions: str = "all"
     operator: str = "add"
@@ -79,6 +81,8 @@ def _cache_kwarg(module) -> str:
 def _steered(model, steering: Steering | None, row_norms: Tensor, prompt_lengths: Tensor):
     if steering is None:
         return contextlib.nullcontext()
+    if row_norms.ndim == 2:  # (rows, vectors) of a joint grid: steer takes one row of norms per vector
+        row_norms = row_norms.T.contiguous()
     return steer(model, steering.vector, row_norms, layers=steering.layers, positions=steering.positions,
                  operator=steering.operator, prompt_lengths=prompt_lengths)
 
@@ -99,13 +103,18 @@ class _Grid:
     """The norms asked for, and those evaluated: norm 0 is added when missing, as the reference of
     ``logit_shift``, and dropped again from the output."""
 
-    asked: list[float]
-    evaluated: list[float]
+    asked: list
+    evaluated: list
 
     @classmethod
-    def of(cls, norms: Sequence[float]) -> _Grid:
-        asked = [float(r) for r in norms]
-        return cls(asked, asked if 0.0 in asked else asked + [0.0])
+    def of(cls, norms: Sequence) -> _Grid:
+        asked = [tuple(map(float, r)) if isinstance(r, (tuple, list)) else float(r) for r in norms]
+        zero = grid_origin(asked)
+        return cls(asked, asked if zero in asked else asked + [zero])
+
+    @property
+    def zero(self):
+        return grid_origin(self.evaluated)
 
     @property
     def size(self) -> int:
@@ -116,8 +125,16 @@ class _Grid:
         return torch.tensor([self.evaluated.index(r) for r in self.asked])
 
     def repeat(self, times: int) -> Tensor:
-        """Each row's norm for ``times`` sequences × the evaluated norms (sequence-major)."""
-        return torch.tensor(self.evaluated, dtype=torch.float32).repeat(times)
+        """Each row's norm (``(rows,)``, or ``(rows, vectors)`` for a joint grid) for ``times``
+        sequences × the evaluated norms (sequence-major)."""
+        norms = torch.tensor(self.evaluated, dtype=torch.float32)
+        return norms.repeat(times, *([1] * (norms.ndim - 1)))
+
+
+def grid_origin(norms: Sequence):
+    """The unsteered point of a grid: 0.0, or a tuple of zeros for a joint grid of tuples."""
+    first = norms[0] if len(norms) else 0.0
+    return tuple(0.0 for _ in first) if isinstance(first, (tuple, list)) else 0.0
 
 
 def _pad(seqs: Sequence[Sequence[int]], pad_id: int, *, left: bool = False, width: int | None = None):
@@ -152,7 +169,7 @@ def _scores(grid: _Grid, prompt_row: Tensor, continuation: Tensor, next_logits: 
     and per-sequence continuation sums (sequences × evaluated norms)."""
     n_prompts = next_logits.shape[0] // grid.size
     logits = next_logits.view(n_prompts, grid.size, -1)
-    zero = grid.evaluated.index(0.0)
+    zero = grid.evaluated.index(grid.zero)
     shift = (logits - logits[:, zero : zero + 1]).norm(dim=-1)
     keep = grid.keep
     probes = None

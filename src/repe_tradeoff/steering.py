@@ -2,8 +2,9 @@
 
 Two context managers, both leaving the model's weights and structure untouched:
 
-* :func:`steer` adds the steering vector to each steered block's output, with a scalar norm
-  or one norm per batch row, on chosen token positions, correct under KV-cached generation.
+* :func:`steer` adds the steering vector (or several, each with its own norms) to each steered
+  block's output, with a scalar norm or one norm per batch row, on chosen token positions,
+  correct under KV-cached generation.
 * :func:`fan_out` runs the blocks below the first steered block once per sequence and copies
   rows at that block's input, so many norms share the computation that does not depend on r.
 """
@@ -102,10 +103,12 @@ class _Positions:
 
 class _OnDevice:
     """Norms, prompt lengths and directions copied once per device: a copy from host memory in
-    every hook call would make the host wait for the GPU at every steered block."""
+    every hook call would make the host wait for the GPU at every steered block.
 
-    def __init__(self, vector: SteeringVector, norms: Tensor, lengths: Tensor | None):
-        self.vector, self.norms, self.lengths = vector, norms, lengths
+    ``norms`` has one entry per vector (``(m,)`` scalars, or ``(m, batch)`` per row)."""
+
+    def __init__(self, vectors: Sequence[SteeringVector], norms: Tensor, lengths: Tensor | None):
+        self.vectors, self.norms, self.lengths = list(vectors), norms, lengths
         self._moved: dict = {}
         self._directions: dict = {}
 
@@ -114,10 +117,14 @@ class _OnDevice:
             self._moved[device] = (self.norms.to(device), None if self.lengths is None else self.lengths.to(device))
         return self._moved[device]
 
-    def direction(self, layer: int, device) -> tuple[Tensor, Tensor]:
+    def directions(self, layer: int, device) -> list[tuple[Tensor, Tensor]]:
+        """``(v, v̂)`` of every vector at ``layer``."""
         if (layer, device) not in self._directions:
-            d = self.vector[layer].to(device=device, dtype=torch.float32)
-            self._directions[layer, device] = (d, d / d.norm())
+            pairs = []
+            for vector in self.vectors:
+                d = vector[layer].to(device=device, dtype=torch.float32)
+                pairs.append((d, d / d.norm()))
+            self._directions[layer, device] = pairs
         return self._directions[layer, device]
 
 
@@ -130,14 +137,16 @@ def _row_norms(r: Tensor, batch: int) -> Tensor:
 
 
 def _steering_hook(layer: int, change, where: _Positions, on: _OnDevice):
-    """The forward hook of one block: output + change(output), on the chosen positions."""
+    """The forward hook of one block: output + Σ_vectors change(output), on the chosen positions."""
 
     def hook(module, args, output):
         hidden = _hidden(output)
         r, lengths = on.inputs(hidden.device)
-        direction, unit = on.direction(layer, hidden.device)
         h32 = hidden.to(torch.float32)
-        delta = change(h32, _row_norms(r, hidden.shape[0]), direction, unit)
+        delta = None
+        for i, (direction, unit) in enumerate(on.directions(layer, hidden.device)):
+            part = change(h32, _row_norms(r[i], hidden.shape[0]), direction, unit)
+            delta = part if delta is None else delta + part  # each vector's change, from the same h
         mask = where.mask(hidden, lengths)
         if mask is not None:
             delta = delta * mask
@@ -146,24 +155,48 @@ def _steering_hook(layer: int, change, where: _Positions, on: _OnDevice):
     return hook
 
 
-def _check_steer_args(vector: SteeringVector, layers: list[int], positions: str, operator: str, norms: Tensor):
+def _check_steer_args(vectors: Sequence[SteeringVector], layers: list[int], positions: str, operator: str,
+                      norms: Tensor):
     if positions not in POSITIONS:
         raise SteeringError(f"positions {positions!r} is not one of {', '.join(POSITIONS)}")
     if operator not in OPERATOR_FUNCTIONS:
         raise SteeringError(f"operator {operator!r} is not one of {', '.join(OPERATORS)}")
-    missing = [layer for layer in layers if layer not in vector.directions]
-    if missing:
-        raise SteeringError(f"the vector has no direction for layers {missing}; it has {vector.layers}")
-    if norms.ndim > 1:
+    for i, vector in enumerate(vectors):
+        missing = [layer for layer in layers if layer not in vector.directions]
+        if missing:
+            which = "the vector" if len(vectors) == 1 else f"vector {i + 1}"
+            raise SteeringError(f"{which} has no direction for layers {missing}; it has {vector.layers}")
+    if norms.ndim > 2 or norms.shape[0] != len(vectors):
         raise SteeringError("norm must be a number or one number per batch row")
     if not torch.isfinite(norms).all():
         raise SteeringError("norm must be finite")
 
 
+def _vector_norms(vectors: list[SteeringVector], norm) -> Tensor:
+    """``(m,)`` or ``(m, batch)``: each vector's norm, a scalar or one per row."""
+    if len(vectors) == 1:
+        return torch.as_tensor(norm, dtype=torch.float32).unsqueeze(0)
+    if isinstance(norm, (int, float)) or (isinstance(norm, Tensor) and norm.ndim == 0):
+        raise SteeringError(f"{len(vectors)} vectors need {len(vectors)} norms: give one norm (or one per row) "
+                            "for each vector")
+    parts = list(norm)
+    if len(parts) != len(vectors):
+        raise SteeringError(f"{len(parts)} norms for {len(vectors)} vectors: give one norm (or one per row) "
+                            "for each vector")
+    tensors = [torch.as_tensor(p, dtype=torch.float32) for p in parts]
+    if len({t.shape for t in tensors}) != 1:
+        widths = max((t.shape[0] for t in tensors if t.ndim), default=1)
+        tensors = [t.expand(widths) if t.ndim == 0 else t for t in tensors]  # a scalar beside per-row norms
+    try:
+        return torch.stack(tensors)
+    except RuntimeError:
+        raise SteeringError("every vector's per-row norms must have the same number of rows") from None
+
+
 @contextmanager
 def steer(
     model: nn.Module,
-    vector: SteeringVector,
+    vector: SteeringVector | Sequence[SteeringVector],
     norm: float | Sequence[float] | Tensor = 1.0,
     *,
     layers: Sequence[int] | None = None,
@@ -176,6 +209,11 @@ def steer(
     ``norm`` is the per-layer L2 norm ``r`` of the added vector ``r · v_l / ‖v_l‖ · ‖v_l‖`` — for
     a unit direction simply ``r · v_l``; a 1-D tensor gives each batch row its own norm.
 
+    Several vectors (a list) steer jointly: ``norm`` then holds one entry per vector, each a
+    number or one number per row, and each block's output gets ``Σ_j r_j · v_j`` (every
+    operator's change is computed from the same unsteered output and summed). ``layers``
+    defaults to the first vector's; every vector needs a direction there.
+
     ``positions``: ``all`` (every token, prompt and generated — the paper's setting),
     ``after-prompt`` (tokens at index ≥ ``prompt_lengths[row]``, i.e. generated ones), or
     ``last`` (from the prompt's last token on). Indices are absolute, so steering is the same
@@ -185,16 +223,20 @@ def steer(
     ``ablate-then-add`` (see :data:`OPERATOR_FUNCTIONS`).
     """
     blocks = find_layers(model)
-    vector.check_model(model)
-    layers = list(vector.layers if layers is None else layers)
-    norms = torch.as_tensor(norm, dtype=torch.float32)
-    _check_steer_args(vector, layers, positions, operator, norms)
+    vectors = [vector] if isinstance(vector, SteeringVector) else list(vector)
+    if not vectors:
+        raise SteeringError("no steering vector given")
+    for v in vectors:
+        v.check_model(model)
+    layers = list(vectors[0].layers if layers is None else layers)
+    norms = _vector_norms(vectors, norm)
+    _check_steer_args(vectors, layers, positions, operator, norms)
     lengths = None if prompt_lengths is None else torch.as_tensor(prompt_lengths, dtype=torch.long)
-    where, on = _Positions(positions, lengths), _OnDevice(vector, norms, lengths)
+    where, on = _Positions(positions, lengths), _OnDevice(vectors, norms, lengths)
     for layer in layers:  # copied before the forward starts, while the GPU has no queued work
         param = next(blocks[layer].parameters(), None)
         if param is not None and param.device.type != "meta":
-            on.direction(layer, param.device)
+            on.directions(layer, param.device)
             on.inputs(param.device)
     handles = []
     try:

@@ -14,7 +14,8 @@ import json
 import math
 import os
 import platform
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from repe_tradeoff import __version__
@@ -31,9 +32,13 @@ __all__ = ["SweepError", "SweepPlan", "aggregate", "atomic_write", "run_config",
 
 @dataclass
 class SweepPlan:
-    """What to sweep. ``batch_size`` is the number of rows (sequence × norm) per forward pass."""
+    """What to sweep. ``batch_size`` is the number of rows (sequence × norm) per forward pass.
 
-    norms: list[float]
+    A joint sweep of several vectors names them in ``vector_names``; its ``norms`` are then
+    tuples (one norm per vector, the product of the vectors' grids) and its records carry
+    ``norms: {name: r}`` instead of ``norm``."""
+
+    norms: list
     tasks: list[Task]
     layers: list[int]
     positions: str = "all"
@@ -45,28 +50,56 @@ class SweepPlan:
     max_new_tokens: int = 40
     response_scorer: str = "refusal"
     seed: int = 0
+    vector_names: list[str] = field(default_factory=list)
+
+    @property
+    def joint(self) -> bool:
+        return len(self.vector_names) > 1
+
+
+def _as_vectors(vector) -> list[SteeringVector]:
+    return [vector] if isinstance(vector, SteeringVector) else list(vector)
+
+
+def _vector_info(vector: SteeringVector) -> dict:
+    return {"sha256": vector.sha256(), "layers": vector.layers, "method": vector.metadata.get("method")}
+
+
+def _joint_grids(plan: SweepPlan) -> dict[str, list[float]]:
+    return {name: sorted({p[i] for p in plan.norms}) for i, name in enumerate(plan.vector_names)}
 
 
 def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def run_config(plan: SweepPlan, vector: SteeringVector, *, model_name: str, model_revision, dtype: str, extra=None) -> dict:
-    """The ``config.json`` of a sweep; ``config_hash`` covers everything that changes results."""
+def run_config(plan: SweepPlan, vector: SteeringVector | Sequence[SteeringVector], *, model_name: str,
+               model_revision, dtype: str, extra=None) -> dict:
+    """The ``config.json`` of a sweep; ``config_hash`` covers everything that changes results.
+
+    A joint sweep (several vectors) records ``vectors`` (each with its name and grid) instead
+    of ``vector`` and ``norms``."""
     import torch
     import transformers
 
     tasks = [t.describe() for t in plan.tasks]
-    residual = vector.metadata.get("residual_norms", {})
+    vectors = _as_vectors(vector)
+    residual = vectors[0].metadata.get("residual_norms", {})
+    if plan.joint:
+        grids = _joint_grids(plan)
+        steered = {"vectors": [{"name": name, **_vector_info(v), "behavior": v.metadata.get("dataset"),
+                                "norms": grids[name]}
+                               for name, v in zip(plan.vector_names, vectors)]}
+    else:
+        steered = {"vector": _vector_info(vectors[0]), "norms": plan.norms}
     results = {
         "model": model_name,
         "model_revision": model_revision,
         "dtype": dtype,
-        "vector": {"sha256": vector.sha256(), "layers": vector.layers, "method": vector.metadata.get("method")},
+        **steered,
         "layers": plan.layers,
         "positions": plan.positions,
         "operator": plan.operator,
-        "norms": plan.norms,
         "tasks": tasks,
         "chunk_size": plan.chunk_size,
         "max_new_tokens": plan.max_new_tokens,
@@ -125,10 +158,18 @@ def _chunks(task: Task, chunk_size: int, limit: int | None) -> list[list[int]]:
     return [list(range(s, min(s + chunk_size, n))) for s in range(0, n, chunk_size)]
 
 
+def _labelled(record: dict, plan: SweepPlan) -> dict:
+    """A joint sweep's record: the grid point's tuple becomes ``norms: {vector name: r}``."""
+    if not plan.joint:
+        return record
+    point = record.pop("norm")
+    return {**record, "norms": dict(zip(plan.vector_names, point))}
+
+
 def run_sweep(
     model,
     tokenizer,
-    vector: SteeringVector,
+    vector: SteeringVector | Sequence[SteeringVector],
     plan: SweepPlan,
     out: str | Path,
     *,
@@ -136,7 +177,8 @@ def run_sweep(
     limit: int | None = None,
     progress=None,
 ) -> Path:
-    """Run (or resume) a sweep into ``out`` and return the folder."""
+    """Run (or resume) a sweep into ``out`` and return the folder; several vectors (named in
+    ``plan.vector_names``) steer jointly over the product grid ``plan.norms``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SweepError(f"{out} is a file, not a run folder; give --out a folder path (it is created if missing)")
@@ -166,12 +208,13 @@ def run_sweep(
         mine = deal(pending, rank, world)
         if progress:
             progress.start(sum(len(ids) for _, _, ids in mine) * len(plan.norms), 0)
-        steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower,
+        vectors = _as_vectors(vector)
+        steering = Steering(vectors[0] if len(vectors) == 1 else tuple(vectors), tuple(plan.layers), plan.positions, plan.operator, plan.share_lower,
                             plan.share_prompts)
         runner = ChunkRunner(model, tokenizer, plan, steering, BatchBudget(plan.batch_size))
         with open(items_path, "ab") as f:
             for task, chunk, ids in mine:
-                records = task.score_items(runner, ids)
+                records = [_labelled(rec, plan) for rec in task.score_items(runner, ids)]
                 text = "".join(json.dumps({**rec, "chunk": chunk}, sort_keys=True) + "\n" for rec in records)
                 f.write(text.encode())  # one chunk, one append (O_APPEND: processes never interleave)
                 f.flush()

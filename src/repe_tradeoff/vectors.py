@@ -201,3 +201,36 @@ class SteeringVector:
         atomic_write(path, buffer.getvalue())
         return path
 
+
+
+# --------------------------------------------------------------------------- several vectors
+def vector_name(vector: SteeringVector, path: str | Path | None = None) -> str:
+    """The name a joint sweep records a vector's norms under: its metadata ``name``, else the
+    file's stem, else the behavior it was read from."""
+    name = vector.metadata.get("name")
+    if not name and path is not None:
+        name = Path(path).stem
+    return str(name or vector.metadata.get("dataset") or "vector")
+
+
+def layer_cosines(a: SteeringVector, b: SteeringVector) -> dict[int, float]:
+    """cos(a_l, b_l) at every layer both vectors have."""
+    return {layer: float(torch.nn.functional.cosine_similarity(a[layer].double(), b[layer].double(), dim=0))
+            for layer in a.layers if layer in b.directions}
+
+
+def orthogonalized(b: SteeringVector, a: SteeringVector) -> SteeringVector:
+    """``b`` with ``a``'s direction projected out at every layer, rescaled to ``b``'s length there
+    (so a norm r steers as hard as before): ``b_l − (b_l·â_l) â_l``."""
+    directions = {}
+    for layer in b.layers:
+        d = b[layer].double()
+        if layer in a.directions:
+            unit = a[layer].double() / a[layer].double().norm()
+            rest = d - (d @ unit) * unit
+            if float(rest.norm()) <= 1e-6 * float(d.norm()):
+                raise VectorError(f"layer {layer}: the vectors are parallel, so nothing is left of one "
+                                  "orthogonal to the other; steer them without --orthogonalize")
+            d = rest * (d.norm() / rest.norm())
+        directions[layer] = d.to(torch.float32)
+    return SteeringVector(directions, {**b.metadata, "orthogonalized_to": a.sha256()})

@@ -18,6 +18,7 @@ from pathlib import Path
 from repe_tradeoff.runfiles import atomic_write
 
 from ._io import ReportError, RunFiles, load_run
+from .joint import JOINT_PLOTS, build_joint_report
 from .page import comparison_html, run_html
 from .plot_checks import plot_diagnostics, plot_tradeoff
 from .plots import (
@@ -77,6 +78,9 @@ def _figures(run: RunFiles):
     """(name, figure function, caption, why missing) of every figure of one run."""
     for name, (fn, caption, why) in PLOTS.items():
         yield name, fn, caption, why
+    if len(run.data.tasks_of_kind("alignment")) > 1:  # several behaviors scored: what the vector does to each
+        fn, caption = JOINT_PLOTS["off_target"]
+        yield "off_target", lambda run: fn(run.data, run.fits), caption, "no alignment items"
     fn, caption, why = CHECKS_PLOT
     for i, task in enumerate(run.helpfulness_tasks):
         name = "diagnostics" if i == 0 else f"diagnostics-{i + 1}"
@@ -93,6 +97,15 @@ def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return fmts
 
 
+def _is_joint(run_dir: Path) -> bool:
+    from repe_tradeoff.runfiles import RunFileError, read_run
+
+    try:
+        return read_run(run_dir).joint is not None
+    except RunFileError:
+        return False  # load_run names the problem
+
+
 def build_report(run_dir: Path | str, *, formats=("png", "svg")) -> Path:
     """Write the report of one run folder and return the path of ``report.html``.
 
@@ -102,6 +115,8 @@ def build_report(run_dir: Path | str, *, formats=("png", "svg")) -> Path:
     ``points.jsonl``.
     """
     fmts = _check_formats(formats)
+    if _is_joint(Path(run_dir)):
+        return build_joint_report(Path(run_dir), formats=fmts)
     run = load_run(Path(run_dir))
     plots_dir = run.run_dir / "plots"
     figures: list[Rendered] = []

@@ -47,6 +47,7 @@ from .budget import DEFAULT_BUDGET, parse_budget
 from .curve_fits import CHANCE_DELTA, DEFAULT_WINDOW, fit_alignment, fit_helpfulness
 from .errors import TheoryError
 from .fitting import CI_LEVEL
+from .joint import fit_joint, off_target
 from .replicates import FitContext, rng_for
 from .tradeoff import budget_tradeoff, tradeoff
 
@@ -149,6 +150,8 @@ def fit_run(
     warnings: list[str] = list(run.warnings)
     ctx = FitContext(run, int(n_boot), int(seed), warnings)
 
+    if run.joint is not None:
+        return _fit_joint_run(run, ctx, window, command)
     align_tasks = [t for t in run.tasks_of_kind("alignment") if run.curve(t, "alignment")]
     help_tasks = [
         t
@@ -205,7 +208,27 @@ def fit_run(
         a_task, h_task = align_tasks[0], help_tasks[0]
         out.update(tradeoff(ctx, a_task, align_fits[a_task], h_task, help_fits[h_task], lam))
         out["recommendation"] = budget_tradeoff(ctx, a_task, h_task, str(max_helpfulness_loss))
+    out["off_target"] = off_target(run, n_boot=ctx.n_boot, seed=ctx.seed)
     out["warnings"] = warnings
     fits = FitsFile.model_validate(_clean(out))
     write_fits(run_dir, fits)
+    return fits.model_dump(mode="json", by_alias=True)
+
+
+def _fit_joint_run(run, ctx: FitContext, window: float, command: str | None) -> dict:
+    """fits.json of a joint sweep: off-target slopes along each vector, the joint surface, its
+    prediction and the frontier (the one-vector fits need a one-vector run)."""
+    settings = {
+        "choices": None, "window": float(window), "align_window": None, "lambda": 1.0,
+        "n_boot": ctx.n_boot, "seed": ctx.seed, "n_draws": 0, "ci_level": CI_LEVEL, "chance_delta": CHANCE_DELTA,
+    }
+    out = {
+        "format_version": FORMAT_VERSION, "command": command, "settings": settings, "tasks": {},
+        "efficient_regime": None, "pareto": [], "recommendation": None,
+        "off_target": off_target(run, n_boot=ctx.n_boot, seed=ctx.seed),
+        "joint": fit_joint(run, window=window, n_boot=ctx.n_boot, seed=ctx.seed, warn=ctx.warn),
+        "warnings": ctx.warnings,
+    }
+    fits = FitsFile.model_validate(_clean(out))
+    write_fits(run.run_dir, fits)
     return fits.model_dump(mode="json", by_alias=True)
