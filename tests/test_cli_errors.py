@@ -75,8 +75,10 @@ class Case:
 
 
 def _sweep(out: str, *extra: str) -> tuple[str, ...]:
+    # --norms repeats once per --vector, so a case's own grid replaces the default one
+    grid = () if any(e.startswith("--norms") for e in extra) else ("--norms", "-1,0,1")
     return ("sweep", "--out", f"{{tmp}}/{out}", "--vector", "{vec}/ok.safetensors", "--model", "{tiny}",
-            "--norms", "-1,0,1", "--limit", "2", *extra)
+            *grid, "--limit", "2", *extra)
 
 
 def _generate(vector: str) -> tuple[str, ...]:
