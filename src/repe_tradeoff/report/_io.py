@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.run_schema import FitsFile, HelpfulnessFits, HelpfulnessTaskFits
-from repe_tradeoff.runfiles import Curve, RunData, RunFileError, TaskItems, read_fits, read_run
+from repe_tradeoff.run_schema import FitsFile, HelpfulnessFits, HelpfulnessTaskFits, PredictedPoint
+from repe_tradeoff.runfiles import (Curve, RunData, RunFileError, TaskItems, read_fits, read_predicted,
+                                   read_run)
 
 
 class ReportError(ValueError):
@@ -36,6 +37,12 @@ class RunFiles:
     fits: FitsFile | None
     generations: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    predicted: list[PredictedPoint] = field(default_factory=list)  # predicted.jsonl
+
+    def predicted_curve(self, task: str | None, metric: str) -> list[PredictedPoint]:
+        """The second-order prediction of one task × metric, sorted by norm."""
+        return sorted((p for p in self.predicted if p.task == task and p.metric == metric),
+                      key=lambda p: p.norm)
 
     @property
     def run_dir(self) -> Path:
@@ -82,6 +89,11 @@ class RunFiles:
     def helpfulness_fits(self, task: str) -> HelpfulnessTaskFits | None:
         return self.fits.helpfulness_tasks().get(task) if self.fits else None
 
+    def response_block(self, task: str | None):
+        """The second-order response block of a task in fits.json (None when it has none)."""
+        block = self.fits.tasks.get(task) if self.fits and task is not None else None
+        return None if block is None else block.response
+
     def fitted_curve(self, task: str) -> HelpfulnessFits | None:
         """The fitted helpfulness curve of ``task``: options-restricted, else vocabulary."""
         tf = self.helpfulness_fits(task)
@@ -127,4 +139,9 @@ def load_run(run_dir: Path) -> RunFiles:
         except ValueError as exc:
             problems.append(f"generations.json could not be read: {exc}")
     gens = [g for g in gens if isinstance(g, dict)] if isinstance(gens, list) else []
-    return RunFiles(data, fits, gens, problems)
+    try:
+        predicted = read_predicted(run_dir)
+    except RunFileError as err:
+        predicted = []
+        problems.append(f"predicted.jsonl could not be read: {err}")
+    return RunFiles(data, fits, gens, problems, predicted)

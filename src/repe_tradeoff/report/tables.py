@@ -126,6 +126,13 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
                 f"{fmt(r.delta_aic, 3) if r.compared else 'local'} | {_md(r.fitted_on)} |"
             )
         lines.append("")
+    responses = {t: b.response for t, b in run.fits.tasks.items() if b.response} if run.fits else {}
+    if responses:
+        from .prediction import response_lines
+
+        lines += ["## Prediction from the probe norms", ""]
+        lines += [f"- {_txt(x)}" for t, b in responses.items() for x in response_lines(t, b)]
+        lines.append("")
     lines += ["## Assumption checks", ""]
     for c in checks(run):
         lines.append(f"- **{c.status.upper()}** {_txt(c.task)} · {c.name}: {_txt(c.detail)}")
