@@ -50,7 +50,7 @@ def probe_plan(settings: SweepSettings, vector: SteeringVector, layers: list[int
         unit = "" if settings.norm_unit == "absolute" else " (residual units)"
         raise SweepError(
             f"the grid reaches |r| = {reach / scale:g}{unit} but the probe measures ±2h = "
-            f"±{2 * h / scale:g}: there is no room to predict beyond the probe. Widen --norms or "
+            f"±{2 * h / scale:g}: there is no room to predict beyond the probe: widen --norms or "
             f"give a smaller --probe (at most {reach / scale / 2:g})"
         )
     record = {"h": h, "source": source, "fraction_of_residual": h / (sum(steered) / len(steered))
