@@ -54,7 +54,8 @@ def probe_plan(settings: SweepSettings, vector: SteeringVector, layers: list[int
             f"give a smaller --probe (at most {reach / scale / 2:g})"
         )
     record = {"h": h, "source": source, "fraction_of_residual": h / (sum(steered) / len(steered))
-              if steered else None, "tolerance": DEFAULT_TOLERANCE, "predicted_norms": grid}
+              if steered else None, "tolerance": DEFAULT_TOLERANCE, "predicted_norms": grid,
+              "grid": settings.norms, "grid_unit": settings.norm_unit}
     return grid, h, record
 
 

@@ -83,12 +83,13 @@ def choose_probe(norms: Iterable[float], target_h: float | None = None) -> Probe
     return Probe(h=h, has_2h=has(2 * h) and has(-2 * h))
 
 
-def _estimate(e: Estimate) -> dict[str, Any]:
-    return {"value": e.value, "ci": [e.low, e.high]}
-
-
 def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _estimate(e: Estimate) -> dict[str, Any]:
+    # a zero r² coefficient leaves the spread share undefined: null, not NaN
+    return {"value": _finite(e.value), "ci": [_finite(e.low), _finite(e.high)]}
 
 
 def _validation(v: Validation, scope: str) -> dict[str, Any]:
