@@ -198,7 +198,7 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
                 ecolor=OKABE_ITO["blue"], elinewidth=1, capsize=2,
                 label=f"measured ± stderr ({plain(c.task)})", zorder=3)
     if not compact:
-        draw_prediction(ax, run, task, "alignment", OKABE_ITO["purple"])
+        draw_prediction(ax, run, task, "alignment", OKABE_ITO["green"])
     block = run.fits.alignment_tasks().get(task) if run.fits else None
     lo, hi = float(c.norms.min()), float(c.norms.max())
     if block is not None:
@@ -285,7 +285,7 @@ def _draw_fits(ax: Any, run: RunFiles, task: str, curves: dict[str, Curve], lo: 
             _curve(ax, vcor, _grid(lo, hi), f"corollary fit, full vocabulary{_r2(vcor)}",
                    vocab.chance, color=OKABE_ITO["orange"], lw=1.4)
     if not compact:
-        draw_prediction(ax, run, task, fitted.metric, OKABE_ITO["purple"])
+        draw_prediction(ax, run, task, fitted.metric, OKABE_ITO["green"])
     pred = tf.checks.prediction
     if pred is not None and not compact:
         rm = f" (RMSE {pred.rmse:.3f})" if pred.rmse is not None else ""
