@@ -74,7 +74,7 @@ def test_choose_probe_prefers_a_pair_with_2h_nearest_the_target():
 
 
 def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
-    items = _items(n=25, cubic=0.6, seed=3)
+    items = _items(n=25, cubic=1.5, seed=3)
     run = _write_run(tmp_path / "run", items, GRID)
     fits = fit_run(run, n_boot=50)
     block = fits["tasks"]["qa"]["response"]
@@ -91,11 +91,18 @@ def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
         hi += 1
     window = GRID[lo:hi + 1]
     err = np.array([_hand_prediction(items, r, h) - _hand_measured(items, r) for r in window])
-    (check,) = [v for v in block["validation"] if v["metric"] == "helpfulness"]
+    (check,) = [v for v in block["validation"]
+                if v["metric"] == "helpfulness" and v["scope"] == "loss-window"]
     assert check["norms"] == pytest.approx(window)
     assert check["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))), abs=1e-8)
     assert check["max_error"] == pytest.approx(float(np.abs(err).max()), abs=1e-8)
     assert check["rmse"] > 1e-4  # the cubic is there, and the check sees it
+    radius = block["trust_radius"]
+    assert radius is not None and 2 * h < radius < 1.0  # the cubic is seen beyond the probe
+    (inside,) = [v for v in block["validation"]
+                 if v["metric"] == "helpfulness" and v["scope"] == "trust-radius"]
+    assert inside["norms"] == pytest.approx([r for r in window if abs(r) <= radius])
+    assert inside["status"] is None and inside["rmse"] < check["rmse"]
     # predicted.jsonl holds the same prediction over the whole grid
     pred = {p.norm: p for p in read_predicted(run) if p.task == "qa" and p.metric == "helpfulness"}
     for r in GRID:

@@ -8,9 +8,10 @@ one typed block per task (:class:`~repe_tradeoff.run_schema.HelpfulnessResponseB
 :class:`~repe_tradeoff.run_schema.AlignmentResponseBlock`).
 
 The default probe is ``h = DEFAULT_PROBE_FRACTION × the mean residual norm`` of the steered
-layers. On the embedded model (basic-qa, 48 questions, blocks 11–18 and 8–15) that fraction
-keeps the third-order estimate below ``DEFAULT_TOLERANCE`` (0.01 in P(correct)) out to the
-norms where helpfulness has fallen by 0.15 (README, Metrics).
+layers. On the embedded model (basic-qa, 48 questions) that fraction keeps the estimated
+third-order error below ``DEFAULT_TOLERANCE`` (0.01 in P(correct)) over the probe's own
+norms: the trust radius is 7.2 against 2h = 4.1 on blocks 11–18 and 5.6 against 3.5 on
+blocks 8–15; three times the fraction puts the trust radius (10.2) inside 2h (12.3).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _estimate(e: Estimate) -> dict[str, Any]:
 
 def _validation(v: Validation, scope: str) -> dict[str, Any]:
     status = None
-    if v.metric == "helpfulness":
+    if v.metric == "helpfulness" and scope == "loss-window":
         status = ("pass" if v.rmse <= RESPONSE_PASS_RMSE
                   else "warn" if v.rmse <= RESPONSE_WARN_RMSE else "fail")
     return {"metric": v.metric, "scope": scope, "norms": [float(x) for x in v.norms],
@@ -136,9 +137,10 @@ def response_blocks(responses: Sequence[HelpfulnessResponse | AlignmentResponse]
             checks = [_validation(v, scope)
                       for v in validate(mine, measured, max_loss=VALIDATION_MAX_LOSS)]
             radius = _finite(resp.trust_radius)
-            if isinstance(resp, AlignmentResponse) and radius is not None:
+            if radius is not None:  # the same inside the trust radius (helpfulness: the options')
                 inside = [p for p in mine if abs(p["norm"]) <= radius]
-                checks += [_validation(v, "trust-radius") for v in validate(inside, measured)]
+                checks += [_validation(v, "trust-radius")
+                           for v in validate(inside, measured, max_loss=VALIDATION_MAX_LOSS)]
         if isinstance(resp, HelpfulnessResponse):
             dec = decompose(resp, n_boot=max(n_boot, 1), seed=seed)
             status = next((c["status"] for c in checks if c["metric"] == "helpfulness"), None)
