@@ -15,7 +15,13 @@ from repe_tradeoff.report._io import load_run
 from repe_tradeoff.report.plots import plot_helpfulness
 from repe_tradeoff.report.prediction import build_prediction_summary
 from repe_tradeoff.run_schema import ResponseFile
-from repe_tradeoff.runfiles import read_predicted, write_config, write_jsonl, write_points, write_response
+from repe_tradeoff.runfiles import (
+    read_predicted,
+    write_config,
+    write_jsonl,
+    write_points,
+    write_response,
+)
 from repe_tradeoff.theory import fit_run
 from repe_tradeoff.theory.response_run import choose_probe, run_response
 from tests.test_response import _items, _true_gap, _true_scores

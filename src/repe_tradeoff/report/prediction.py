@@ -14,7 +14,13 @@ from repe_tradeoff.run_schema import (
     PredictedPoint,
     ResponseEstimate,
 )
-from repe_tradeoff.runfiles import RunFileError, atomic_write, read_config, read_predicted, read_response
+from repe_tradeoff.runfiles import (
+    RunFileError,
+    atomic_write,
+    read_config,
+    read_predicted,
+    read_response,
+)
 
 from ._io import ReportError
 from .content import fmt
@@ -52,17 +58,17 @@ def response_lines(task: str, block: HelpfulnessResponseBlock | AlignmentRespons
     """What a task's response says, one fact a line."""
     probe = f"probe h = {fmt(block.probe_h, 4)} ({block.n_items} items)"
     if isinstance(block, AlignmentResponseBlock):
-        lines = [f"{task}: alignment slope at r = 0: {_est(block.slope_at_zero)} per unit r "
-                 f"(2σ'(Δ0)·Δ'); {probe}; the expansion is trusted for {_radius(block)}"]
+        lines = [(f"{task}: alignment slope at r = 0: {_est(block.slope_at_zero)} per unit r "
+                 f"(2σ'(Δ0)·Δ'); {probe}; the expansion is trusted for {_radius(block)}")]
     else:
         d = block.decomposition
         lines = [
-            f"{task}: P(correct) at r = 0 {_est(d.p0)}; r coefficient {_est(d.linear)}; "
+            (f"{task}: P(correct) at r = 0 {_est(d.p0)}; r coefficient {_est(d.linear)}; "
             f"r² coefficient {_est(d.quadratic)} = spread (A3) {_est(d.spread)} + drift "
-            f"{_est(d.drift)}, spread share {_est(d.spread_share, 2)}",
-            f"{task}: {probe}; the expansion is trusted for {_radius(block)} (options) and "
+            f"{_est(d.drift)}, spread share {_est(d.spread_share, 2)}"),
+            (f"{task}: {probe}; the expansion is trusted for {_radius(block)} (options) and "
             f"{_radius(block, block.trust_radius_vocab) if block.trust_radius_vocab else 'n/a'}"
-            " (full vocabulary)",
+            " (full vocabulary)"),
         ]
     lines += [f"{task}: {t}" for t in validation_text(block)]
     return lines
@@ -99,10 +105,10 @@ def build_prediction_summary(run_dir: Path | str) -> Path:
              f"Model: {config.model if config else 'unknown'} · run folder: {run_dir}", "",
              f"Measured only the probe norms {', '.join(fmt(r) for r in config.norms)}"
              if config else "Measured only the probe norms.",
-             f"(probe h = {fmt(probe.get('h'), 4)}, {probe.get('source', 'recorded')}); predicted "
+             (f"(probe h = {fmt(probe.get('h'), 4)}, {probe.get('source', 'recorded')}); predicted "
              f"over {len(response.predicted_norms)} norms from {fmt(min(response.predicted_norms))} "
              f"to {fmt(max(response.predicted_norms))} by the second-order expansion of every "
-             "item's scores (README, Metrics).", "", "## Response", ""]
+             "item's scores (README, Metrics)."), "", "## Response", ""]
     for task, block in response.tasks.items():
         lines += [f"- {x}" for x in response_lines(task, block)]
     lines += ["", "## Predicted curves", "", *_table(points), ""]
