@@ -16,7 +16,18 @@ def render(results: dict, out_dir: Path) -> None:
     results["interpretation"] = interpretation(results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     plot(results, out_dir / "time_vs_norms.png")
-    (out_dir / "RESULTS.md").write_text(markdown(results) + results_section(out_dir))
+    kept = _kept_sections(out_dir / "RESULTS.md")
+    (out_dir / "RESULTS.md").write_text(markdown(results) + kept + results_section(out_dir))
+
+
+def _kept_sections(path: Path) -> str:
+    """The section other benchmarks wrote into RESULTS.md (bench_predict's), kept on rewrite."""
+    from benchmarks.bench_predict import END, START
+
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if START not in text:
+        return ""
+    return "\n" + START + text.split(START, 1)[1].split(END, 1)[0] + END + "\n"
 
 
 def plot(results: dict, path: Path) -> None:

@@ -81,6 +81,11 @@ def _sweep(out: str, *extra: str) -> tuple[str, ...]:
             *grid, "--limit", "2", *extra)
 
 
+def _predict(out: str, *extra: str) -> tuple[str, ...]:
+    return ("predict", "--out", f"{{tmp}}/{out}", "--vector", "{vec}/ok.safetensors", "--model", "{tiny}",
+            "--helpfulness", "basic-qa", "--limit", "2", *extra)
+
+
 def _generate(vector: str) -> tuple[str, ...]:
     return ("generate", "hello", "--vector", vector, "--model", "{tiny}", "--max-new-tokens", "2")
 
@@ -167,6 +172,16 @@ CASES = [
          ("--format", "'essay'"), ("'cloze' or 'letter'",), "o2"),
     Case("options: nothing to measure", _sweep("o3"),
          ("nothing to measure",), ("--alignment", "--helpfulness"), "o3"),
+    # ---- predict (each fails before the model loads and before the run folder is made)
+    Case("predict: grid without room for the probe",
+         _predict("p1", "--norms", "-1:1:1", "--probe", "1"),
+         ("--probe", "|r| = 1", "±2"), ("widen --norms", "smaller --probe", "at most 0.5"), "p1"),
+    Case("predict: no residual norm for the default probe", _predict("p2", "--norms", "-4:4:1"),
+         ("residual norm",), ("give --probe H",), "p2"),
+    Case("predict: a negative probe", _predict("p3", "--norms", "-4:4:1", "--probe", "-1"),
+         ("--probe -1",), ("positive",), "p3"),
+    Case("predict: the generate scorer", _predict("p4", "--norms", "-4:4:1", "--scorer", "generate"),
+         ("--scorer generate", "logit gap"), ("forced-choice or yes-no",), "p4"),
     # ---- configs
     Case("config: unknown key", ("run", "{bad}/configs/unknown_key.yaml"),
          ("unknown_key.yaml", "unknown key `norm`"), ("allowed:", "norms")),

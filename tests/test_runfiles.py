@@ -12,11 +12,20 @@ import typing
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 from pydantic import BaseModel
 
 from repe_tradeoff import run_schema
-from repe_tradeoff.run_schema import BaselineFile, FitsFile, RunConfig
+from repe_tradeoff.run_schema import (
+    AlignmentResponseBlock,
+    BaselineFile,
+    FitsFile,
+    HelpfulnessResponseBlock,
+    PredictedPoint,
+    ResponseFile,
+    RunConfig,
+)
 from repe_tradeoff.runfiles import (
     RunFileError,
     aggregate,
@@ -25,9 +34,13 @@ from repe_tradeoff.runfiles import (
     read_fits,
     read_jsonl,
     read_points,
+    read_predicted,
+    read_response,
     read_run,
     task_items,
     write_points,
+    write_predicted,
+    write_response,
 )
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-files.md"
@@ -131,7 +144,7 @@ def test_old_or_invalid_fits_are_refused_with_the_fix(tmp_path):
     (tmp_path / "fits.json").write_text(json.dumps({"format_version": 1, "alignment": {}}))
     with pytest.raises(RunFileError, match=r"format_version 1.*rerun `repe-tradeoff fit"):
         read_fits(tmp_path)
-    doc_fits = _json_blocks()[6]
+    doc_fits = _doc_block('"settings"')
     doc_fits["tasks"]["basic-qa"]["k"] = "four"
     (tmp_path / "fits.json").write_text(json.dumps(doc_fits))
     with pytest.raises(RunFileError, match=r"`tasks.basic-qa.helpfulness.k`.*rerun"):
@@ -169,6 +182,12 @@ def test_runfiles_import_without_torch():
 def _json_blocks() -> list:
     text = DOC.read_text(encoding="utf-8")
     return [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)]
+
+
+def _doc_block(marker: str) -> dict:
+    """The first JSON example of the doc whose text holds ``marker``."""
+    text = DOC.read_text(encoding="utf-8")
+    return json.loads(next(b for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL) if marker in b))
 
 
 def _models(root: type[BaseModel]) -> set[type[BaseModel]]:
@@ -224,7 +243,7 @@ def test_doc_examples_are_valid_run_files(tmp_path):
 def test_every_field_of_the_schema_is_documented():
     text = DOC.read_text(encoding="utf-8")
     missing = []
-    for model in _models(FitsFile) | _models(RunConfig) | _models(BaselineFile):
+    for model in _models(FitsFile) | _models(RunConfig) | _models(BaselineFile) | _models(ResponseFile) | {PredictedPoint}:
         for name in run_schema.model_fields(model):
             if f"`{name}`" not in text and f'"{name}":' not in text:
                 missing.append(f"{model.__name__}.{name}")
@@ -236,7 +255,7 @@ def test_doc_joint_examples_are_valid(tmp_path):
     from repe_tradeoff.run_schema import JointFits, OffTargetRow
     from repe_tradeoff.runfiles import read_joint
 
-    config, item, fits = _json_blocks()[7:]
+    config, item, fits = _json_blocks()[-3:]  # the joint-run section ends the doc
     cfg = RunConfig.model_validate(config)
     assert [v.name for v in cfg.vectors] == ["harmfulness", "fairness"] and _undeclared(cfg.vectors) == []
     assert aggregate([item])[0]["norms"] == item["norms"]
@@ -245,3 +264,23 @@ def test_doc_joint_examples_are_valid(tmp_path):
     assert joint.grid.tolist() == [[4.0, 0.0]]
     JointFits.model_validate(fits["joint"])
     [OffTargetRow.model_validate(r) for r in fits["off_target"]]
+
+
+def test_doc_response_examples_are_valid(tmp_path):
+    help_block, align_block, predicted, response = _json_blocks()[7:11]  # after fits.json
+    assert HelpfulnessResponseBlock.model_validate(help_block).status == "pass"
+    assert AlignmentResponseBlock.model_validate(align_block).slope_at_zero.value == 0.08
+    write_predicted(tmp_path, [predicted])
+    assert read_predicted(tmp_path)[0].model_dump() == predicted
+    response["tasks"] = {"basic-qa": help_block, "harmfulness": align_block}
+    write_response(tmp_path, ResponseFile.model_validate(response))
+    assert read_response(tmp_path).tasks["harmfulness"].kind == "alignment"
+
+
+def test_predicted_rows_missing_the_band_are_refused(tmp_path):
+    row = {"task": "qa", "kind": "helpfulness", "metric": "helpfulness", "norm": 0.0, "mean": 0.5, "n": 3}
+    with pytest.raises(pydantic.ValidationError):
+        write_predicted(tmp_path, [row])
+    (tmp_path / "predicted.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(RunFileError, match="predicted.jsonl"):
+        read_predicted(tmp_path)

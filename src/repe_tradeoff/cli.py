@@ -256,6 +256,60 @@ def _helpfulness_spec(spec: str, fmt: str, lm_eval_include: Path | None):
         return HelpfulnessSpec(spec=spec, format=fmt)
     return HelpfulnessSpec(lm_eval=spec[len(LM_EVAL_PREFIX):], format=fmt,
                            include=str(lm_eval_include) if lm_eval_include else None)
+@app.command()
+def predict(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder for the probe sweep and the prediction."),
+    vector: Path = typer.Option(..., "--vector", help="A vector written by `extract`."),
+    norms: str = typer.Option(..., "--norms", help="The grid to predict: start:stop:step or a comma list"),
+    norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
+    probe: Optional[float] = typer.Option(None, "--probe", help="Probe size h, in the grid's unit [default: 0.0125 × the steered layers' mean residual norm]."),
+    alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
+    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, a file"),
+    fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
+    scorer: str = typer.Option("forced-choice", "--scorer", help="forced-choice or yes-no (the response needs logit gaps)"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    layer_spec: Optional[str] = typer.Option(None, "--layers", "-l", help="Default: the vector's layers."),
+    positions: str = typer.Option("all", "--positions"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N items of each task."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows (sequence × norm) per forward pass."),
+    n_boot: int = typer.Option(200, "--n-boot", min=0, help="Bootstrap replicates over items for the bands."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Measure only the probe norms 0, ±h, ±2h and predict alignment and helpfulness over the grid."""
+    from pydantic import ValidationError
+
+    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
+    from repe_tradeoff.models import n_layers, parse_layers
+    from repe_tradeoff.predict import probe_plan, run_predict
+    from repe_tradeoff.prepare import build_tasks
+    from repe_tradeoff.vectors import SteeringVector
+
+    if not alignment and not helpfulness:
+        raise typer.BadParameter("nothing to predict: give --alignment BEHAVIOR and/or --helpfulness TASK")
+    if scorer == "generate":
+        raise typer.BadParameter("--scorer generate records no logit gap, so alignment cannot be "
+                                 "expanded in r: use forced-choice or yes-no")
+    try:
+        settings = SweepSettings(
+            dtype=dtype, norms=norms, norm_unit=norm_unit, positions=positions, limit=limit,
+            batch_size=batch_size, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
+            helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness])
+    except ValidationError as err:
+        raise typer.BadParameter(_option_errors(err)) from None
+    vec = SteeringVector.load(vector)
+    if not layer_spec:  # a grid without room for the probe fails before the model loads
+        probe_plan(settings, vec, vec.layers, probe)
+    tasks = build_tasks(settings)
+    lm = _load(model, dtype, device, trust_remote_code)
+    vec.check_model(lm.model, str(vector))
+    chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
+    vec.select(chosen)
+    summary = run_predict(lm, settings, vec, chosen, out, probe=probe, model_name=model,
+                          command=command_line(), extra={"vector_path": str(vector)}, tasks=tasks,
+                          n_boot=n_boot, progress=SweepProgress("probe"))
+    out_console.print(f"wrote {out / 'predicted.jsonl'}, {out / 'response.json'} and {summary}")
 
 
 ARGV_ENV = "REPE_TRADEOFF_ARGV"

@@ -127,6 +127,88 @@ class SlopeAtZero(_Strict):
     error: str | None = None
 
 
+# --------------------------------------------------------------------------- the response
+class ResponseEstimate(_Strict):
+    """A mean over items with its 95 % bootstrap interval."""
+
+    value: float | None
+    ci: Interval | None = None
+
+
+class ResponseValidation(_Strict):
+    """Predicted against measured for one metric over the compared ``norms``."""
+
+    metric: str
+    scope: Literal["loss-window", "all", "trust-radius"]
+    norms: list[float]
+    rmse: float
+    max_error: float
+    window: list[float]
+    status: Status | None = None
+
+
+class _ResponseBase(_Strict):
+    probe_h: float
+    probe_norms: list[float]
+    tolerance: float
+    n_items: int
+    n_dropped: int
+    trust_radius: float | None = None
+    trust_searched_to: float | None = None
+    validation: list[ResponseValidation] = []
+
+
+class HelpfulnessDecomposition(_Strict):
+    p0: ResponseEstimate
+    linear: ResponseEstimate
+    spread: ResponseEstimate
+    drift: ResponseEstimate
+    quadratic: ResponseEstimate
+    spread_share: ResponseEstimate
+
+
+class HelpfulnessResponseBlock(_ResponseBase):
+    """The second-order response of a helpfulness task (see :mod:`repe_tradeoff.theory.response`)."""
+
+    kind: Literal["helpfulness"] = "helpfulness"
+    trust_radius_vocab: float | None = None
+    decomposition: HelpfulnessDecomposition
+    status: Status | None = None
+
+
+class AlignmentResponseBlock(_ResponseBase):
+    """The second-order response of an alignment task: its slope at 0, 2σ'(Δ0)·Δ'."""
+
+    kind: Literal["alignment"] = "alignment"
+    slope_at_zero: ResponseEstimate
+
+
+ResponseBlock = Annotated[HelpfulnessResponseBlock | AlignmentResponseBlock, Field(discriminator="kind")]
+
+
+class PredictedPoint(_Strict):
+    """One line of ``predicted.jsonl``: a points.jsonl row predicted from the probe, with its band."""
+
+    task: str
+    kind: Literal["alignment", "helpfulness"]
+    metric: str
+    norm: float
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+class ResponseFile(_Strict):
+    """``response.json``, written by ``predict``: the response of every task of the probe run."""
+
+    format_version: Literal[1] = 1
+    command: str | None = None
+    predicted_norms: list[float]
+    tasks: dict[str, ResponseBlock]
+    warnings: list[str] = []
+
+
 class AlignmentTaskFits(_CurveFits):
     kind: Literal["alignment"]
     monotone_range: list[float]
@@ -134,6 +216,7 @@ class AlignmentTaskFits(_CurveFits):
     slope_at_zero: SlopeAtZero
     direction: int | None
     transition_norm: float | None = None
+    response: AlignmentResponseBlock | None = None
 
 
 class Peak(_Strict):
@@ -231,6 +314,7 @@ class HelpfulnessTaskFits(_Strict):
     helpfulness: HelpfulnessFits | None
     helpfulness_vocab: HelpfulnessFits | None
     checks: Checks
+    response: HelpfulnessResponseBlock | None = None
 
 
 TaskFits = Annotated[AlignmentTaskFits | HelpfulnessTaskFits, Field(discriminator="kind")]

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pydantic
 
-from repe_tradeoff.run_schema import FITS_FORMAT_VERSION, BaselineFile, FitsFile, RunConfig, TaskConfig
+from repe_tradeoff.run_schema import (FITS_FORMAT_VERSION, BaselineFile, FitsFile, PredictedPoint,
+                                      ResponseFile, RunConfig, TaskConfig)
 
 
 class RunFileError(ValueError):
@@ -397,6 +398,41 @@ def read_baseline(run_dir: Path) -> BaselineFile | None:
 def write_baseline(run_dir: Path, baseline: BaselineFile) -> Path:
     write_json(path := Path(run_dir) / "baseline.json", baseline.model_dump(mode="json"))
     return path
+
+
+# --------------------------------------------------------------------------- the response
+def write_predicted(run_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """``predicted.jsonl``: rows checked against :class:`PredictedPoint`."""
+    path = Path(run_dir) / "predicted.jsonl"
+    write_jsonl(path, [PredictedPoint.model_validate(r).model_dump() for r in rows])
+    return path
+
+
+def read_predicted(run_dir: Path) -> list[PredictedPoint]:
+    """The rows of ``predicted.jsonl`` (empty when the folder has none)."""
+    path = Path(run_dir) / "predicted.jsonl"
+    try:
+        return [PredictedPoint.model_validate(row) for _, row in numbered_rows(path)]
+    except FileNotFoundError:
+        return []
+    except pydantic.ValidationError as err:
+        raise _invalid(path, err, f"rerun `repe-tradeoff fit {run_dir}` or `predict`") from None
+
+
+def write_response(run_dir: Path, response: ResponseFile) -> Path:
+    path = Path(run_dir) / "response.json"
+    write_json(path, response.model_dump(mode="json"))
+    return path
+
+
+def read_response(run_dir: Path) -> ResponseFile | None:
+    path = Path(run_dir) / "response.json"
+    if not path.is_file():
+        return None
+    try:
+        return ResponseFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, pydantic.ValidationError):
+        raise RunFileError(f"{path} is not a valid response file; rerun `repe-tradeoff predict`") from None
 
 
 # --------------------------------------------------------------------------- a run

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.run_schema import BaselineFile, FitsFile, HelpfulnessFits, HelpfulnessTaskFits
+from repe_tradeoff.run_schema import BaselineFile, FitsFile, HelpfulnessFits, HelpfulnessTaskFits, PredictedPoint
 from repe_tradeoff.runfiles import (
     Curve,
     RunData,
@@ -16,6 +16,7 @@ from repe_tradeoff.runfiles import (
     TaskItems,
     read_baseline,
     read_fits,
+    read_predicted,
     read_run,
 )
 
@@ -45,6 +46,12 @@ class RunFiles:
     generations: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
     baseline: BaselineFile | None = None  # the prompting comparison (baseline.json)
+    predicted: list[PredictedPoint] = field(default_factory=list)  # predicted.jsonl
+
+    def predicted_curve(self, task: str | None, metric: str) -> list[PredictedPoint]:
+        """The second-order prediction of one task × metric, sorted by norm."""
+        return sorted((p for p in self.predicted if p.task == task and p.metric == metric),
+                      key=lambda p: p.norm)
 
     @property
     def run_dir(self) -> Path:
@@ -90,6 +97,11 @@ class RunFiles:
 
     def helpfulness_fits(self, task: str) -> HelpfulnessTaskFits | None:
         return self.fits.helpfulness_tasks().get(task) if self.fits else None
+
+    def response_block(self, task: str | None):
+        """The second-order response block of a task in fits.json (None when it has none)."""
+        block = self.fits.tasks.get(task) if self.fits and task is not None else None
+        return None if block is None else block.response
 
     def fitted_curve(self, task: str) -> HelpfulnessFits | None:
         """The fitted helpfulness curve of ``task``: options-restricted, else vocabulary."""
@@ -141,4 +153,9 @@ def load_run(run_dir: Path) -> RunFiles:
     except RunFileError as err:
         baseline = None
         problems.append(f"baseline.json could not be read: {err}")
-    return RunFiles(data, fits, gens, problems, baseline)
+    try:
+        predicted = read_predicted(run_dir)
+    except RunFileError as err:
+        predicted = []
+        problems.append(f"predicted.jsonl could not be read: {err}")
+    return RunFiles(data, fits, gens, problems, baseline, predicted)

@@ -23,6 +23,11 @@ from repe_tradeoff.run_schema import (
 from repe_tradeoff.theory import diagnostics as diag
 from repe_tradeoff.theory.budget import conservative_text, sig
 from repe_tradeoff.theory.regime import lambda_words
+from repe_tradeoff.theory.response_run import (
+    RESPONSE_PASS_RMSE,
+    RESPONSE_WARN_RMSE,
+    VALIDATION_MAX_LOSS,
+)
 
 from ._io import RunFiles, _finite
 
@@ -33,8 +38,11 @@ THRESHOLDS_NOTE = (
     f"A3 pass if, over the smaller half of the norms, the median QQ correlation of X_i(r) "
     f"with a normal is ≥ {diag.A3_PASS_QQ}, the median |mean|/std ≤ {diag.A3_PASS_MEAN} and "
     f"std ≈ σ·|r| has R² ≥ {diag.A3_PASS_FIT_R2}; warn if the QQ correlation is ≥ "
-    f"{diag.A3_WARN_QQ} and |mean|/std ≤ {diag.A3_WARN_MEAN}, else fail; prediction pass if "
-    f"its RMSE against the measured helpfulness is ≤ {diag.PREDICTION_PASS_RMSE}, warn if "
+    f"{diag.A3_WARN_QQ} and |mean|/std ≤ {diag.A3_WARN_MEAN}, else fail; the prediction from "
+    f"the probe norms pass if its helpfulness RMSE, over the norms where the measured "
+    f"helpfulness is within {VALIDATION_MAX_LOSS} of its r = 0 value, is ≤ {RESPONSE_PASS_RMSE}, "
+    f"warn if ≤ {RESPONSE_WARN_RMSE}, else fail; the paper's prediction pass if its RMSE "
+    f"against the measured helpfulness is ≤ {diag.PREDICTION_PASS_RMSE}, warn if "
     f"≤ {diag.PREDICTION_WARN_RMSE}, else fail. N/A: the check could not be made (the reason "
     "is given)."
 )
@@ -279,7 +287,8 @@ def _prediction_details(p: Prediction) -> list[str]:
 CHECK_NAMES = {
     "a1": "A1 — logit shift ‖U·δ_r‖ grows linearly in |r|",
     "a3": "A3 — X_i(r) is zero-mean Gaussian with std σ·|r|",
-    "prediction": "Prediction — helpfulness predicted from A1/A3 vs measured",
+    "response": "Prediction — helpfulness predicted from the probe norms 0, ±h, ±2h vs measured",
+    "prediction": "Paper's prediction — helpfulness predicted from A1/A3 vs measured",
 }
 
 
@@ -293,6 +302,17 @@ def check_sentence(c: Check) -> str:
     if verdict is None:
         return f"On {c.task}, {what} ({claim}) {c.detail.replace('not checked', 'was not checked')}."
     return f"On {c.task}, {what} ({claim}) {verdict}: {c.detail}."
+def _response_check(task: str, block: Any) -> Check:
+    name = CHECK_NAMES["response"]
+    if block is None:
+        return Check(task, name, "n/a", "not computed: see the notes above")
+    from .prediction import response_lines
+
+    if not block.validation:
+        return Check(task, name, "n/a", "the grid measured only the probe norms; "
+                     + "; ".join(x.removeprefix(f"{task}: ") for x in response_lines(task, block)))
+    return Check(task, name, block.status or "n/a",
+                 "; ".join(x.removeprefix(f"{task}: ") for x in response_lines(task, block)))
 
 
 def checks(run: RunFiles) -> list[Check]:
@@ -302,7 +322,10 @@ def checks(run: RunFiles) -> list[Check]:
     out: list[Check] = []
     for task, tf in run.fits.helpfulness_tasks().items():
         for key, details in (("a1", _a1_details), ("a3", _a3_details),
-                             ("prediction", _prediction_details)):
+                             ("response", None), ("prediction", _prediction_details)):
+            if key == "response":
+                out.append(_response_check(task, tf.response))
+                continue
             block = getattr(tf.checks, key)
             if block is None:
                 out.append(Check(task, CHECK_NAMES[key], "n/a",

@@ -167,6 +167,22 @@ def _curve(ax: Any, fit: FitBlock | None, rr: np.ndarray, label: str, chance: fl
         ax.plot(rr, y, label=label, **style)
 
 
+def draw_prediction(ax: Any, run: RunFiles, task: str | None, metric: str, color: str) -> None:
+    """The second-order prediction from the probe norms (predicted.jsonl) with its 95 % band."""
+    pts = run.predicted_curve(task, metric)
+    if len(pts) < 2:
+        return
+    r = np.array([p.norm for p in pts])
+    ax.fill_between(r, [p.low for p in pts], [p.high for p in pts], color=color, alpha=0.18, lw=0)
+    block = run.response_block(task)
+    errs = [v for v in (block.validation if block is not None else [])
+            if v.metric == metric and v.scope != "trust-radius"]
+    err = f", RMSE {errs[0].rmse:.3f}" if errs else ""
+    h = f"h = {block.probe_h:.3g}" if block is not None else "0, ±h"
+    ax.plot(r, [p.mean for p in pts], color=color, lw=1.8, ls=(0, (3, 1)),
+            label=f"predicted from the probe ({h}), 95% band{err}")
+
+
 # --------------------------------------------------------------------------- alignment
 def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
     """Alignment points with the tanh fit and the linear fit near 0; False if no data."""
@@ -181,6 +197,8 @@ def draw_alignment(ax: Any, run: RunFiles, *, compact: bool = False) -> bool:
     ax.errorbar(c.norms, c.mean, yerr=_yerr(c), fmt="o", ms=4, color=OKABE_ITO["blue"],
                 ecolor=OKABE_ITO["blue"], elinewidth=1, capsize=2,
                 label=f"measured ± stderr ({plain(c.task)})", zorder=3)
+    if not compact:
+        draw_prediction(ax, run, task, "alignment", OKABE_ITO["green"])
     block = run.fits.alignment_tasks().get(task) if run.fits else None
     lo, hi = float(c.norms.min()), float(c.norms.max())
     if block is not None:
@@ -266,14 +284,16 @@ def _draw_fits(ax: Any, run: RunFiles, task: str, curves: dict[str, Curve], lo: 
         if vcor is not None:
             _curve(ax, vcor, _grid(lo, hi), f"corollary fit, full vocabulary{_r2(vcor)}",
                    vocab.chance, color=OKABE_ITO["orange"], lw=1.4)
+    if not compact:
+        draw_prediction(ax, run, task, fitted.metric, OKABE_ITO["green"])
     pred = tf.checks.prediction
     if pred is not None and not compact:
         rm = f" (RMSE {pred.rmse:.3f})" if pred.rmse is not None else ""
         ax.plot(pred.norms, pred.predicted, color=OKABE_ITO["sky"], lw=2.0, ls=":",
-                marker="x", ms=5, label=f"predicted from A1/A3, no fit{rm}")
+                marker="x", ms=5, label=f"paper's prediction from A1/A3, no fit{rm}")
         rm = f" (RMSE {pred.rmse_closed_form:.3f})" if pred.rmse_closed_form is not None else ""
         ax.plot(pred.norms, pred.predicted_closed_form, color=OKABE_ITO["sky"], lw=1.2,
-                ls=(0, (4, 2)), label=f"predicted, closed-form corollary{rm}")
+                ls=(0, (4, 2)), label=f"paper's closed-form corollary{rm}")
 
 
 def draw_helpfulness(ax: Any, run: RunFiles, task: str, *, compact: bool = False,

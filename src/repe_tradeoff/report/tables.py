@@ -132,6 +132,12 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
     order = {"plots/tradeoff.png": 0, "plots/alignment.png": 1, "plots/helpfulness.png": 2}
     lines += ["", "## Plots", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in sorted(plots, key=lambda f: order.get(f, 3))]
+    responses = {t: b.response for t, b in run.fits.tasks.items() if b.response} if run.fits else {}
+    if responses:
+        from .prediction import response_lines
+
+        lines += ["", "## Prediction from the probe norms", ""]
+        lines += [f"- {_txt(x)}" for t, b in responses.items() for x in response_lines(t, b)]
     lines += ["", "## Why: the assumptions, checked", ""]
     for c in checks(run):
         lines.append(f"- **{c.status.upper()}** {_txt(check_sentence(c))}")

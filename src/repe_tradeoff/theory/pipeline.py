@@ -49,6 +49,7 @@ from .errors import TheoryError
 from .fitting import CI_LEVEL
 from .joint import fit_joint, off_target
 from .replicates import FitContext, rng_for
+from .response_run import fit_response
 from .tradeoff import budget_tradeoff, tradeoff
 
 FORMAT_VERSION = FITS_FORMAT_VERSION
@@ -198,6 +199,11 @@ def fit_run(
         tasks[t] = entry
     if not help_tasks:
         ctx.warn("no helpfulness points: no efficient regime or recommendation")
+
+    # the second-order response, from the probe norms 0, ±h, ±2h of this grid only
+    for t, block in fit_response(run_dir, run.config, int(n_boot), int(seed), warnings).items():
+        if t in tasks:
+            tasks[t]["response"] = block
 
     out: dict[str, Any] = {
         "format_version": FORMAT_VERSION, "command": command, "settings": settings, "tasks": tasks,

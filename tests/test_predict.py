@@ -1,0 +1,203 @@
+"""The response of a run folder: `fit` validates it on a full sweep, `predict` measures only the
+probe; checked against hand evaluations of synthetic polynomial scores and, on the embedded
+model, against a sweep of the same grid."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from repe_tradeoff.report import build_report
+from repe_tradeoff.report._io import load_run
+from repe_tradeoff.report.plots import plot_helpfulness
+from repe_tradeoff.report.prediction import build_prediction_summary
+from repe_tradeoff.run_schema import ResponseFile
+from repe_tradeoff.runfiles import (
+    read_predicted,
+    write_config,
+    write_jsonl,
+    write_points,
+    write_response,
+)
+from repe_tradeoff.theory import fit_run
+from repe_tradeoff.theory.response_run import choose_probe, run_response
+from tests.test_response import _items, _true_gap, _true_scores
+
+GRID = [round(x, 6) for x in np.arange(-1.0, 1.0001, 0.125)]  # 17 norms, step 0.125
+RESIDUAL = 10.0  # the default probe is 0.0125 × 10 = 0.125, one grid step
+
+
+def _softmax_at(scores, answer):
+    w = [math.exp(x) for x in scores]
+    return w[answer] / sum(w)
+
+
+def _write_run(folder, items, grid):
+    rows = []
+    for r in grid:
+        for q, it in enumerate(items):
+            s = _true_scores(it, r)
+            rows.append({"task": "qa", "kind": "helpfulness", "norm": r, "item": q,
+                         "answer": it["answer"], "scores": s.tolist(),
+                         "helpfulness": _softmax_at(s, it["answer"])})
+            gap = float(_true_gap(it, r))
+            rows.append({"task": "harm", "kind": "alignment", "norm": r, "item": q,
+                         "logit_gap": gap, "alignment": math.tanh(gap / 2)})
+    folder.mkdir(exist_ok=True)
+    write_jsonl(folder / "items.jsonl", rows)
+    write_points(folder)
+    write_config(folder, {
+        "model": "synthetic", "norms": grid,
+        "tasks": [{"name": "harm", "kind": "alignment"},
+                  {"name": "qa", "kind": "helpfulness", "n_choices": 4}],
+        "norm_scale": {"residual_norm": {"3": RESIDUAL}}})
+    return folder
+
+
+def _hand_prediction(items, r, h):
+    """Mean over items of softmax(s0 + r·g + r²c/2)[answer], with the central differences of a
+    cubic worked out by hand: g = b + d·h²/6, c = c (exact)."""
+    vals = []
+    for it in items:
+        s = it["a"] + r * (it["b"] + it["d"] * h * h / 6) + r * r * it["c"] / 2
+        vals.append(_softmax_at(s, it["answer"]))
+    return float(np.mean(vals))
+
+
+def _hand_measured(items, r):
+    return float(np.mean([_softmax_at(_true_scores(it, r), it["answer"]) for it in items]))
+
+
+def test_choose_probe_prefers_a_pair_with_2h_nearest_the_target():
+    grid = [-4, -2, -1, -0.5, 0, 0.5, 1, 2, 4]
+    assert choose_probe(grid, 2.0).h == 2.0 and choose_probe(grid, 2.0).has_2h
+    assert choose_probe(grid, 0.9).h == 1.0
+    assert choose_probe(grid).h == 0.5  # no target: the smallest pair with ±2h
+    assert choose_probe([-3, -1, 0, 1, 3], 3.0).h == 3.0  # no pair has ±2h: nearest pair
+
+
+def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
+    items = _items(n=25, cubic=1.5, seed=3)
+    run = _write_run(tmp_path / "run", items, GRID)
+    fits = fit_run(run, n_boot=50)
+    block = fits["tasks"]["qa"]["response"]
+    h = 0.125
+    assert block["probe_h"] == pytest.approx(h) and block["probe_norms"] == [-0.25, -0.125, 0.0, 0.125, 0.25]
+    # the window where the measured helpfulness is within 0.15 of r = 0, walked out by hand
+    base = _hand_measured(items, 0.0)
+    i0 = GRID.index(0.0)
+    lo = i0
+    while lo > 0 and base - _hand_measured(items, GRID[lo - 1]) <= 0.15:
+        lo -= 1
+    hi = i0
+    while hi < len(GRID) - 1 and base - _hand_measured(items, GRID[hi + 1]) <= 0.15:
+        hi += 1
+    window = GRID[lo:hi + 1]
+    err = np.array([_hand_prediction(items, r, h) - _hand_measured(items, r) for r in window])
+    (check,) = [v for v in block["validation"]
+                if v["metric"] == "helpfulness" and v["scope"] == "loss-window"]
+    assert check["norms"] == pytest.approx(window)
+    assert check["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))), abs=1e-8)
+    assert check["max_error"] == pytest.approx(float(np.abs(err).max()), abs=1e-8)
+    assert check["rmse"] > 1e-4  # the cubic is there, and the check sees it
+    radius = block["trust_radius"]
+    assert radius is not None and 2 * h < radius < 1.0  # the cubic is seen beyond the probe
+    (inside,) = [v for v in block["validation"]
+                 if v["metric"] == "helpfulness" and v["scope"] == "trust-radius"]
+    assert inside["norms"] == pytest.approx([r for r in window if abs(r) <= radius])
+    assert inside["status"] is None and inside["rmse"] < check["rmse"]
+    # predicted.jsonl holds the same prediction over the whole grid
+    pred = {p.norm: p for p in read_predicted(run) if p.task == "qa" and p.metric == "helpfulness"}
+    for r in GRID:
+        assert pred[r].mean == pytest.approx(_hand_prediction(items, r, h), abs=1e-8)
+        assert pred[r].low <= pred[r].mean <= pred[r].high
+    align = fits["tasks"]["harm"]["response"]
+    assert align["kind"] == "alignment" and {v["scope"] for v in align["validation"]} >= {"all"}
+    slope = np.mean([0.5 * (1 - math.tanh(it["ga"] / 2) ** 2) * (it["gb"] + it["gd"] * h * h / 6)
+                     for it in items])
+    assert align["slope_at_zero"]["value"] == pytest.approx(slope, rel=1e-9)
+
+
+def test_report_draws_and_grades_this_prediction_and_keeps_the_papers(tmp_path):
+    items = _items(n=25, cubic=0.0, seed=4)  # exactly quadratic: the prediction is exact
+    run = _write_run(tmp_path / "run", items, GRID)
+    fits = fit_run(run, n_boot=20)
+    assert fits["tasks"]["qa"]["response"]["status"] == "pass"
+    build_report(run, formats=("png",))
+    summary = (run / "summary.md").read_text()
+    assert "**PASS** qa · Prediction — helpfulness predicted from the probe norms" in summary
+    assert "Paper's prediction — helpfulness predicted from A1/A3" in summary
+    assert "## Prediction from the probe norms" in summary and "spread (A3)" in summary
+    fig = plot_helpfulness(load_run(run))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("predicted from the probe (h = 0.125), 95% band, RMSE 0.000")
+               for t in labels), labels
+    assert any(t.startswith("paper's prediction from A1/A3") for t in labels), labels
+
+
+def test_a_probe_only_run_predicts_the_grid_and_writes_its_summary(tmp_path):
+    items = _items(n=20, cubic=0.0, seed=5)
+    run = _write_run(tmp_path / "probe", items, [-0.25, -0.125, 0.0, 0.125, 0.25])
+    warnings: list[str] = []
+    blocks = run_response(run, norms=GRID, target_h=0.125, n_boot=20, warnings=warnings)
+    assert blocks["qa"]["validation"] == [] and warnings == []
+    pred = {p.norm: p.mean for p in read_predicted(run) if p.metric == "helpfulness"}
+    assert sorted(pred) == GRID
+    for r in (-1.0, 0.5, 1.0):  # far outside the probe, still exact for quadratic scores
+        assert pred[r] == pytest.approx(_hand_measured(items, r), abs=1e-9)
+    write_response(run, ResponseFile.model_validate(
+        {"command": "repe-tradeoff predict ...", "predicted_norms": GRID, "tasks": blocks}))
+    text = build_prediction_summary(run).read_text()
+    assert "| r | qa helpfulness [95% band] | harm alignment [95% band] |" in text
+    assert f"| 1 | {pred[1.0]:.3f} [" in text
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+@pytest.mark.slow
+def test_predict_matches_a_sweep_on_the_embedded_model(embedded, tmp_path):
+    """`predict` from 5 probe norms against a 9-norm sweep of the same 12 questions.
+
+    Tolerance: on 48 questions the prediction is within RMSE ~0.003 of the measured curve where
+    helpfulness falls by at most 0.15 (README, Metrics); with 12 questions one item's error
+    weighs four times as much, so 0.02 on each norm of that window leaves room without hiding
+    a wrong expansion (the first-order one misses by 0.045 RMSE on the same window).
+    """
+    from repe_tradeoff.config import SweepSettings
+    from repe_tradeoff.data import load_behavior
+    from repe_tradeoff.models import middle_layers, n_layers
+    from repe_tradeoff.predict import run_predict
+    from repe_tradeoff.prepare import prepare_sweep
+    from repe_tradeoff.reading import extract
+    from repe_tradeoff.sweep import run_sweep
+
+    pairs = [(p.aligned, p.misaligned) for p in load_behavior("harmfulness").pairs[:24]]
+    layers = middle_layers(n_layers(embedded.model))
+    vector, _ = extract(embedded.model, embedded.tokenizer, pairs, layers)
+    settings = SweepSettings(norms="-0.05:0.05:0.0125", norm_unit="residual", limit=12,
+                             helpfulness=["basic-qa"], behaviors=["harmfulness"])
+    plan, config = prepare_sweep(embedded, settings, vector, layers, model_name="default", command=None)
+    run_sweep(embedded.model, embedded.tokenizer, vector, plan, tmp_path / "sweep", config=config, limit=12)
+    run_predict(embedded, settings, vector, layers, tmp_path / "predict", model_name="default", n_boot=20)
+    measured = {(p["task"], p["metric"], round(p["norm"], 6)): p["mean"]
+                for p in map(json.loads, (tmp_path / "sweep" / "points.jsonl").read_text().splitlines())}
+    probe_cfg = json.loads((tmp_path / "predict" / "config.json").read_text())["probe"]
+    assert probe_cfg["fraction_of_residual"] == pytest.approx(0.0125)
+    # the probe run measures what the sweep measures at the shared norms (to float32 rounding:
+    # the two batch their rows differently)
+    probe_points = map(json.loads, (tmp_path / "predict" / "points.jsonl").read_text().splitlines())
+    for p in probe_points:
+        expected = measured[(p["task"], p["metric"], round(p["norm"], 6))]
+        assert p["mean"] == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    pred = {round(p.norm, 6): p.mean for p in read_predicted(tmp_path / "predict")
+            if p.task == "basic-qa" and p.metric == "helpfulness"}
+    base = measured[("basic-qa", "helpfulness", 0.0)]
+    window = [r for (t, m, r), v in measured.items()
+              if t == "basic-qa" and m == "helpfulness" and base - v <= 0.15]
+    assert len(window) >= 5
+    errors = [abs(pred[r] - measured[("basic-qa", "helpfulness", r)]) for r in window]
+    assert max(errors) <= 0.02, dict(zip(window, errors))
