@@ -170,7 +170,9 @@ def generate_cmd(
 def sweep(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; resumed if it holds this sweep)."),
     vector: Path = typer.Option(..., "--vector", help="A vector written by `extract`."),
-    norms: str = typer.Option("-60:60:4", "--norms", help="start:stop:step (stop included) or a comma list"),
+    norms: str = typer.Option("-60:60:4", "--norms", help="start:stop:step (stop included), a comma list, or auto (found from the model's response)"),
+    points: int = typer.Option(33, "--points", min=5, help="With --norms auto: how many norms to place."),
+    refine: int = typer.Option(0, "--refine", min=0, help="Add K norms to the run in --out where neighbouring points differ most."),
     norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
     alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
     helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, a file"),
@@ -206,7 +208,7 @@ def sweep(
         raise typer.Exit(_relaunch(processes, device))
     try:
         settings = SweepSettings(
-            dtype=dtype, norms=norms, norm_unit=norm_unit, positions=positions, operator=operator, limit=limit,
+            dtype=dtype, norms=norms, points=points, norm_unit=norm_unit, positions=positions, operator=operator, limit=limit,
             batch_size=batch_size, chunk_size=chunk_size, share_lower=not no_share, share_prompts=not no_share,
             response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
             helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness])
@@ -219,7 +221,7 @@ def sweep(
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
     vec.select(chosen)  # a layer the vector lacks fails here, before the run folder is made
     plan, config = prepare_sweep(lm, settings, vec, chosen, model_name=model, command=command_line(),
-                                 extra={"vector_path": str(vector)}, tasks=tasks)
+                                 extra={"vector_path": str(vector)}, tasks=tasks, out=out, refine=refine)
     run_sweep(lm.model, lm.tokenizer, vec, plan, out, config=config, limit=limit, progress=SweepProgress())
     if process_group()[1] == 0:
         out_console.print(f"wrote {out / 'points.jsonl'} and {out / 'items.jsonl'}")
@@ -364,11 +366,10 @@ def demo(
 def demo_config(out: Path, quick: bool):
     from repe_tradeoff.config import FitSpec, RunConfig
 
-    # Norms in multiples of the mean residual norm: on the embedded model helpfulness reaches
-    # chance near 0.2, so the grid spans ±0.2.
+    # The grid is found from the model's response (norms: auto), not from a multiple of ‖h‖.
     if quick:  # 9 norms × 16 items per task
-        return RunConfig(out=out, norms="-0.2:0.2:0.05", limit=16, fit=FitSpec(n_boot=100))
-    return RunConfig(out=out, norms="-0.2:0.2:0.0125", limit=48)  # 33 norms × 48 items per task
+        return RunConfig(out=out, norms="auto", points=9, search_items=8, limit=16, fit=FitSpec(n_boot=100))
+    return RunConfig(out=out, norms="auto", points=33, limit=48)  # 33 norms × 48 items per task
 
 
 def main() -> None:
