@@ -233,7 +233,7 @@ def test_outlier_dimensions_break_the_residual_multiple_grid_but_not_the_auto_gr
     h_plain, h_out = (float(np.mean(list(v.metadata["residual_norms"].values()))) for v in (v_plain, v_out))
     assert h_out > 10 * h_plain
     settings = SweepSettings(norms="auto", points=17)
-    lm = lambda m: NS(model=m, tokenizer=ByteTok())  # noqa: E731
+    lm = lambda m: NS(model=m, tokenizer=ByteTok())
     ranges = {}
     for name, model, v, plan, h in (("plain", plain, v_plain, plan_plain, h_plain),
                                     ("outlier", outlier, v_out, plan_out, h_out)):
@@ -253,3 +253,21 @@ def test_outlier_dimensions_break_the_residual_multiple_grid_but_not_the_auto_gr
         assert {s["criterion"] for s in record["sides"].values()} <= {"helpfulness", "alignment"}
     # the range follows the response, which outliers leave at the same scale, not ‖h‖ (~20× apart)
     assert 1 / 3 < ranges["outlier"] / ranges["plain"] < 3
+
+
+def test_report_says_how_the_grid_was_found(tmp_path):
+    from repe_tradeoff.report._io import RunFiles
+    from repe_tradeoff.report.content import grid_sentence
+    from repe_tradeoff.runfiles import read_run
+    from tests.test_runfiles import _json_blocks
+
+    config, _, _, point = _json_blocks()[:4]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "points.jsonl").write_text(json.dumps(point) + "\n")
+    text = grid_sentence(RunFiles(read_run(tmp_path), None, []))
+    assert text.startswith("The grid was found from the model's response: 5 norms from r = -2 to 2")
+    assert "negative side ends at r = -2, where helpfulness had fallen 80% of the way to chance" in text
+    assert "positive side ends at r = 2, where alignment was within 0.05 of its plateau" in text
+    config["auto_grid"] = None
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert grid_sentence(RunFiles(read_run(tmp_path), None, [])) is None

@@ -172,10 +172,13 @@ class _Search:
 def _predicted_stop(search: _Search, h: float, sign: float, settings: SearchSettings) -> float | None:
     """Where the second-order response through 0, ±h predicts the side's criterion to hold."""
     from repe_tradeoff.theory.errors import TheoryError
-    from repe_tradeoff.theory.response import (alignment_response, helpfulness_response, predict_alignment,
-                                               predict_helpfulness)
-
-    from repe_tradeoff.theory.response import Probe
+    from repe_tradeoff.theory.response import (
+        Probe,
+        alignment_response,
+        helpfulness_response,
+        predict_alignment,
+        predict_helpfulness,
+    )
 
     probe = [r for r in search.records if sig(r["norm"]) in (-h, 0.0, h)]
     reach = sign * h * np.geomspace(1.0, 2.0 ** settings.max_doublings, 241)

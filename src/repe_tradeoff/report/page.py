@@ -23,6 +23,7 @@ from .content import (
     fmt,
     fmt_param,
     generation_table,
+    grid_sentence,
     law_sections,
     notes,
     recommendation,
@@ -275,6 +276,9 @@ def run_html(run: RunFiles, figures: list[Rendered], missing_figures: list[str],
         out.append('<h2 id="notes">Notes</h2><ul class="notes">'
                    + "".join(f"<li>{esc(x)}</li>" for x in n) + "</ul>")
     out.append('<h2 id="config">Run configuration</h2>')
+    grid = grid_sentence(run)
+    if grid:
+        out.append(f"<p>{esc(grid)}</p>")
     out.append(_config_html(run))
     out.append('<h2 id="laws">Fitted laws</h2>')
     out.append('<p class="muted">95% confidence intervals in brackets. ★ marks the form '
