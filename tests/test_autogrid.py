@@ -271,3 +271,40 @@ def test_report_says_how_the_grid_was_found(tmp_path):
     config["auto_grid"] = None
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert grid_sentence(RunFiles(read_run(tmp_path), None, [])) is None
+
+
+def test_cli_auto_grid_then_refine_then_resume(tmp_path):
+    """`sweep --norms auto`, then `--refine 2` on the same folder, then the first command again:
+    the refined folder is resumed as it is (nothing recomputed)."""
+    import subprocess
+    import sys
+
+    from tests.test_cli_errors import cli_env, save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    g = torch.Generator().manual_seed(3)
+    SteeringVector({1: torch.randn(32, generator=g), 2: torch.randn(32, generator=g)}).normalized().save(
+        tmp_path / "v.safetensors")
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "repe_tradeoff", "-q", "sweep", "--model", str(model), "--vector",
+            str(tmp_path / "v.safetensors"), "--alignment", "harmfulness", "--helpfulness", "basic-qa",
+            "--limit", "4", "--norms", "auto", "--points", "7", "--out", str(out)]
+
+    def sweep(*extra):
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, env=cli_env(), timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    sweep()
+    first = json.loads((out / "config.json").read_text())
+    assert len(first["norms"]) == 7 and first["configured_norms"] == "auto"
+    assert first["auto_grid"]["range"] == [first["norms"][0], first["norms"][-1]]
+    sweep("--refine", "2")
+    refined = json.loads((out / "config.json").read_text())
+    assert [s["source"] for s in refined["grid_history"]] == ["auto", "refine"]
+    assert len(refined["norms"]) == 9 and set(first["norms"]) < set(refined["norms"])
+    assert {p["norm"] for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())} == set(
+        refined["norms"])
+    items = (out / "items.jsonl").read_bytes()
+    sweep()
+    assert (out / "items.jsonl").read_bytes() == items
+    assert json.loads((out / "config.json").read_text())["norms"] == refined["norms"]

@@ -131,9 +131,13 @@ def _earlier_grid(recorded: dict, norms: list[float]) -> bool:
     return False
 
 
+def _search_items(settings: SweepSettings) -> int:
+    return min(settings.search_items, settings.limit or settings.search_items)
+
+
 def _same_search(record: dict | None, settings: SweepSettings) -> bool:
     return (isinstance(record, dict) and record.get("points") == settings.points
-            and record.get("search_items") == settings.search_items)
+            and record.get("search_items") == _search_items(settings))
 
 
 def _shared(out: Path | None, compute):
@@ -162,7 +166,7 @@ def auto_grid(lm, settings: SweepSettings, vector: SteeringVector, plan: SweepPl
     if not usable:
         raise AutoGridError("--norms auto searches on likelihood-scored tasks (forced-choice, yes-no, "
                             "multiple choice), and this sweep has none: give a grid, e.g. --norms=-2:2:0.25")
-    n = min(settings.search_items, settings.limit or settings.search_items)
+    n = _search_items(settings)
     steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower,
                         plan.share_prompts)
     budget = BatchBudget(plan.batch_size)
