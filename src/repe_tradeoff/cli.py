@@ -174,7 +174,9 @@ def generate_cmd(
 def sweep(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; resumed if it holds this sweep)."),
     vector: list[Path] = typer.Option(..., "--vector", help="A vector written by `extract`; give two or more to steer jointly over the product of their grids."),
-    norms: list[str] = typer.Option(["-60:60:4"], "--norms", help="start:stop:step (stop included) or a comma list; once per --vector for a joint sweep (or once, shared)"),
+    norms: list[str] = typer.Option(["-60:60:4"], "--norms", help="start:stop:step (stop included), a comma list, or auto (found from the model's response); once per --vector for a joint sweep (or once, shared)"),
+    points: int = typer.Option(33, "--points", min=5, help="With --norms auto: how many norms to place."),
+    refine: int = typer.Option(0, "--refine", min=0, help="Add K norms to the run in --out where neighbouring points differ most."),
     orthogonalize: bool = typer.Option(False, "--orthogonalize", help="Joint sweep: make each vector after the first orthogonal to the first at every layer."),
     norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
     alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
@@ -217,9 +219,12 @@ def sweep(
                                  "or once per --vector, in the same order")
     if orthogonalize and len(vector) < 2:
         raise typer.BadParameter("--orthogonalize needs two or more --vector")
+    if len(vector) > 1 and (refine or any(n.strip() == "auto" for n in norms)):
+        raise typer.BadParameter("a joint sweep takes explicit grids: give --norms GRID per --vector "
+                                 "(--norms auto and --refine are for one vector)")
     try:
         settings = SweepSettings(
-            dtype=dtype, norms=norms[0], norm_unit=norm_unit, orthogonalize=orthogonalize,
+            dtype=dtype, norms=norms[0], points=points, norm_unit=norm_unit, orthogonalize=orthogonalize,
             joint_norms=norms if len(vector) > 1 and len(norms) > 1 else [], positions=positions, operator=operator, limit=limit,
             batch_size=batch_size, chunk_size=chunk_size, share_lower=not no_share, share_prompts=not no_share,
             response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
@@ -236,7 +241,7 @@ def sweep(
         vec.select(chosen)  # a layer a vector lacks fails here, before the run folder is made
     if len(vecs) == 1:
         plan, config = prepare_sweep(lm, settings, vecs[0], chosen, model_name=model, command=command_line(),
-                                     extra={"vector_path": str(vector[0])}, tasks=tasks)
+                                     extra={"vector_path": str(vector[0])}, tasks=tasks, out=out, refine=refine)
     else:
         names = [vector_name(vec, path) for vec, path in zip(vecs, vector)]
         plan, config, vecs = prepare_joint_sweep(lm, settings, vecs, names, chosen, model_name=model,
@@ -256,6 +261,8 @@ def _helpfulness_spec(spec: str, fmt: str, lm_eval_include: Path | None):
         return HelpfulnessSpec(spec=spec, format=fmt)
     return HelpfulnessSpec(lm_eval=spec[len(LM_EVAL_PREFIX):], format=fmt,
                            include=str(lm_eval_include) if lm_eval_include else None)
+
+
 @app.command()
 def predict(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder for the probe sweep and the prediction."),
@@ -502,12 +509,11 @@ def demo(
 def demo_config(out: Path, quick: bool, max_loss: str = "0.05", baseline_prompt: str | None = None):
     from repe_tradeoff.config import FitSpec, RunConfig
 
-    # Norms in multiples of the mean residual norm: on the embedded model helpfulness reaches
-    # chance near 0.2, so the grid spans ±0.2.
+    # The grid is found from the model's response (norms: auto), not from a multiple of ‖h‖.
     if quick:  # 9 norms × 16 items per task
-        return RunConfig(out=out, norms="-0.2:0.2:0.05", limit=16, baseline_prompt=baseline_prompt,
+        return RunConfig(out=out, norms="auto", points=9, search_items=8, limit=16, baseline_prompt=baseline_prompt,
                          fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
-    return RunConfig(out=out, norms="-0.2:0.2:0.0125", limit=48,  # 33 norms × 48 items per task
+    return RunConfig(out=out, norms="auto", points=33, limit=48,  # 33 norms × 48 items per task
                      baseline_prompt=baseline_prompt, fit=FitSpec(max_helpfulness_loss=max_loss))
 
 

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from repe_tradeoff.grid import parse_norms
 
+#: ``norms: auto``: the grid is found from the model's response (:mod:`repe_tradeoff.autogrid`).
+AUTO = "auto"
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and the allowed values."""
@@ -84,7 +87,9 @@ class SweepSettings(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     behaviors: list[BehaviorSpec] = Field(default_factory=list)
     helpfulness: list[HelpfulnessSpec] = Field(default_factory=list)
-    norms: str | list[float] = "-1:1:0.05"
+    norms: str | list[float] = Field("-1:1:0.05", description="a grid (start:stop:step or a list), or auto")
+    points: int = Field(33, ge=5, description="with norms auto: the number of norms to place")
+    search_items: int = Field(16, ge=1, description="with norms auto: items per task the search evaluates")
     norm_unit: Literal["absolute", "residual"] = Field(
         "residual", description="residual: norms are multiples of the mean residual-stream norm at the steered layers"
     )
@@ -114,6 +119,8 @@ class SweepSettings(_Strict):
     @field_validator("norms")
     @classmethod
     def _norms(cls, value):
+        if isinstance(value, str) and value.strip() == AUTO:
+            return AUTO
         parse_norms(value)
         return value
 
@@ -134,20 +141,28 @@ class SweepSettings(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.operator == "ablate" and len(parse_norms(self.norms)) > 1:
+        if self.operator == "ablate" and (self.auto or len(parse_norms(self.norms)) > 1):
             raise ValueError(
                 "operator `ablate` ignores the norm, so a grid of norms measures the same thing at every "
                 "point: use `ablate-then-add` to sweep norms, or `norms: \"0\"`"
             )
         return self
 
+    @property
+    def auto(self) -> bool:
+        """Whether the grid is found from the model's response (``norms: auto``)."""
+        return self.norms == AUTO
+
     def grid(self) -> list[float]:
+        if self.auto:
+            raise ValueError("norms: auto has no grid until the search has run (prepare.resolve_grid)")
         return parse_norms(self.norms)
 
 
 class RunConfig(SweepSettings):
     """One study: models × behaviors × layer sets × methods, each scored on every helpfulness task."""
 
+    norms: str | list[float] = Field(AUTO, description="auto (found from the model's response), or a grid")
     model: str | list[str] = Field("default", description="a model, or a list of models to compare")
     device: str | None = None
     trust_remote_code: bool = False

@@ -60,6 +60,40 @@ class JointVectorInfo(_Open):
     method: str | None = None
     behavior: str | None = None
     norms: list[float] = []
+class GridStep(_Strict):
+    """One step of the grid's history: the norms it added and how they were chosen."""
+
+    source: Literal["grid", "auto", "refine"]
+    added: list[float]
+
+
+class GridSide(_Strict):
+    end: float
+    criterion: Literal["helpfulness", "alignment", "limit"]
+    predicted: float | None = None
+    helpfulness_fallen: float | None = None
+    alignment: dict[str, float] = {}
+
+
+class GridEvaluation(_Strict):
+    step: Literal["probe", "bracket", "bisect"]
+    norm: float
+    helpfulness: dict[str, float] = {}
+    alignment: dict[str, float] = {}
+
+
+class AutoGrid(_Strict):
+    """How ``norms: auto`` found the grid (docs/run-files.md)."""
+
+    points: int
+    search_items: int
+    probe: float
+    range: list[float]
+    fraction: float
+    margin: float
+    sides: dict[Literal["negative", "positive"], GridSide]
+    passes: int
+    evaluations: list[GridEvaluation]
 
 
 class RunConfig(_Open):
@@ -72,6 +106,8 @@ class RunConfig(_Open):
     cosines_before: dict[str, float] = {}
     steered_behavior: str | None = None
     norms: list[float] = []
+    grid_history: list[GridStep] = []
+    auto_grid: AutoGrid | None = None
     tasks: list[TaskConfig] = []
     norm_scale: NormScale | None = None
     command: str | None = None

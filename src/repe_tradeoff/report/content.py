@@ -368,7 +368,7 @@ def config_rows(run: RunFiles) -> list[tuple[str, str]]:
     """config.json flattened into (key, value) rows (``command`` is shown elsewhere)."""
     out: list[tuple[str, str]] = []
     for k, v in run.config.items():
-        if k in ("command", "commands", "tasks"):
+        if k in ("command", "commands", "tasks", "auto_grid", "grid_history"):  # shown as grid_sentence
             continue
         _flatten(str(k), v, out)
     return out
@@ -385,6 +385,28 @@ def task_rows(run: RunFiles) -> list[tuple[str, str, str]]:
         out.append((fmt_scalar(t.get("name", "—")), fmt_scalar(t.get("kind", "—")),
                     "; ".join(f"{k} = {v}" for k, v in rest)))
     return out
+
+
+_STOPPED = {"helpfulness": "helpfulness had fallen {fraction:.0%} of the way to chance",
+            "alignment": "alignment was within {margin:g} of its plateau",
+            "limit": "neither had happened by the largest norm searched"}
+
+
+def grid_sentence(run: RunFiles) -> str | None:
+    """One sentence on how the grid was found (``norms: auto``) and grown, from config.json."""
+    cfg = run.data.config
+    if cfg is None or cfg.auto_grid is None:
+        return None
+    g = cfg.auto_grid
+    sides = "; ".join(
+        f"the {name} side ends at r = {side.end:g}, where "
+        + _STOPPED[side.criterion].format(fraction=g.fraction, margin=g.margin)
+        for name, side in sorted(g.sides.items()))
+    grown = [step for step in cfg.grid_history[1:] if step.added]
+    more = f", then {sum(len(s.added) for s in grown)} norm(s) added by {len(grown)} later sweep(s)" if grown else ""
+    return (f"The grid was found from the model's response: {g.points} norms from r = {g.range[0]:g} to "
+            f"{g.range[1]:g} ({sides}), searched in {g.passes} batched evaluations on {g.search_items} "
+            f"items per task{more}.")
 
 
 # --------------------------------------------------------------------------- reproduce

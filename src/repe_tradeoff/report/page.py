@@ -28,6 +28,7 @@ from .content import (
     fmt,
     fmt_param,
     generation_table,
+    grid_sentence,
     law_sections,
     notes,
     recommendation,
@@ -304,6 +305,9 @@ def run_html(run: RunFiles, figures: list[Rendered], missing_figures: list[str],
     for r in figs[:1]:
         out.append(_img(r, r.caption, run.run_dir))
     out.append(_prompting_html(run))
+    grid = grid_sentence(run)
+    if grid:
+        out.append(f"<p>{esc(grid)}</p>")
     for r in figs[1:]:
         if not r.name.startswith("diagnostics"):
             out.append(_img(r, r.caption, run.run_dir))
