@@ -20,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Measure, explain and predict what steering a language model costs.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the width
 out_console = Console()
 STATE = {"debug": False, "quiet": False}
 
