@@ -15,7 +15,17 @@ def render(results: dict, out_dir: Path) -> None:
     results["interpretation"] = interpretation(results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     plot(results, out_dir / "time_vs_norms.png")
-    (out_dir / "RESULTS.md").write_text(markdown(results))
+    (out_dir / "RESULTS.md").write_text(markdown(results) + kept_sections(out_dir))
+
+
+#: Measurements made by hand (not by this benchmark) that RESULTS.md carries after its own sections.
+KEPT = ("RESULTS-grid.md",)
+
+
+def kept_sections(out_dir: Path) -> str:
+    """The hand-measured sections (e.g. the automatic grid's), so a re-render keeps them."""
+    parts = [(out_dir / name).read_text() for name in KEPT if (out_dir / name).is_file()]
+    return "".join("\n" + part for part in parts)
 
 
 def plot(results: dict, path: Path) -> None:
