@@ -17,7 +17,7 @@ def render(results: dict, out_dir: Path) -> None:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     plot(results, out_dir / "time_vs_norms.png")
     kept = _kept_sections(out_dir / "RESULTS.md")
-    (out_dir / "RESULTS.md").write_text(markdown(results) + kept + results_section(out_dir))
+    (out_dir / "RESULTS.md").write_text(markdown(results) + kept + results_section(out_dir) + kept_sections(out_dir))
 
 
 def _kept_sections(path: Path) -> str:
@@ -28,6 +28,16 @@ def _kept_sections(path: Path) -> str:
     if START not in text:
         return ""
     return "\n" + START + text.split(START, 1)[1].split(END, 1)[0] + END + "\n"
+
+
+#: Measurements made by hand (not by this benchmark) that RESULTS.md carries after its own sections.
+KEPT = ("RESULTS-grid.md",)
+
+
+def kept_sections(out_dir: Path) -> str:
+    """The hand-measured sections (e.g. the automatic grid's), so a re-render keeps them."""
+    parts = [(out_dir / name).read_text() for name in KEPT if (out_dir / name).is_file()]
+    return "".join("\n" + part for part in parts)
 
 
 def plot(results: dict, path: Path) -> None:
