@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from repe_tradeoff.run_schema import FitsFile
 from repe_tradeoff.runfiles import RunData, RunFileError, atomic_write, read_fits, read_run
@@ -95,8 +96,7 @@ def plot_joint_contour(data: RunData, fits: FitsFile | None) -> Figure | None:
     surface = fits.joint.surfaces.get(task) if fits and fits.joint else None
     if surface is not None and surface.params:
         wa, wb = surface.window
-        ax.add_patch(__import__("matplotlib.patches", fromlist=["Rectangle"]).Rectangle(
-            (-wa, -wb), 2 * wa, 2 * wb, fill=False, ls="--", color="w", lw=1.0))
+        ax.add_patch(Rectangle((-wa, -wb), 2 * wa, 2 * wb, fill=False, ls="--", color="w", lw=1.0))
         c12 = surface.params["c12"]
         ci = surface.ci.get("c12") if surface.ci else None
         ax.set_title(f"c12 = {c12:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci and None not in ci else ""))
@@ -184,12 +184,13 @@ def _img(r: Rendered) -> str:
 
 
 JOINT_PLOTS = {
-    "joint_contour": (plot_joint_contour, "Helpfulness over (r1, r2), the fit window dashed, the fitted "
-                      "cross term c12 with its 95% CI."),
-    "joint_frontier": (plot_joint_frontier, "Each behavior's alignment against helpfulness at every grid "
-                       "point; red: the joint frontier (no point better on helpfulness and every alignment)."),
-    "off_target": (plot_off_target, "Alignment of every behavior scored along each vector (the others at 0); "
-                   "the steered behavior drawn thick; slope at r = 0 with its 95% CI."),
+    "joint_contour": (plot_joint_contour, ("Helpfulness over (r1, r2), the fit window dashed, the fitted "
+                                           "cross term c12 with its 95% CI.")),
+    "joint_frontier": (plot_joint_frontier, ("Each behavior's alignment against helpfulness at every grid "
+                                             "point; red: the joint frontier (no point better on helpfulness "
+                                             "and every alignment).")),
+    "off_target": (plot_off_target, ("Alignment of every behavior scored along each vector (the others at 0); "
+                                     "the steered behavior drawn thick; slope at r = 0 with its 95% CI.")),
 }
 
 
