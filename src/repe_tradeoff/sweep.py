@@ -124,7 +124,8 @@ def run_config(plan: SweepPlan, vector: SteeringVector | Sequence[SteeringVector
         "share_lower": plan.share_lower,
         "share_prompts": plan.share_prompts,
         "batch_size": plan.batch_size,
-        "grid_history": [{"source": "grid", "added": plan.norms}],
+        # a joint grid is one step and is not extended, so it keeps no history
+        **({} if plan.joint else {"grid_history": [{"source": "grid", "added": plan.norms}]}),
         "versions": {"repe_tradeoff": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         **(extra or {}),
