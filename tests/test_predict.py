@@ -128,8 +128,8 @@ def test_report_draws_and_grades_this_prediction_and_keeps_the_papers(tmp_path):
     assert fits["tasks"]["qa"]["response"]["status"] == "pass"
     build_report(run, formats=("png",))
     summary = (run / "summary.md").read_text()
-    assert "**PASS** qa · Prediction — helpfulness predicted from the probe norms" in summary
-    assert "Paper's prediction — helpfulness predicted from A1/A3" in summary
+    assert "**PASS** On qa, Prediction (helpfulness predicted from the probe norms 0, ±h, ±2h vs measured) holds" in summary
+    assert "Paper's prediction (helpfulness predicted from A1/A3 vs measured) holds" in summary
     assert "## Prediction from the probe norms" in summary and "spread (A3)" in summary
     fig = plot_helpfulness(load_run(run))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

@@ -302,6 +302,8 @@ def check_sentence(c: Check) -> str:
     if verdict is None:
         return f"On {c.task}, {what} ({claim}) {c.detail.replace('not checked', 'was not checked')}."
     return f"On {c.task}, {what} ({claim}) {verdict}: {c.detail}."
+
+
 def _response_check(task: str, block: Any) -> Check:
     name = CHECK_NAMES["response"]
     if block is None:

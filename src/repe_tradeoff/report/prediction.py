@@ -37,7 +37,7 @@ def _radius(block: HelpfulnessResponseBlock | AlignmentResponseBlock,
     if value is not None:
         return f"|r| ≤ {fmt(value, 3)}"
     if block.trust_searched_to is not None:
-        return f"beyond |r| = {fmt(block.trust_searched_to, 3)}"
+        return f"all |r| ≤ {fmt(block.trust_searched_to, 3)} (as far as it was checked)"
     return "unknown (the probe has no ±2h)"
 
 
