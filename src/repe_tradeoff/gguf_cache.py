@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from repe_tradeoff.processes import pid_alive
+
 log = logging.getLogger(__name__)
 
 MARKER = ".complete.json"
@@ -202,15 +204,5 @@ def _remove_stale_temporaries(target: Path) -> None:
     for tmp in target.parent.iterdir():
         if tmp.name.startswith(prefix):
             pid = tmp.name[len(prefix):].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -30,7 +30,8 @@ def deal(work: Sequence[T], rank: int, world: int) -> list[T]:
     return list(work[rank::world])
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that id still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,7 +55,7 @@ def run_lock(out):
         except FileNotFoundError:  # released meanwhile
             holder, age = "", math.inf
         host, _, pid = holder.partition(":")
-        dead = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+        dead = host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
         unwritten = not holder and age > 5  # its process died between creating and writing it
         fd = None
         if dead or unwritten:
