@@ -113,12 +113,25 @@ class LikelihoodTask:
         return self.records(runner.score(seqs, rows), runner.norms, item_ids)
 
 
+class BehaviorItemsTask:
+    """What every alignment task shares: its behavior's evaluation items and its config entry."""
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def describe(self) -> dict:
+        return _with_instruction({"name": self.name, "kind": self.kind, "n_items": self.n_items,
+                                  "scorer": self.scorer, "template": self.template,
+                                  "sha256": data_hash(self.items, "items")}, self.instruction)
+
+
 def _alignment_record(task: str, norm: float, item: int, **values) -> dict:
     return {"task": task, "kind": "alignment", "norm": norm, "item": item, **values}
 
 
 @dataclass
-class AlignmentTask(LikelihoodTask):
+class AlignmentTask(BehaviorItemsTask, LikelihoodTask):
     """Behavior expectation E[B] ∈ [-1, 1] over evaluation prompts.
 
     ``forced-choice``: P(aligned) = σ(ℓa − ℓm) from the two responses' log-likelihoods, score
@@ -137,15 +150,6 @@ class AlignmentTask(LikelihoodTask):
     def __post_init__(self):
         if self.scorer not in ("forced-choice", "yes-no"):
             raise TaskError(f"alignment scorer {self.scorer!r} is not one of {', '.join(ALIGNMENT_SCORERS)}")
-
-    @property
-    def n_items(self) -> int:
-        return len(self.items)
-
-    def describe(self) -> dict:
-        return _with_instruction({"name": self.name, "kind": self.kind, "n_items": self.n_items,
-                                  "scorer": self.scorer, "template": self.template,
-                                  "sha256": data_hash(self.items, "items")}, self.instruction)
 
     def _responses(self, tokenizer, item) -> tuple[list[int], list[int], list[int]]:
         prompt, chat = format_prompt(tokenizer, instructed(self.instruction, item.prompt), self.template)
@@ -191,7 +195,7 @@ class AlignmentTask(LikelihoodTask):
 
 
 @dataclass
-class GenerationTask:
+class GenerationTask(BehaviorItemsTask):
     """Behavior expectation of greedy steered responses, scored by the sweep's response scorer
     (``refusal``, ``sentiment`` or ``module:function``)."""
 
@@ -201,15 +205,6 @@ class GenerationTask:
     kind: str = "alignment"
     scorer: str = "generate"
     instruction: str | None = None
-
-    @property
-    def n_items(self) -> int:
-        return len(self.items)
-
-    def describe(self) -> dict:
-        return _with_instruction({"name": self.name, "kind": self.kind, "n_items": self.n_items,
-                                  "scorer": self.scorer, "template": self.template,
-                                  "sha256": data_hash(self.items, "items")}, self.instruction)
 
     def score_items(self, runner: ChunkRunner, item_ids: Sequence[int]) -> list[dict]:
         judge = response_scorer(runner.response_scorer)

@@ -21,6 +21,15 @@ from repe_tradeoff.runfiles import (
 )
 
 
+def _optional(read, run_dir: Path, name: str, default: Any, problems: list[str]) -> Any:
+    """An optional file of the run: what ``read`` makes of it, else ``default`` with the problem noted."""
+    try:
+        return read(run_dir)
+    except RunFileError as err:
+        problems.append(f"{name} could not be read: {err}")
+        return default
+
+
 class ReportError(ValueError):
     """A run folder cannot be turned into a report; the message says what to do."""
 
@@ -148,14 +157,6 @@ def load_run(run_dir: Path) -> RunFiles:
         except ValueError as exc:
             problems.append(f"generations.json could not be read: {exc}")
     gens = [g for g in gens if isinstance(g, dict)] if isinstance(gens, list) else []
-    try:
-        baseline = read_baseline(run_dir)
-    except RunFileError as err:
-        baseline = None
-        problems.append(f"baseline.json could not be read: {err}")
-    try:
-        predicted = read_predicted(run_dir)
-    except RunFileError as err:
-        predicted = []
-        problems.append(f"predicted.jsonl could not be read: {err}")
+    baseline = _optional(read_baseline, run_dir, "baseline.json", None, problems)
+    predicted = _optional(read_predicted, run_dir, "predicted.jsonl", [], problems)
     return RunFiles(data, fits, gens, problems, baseline, predicted)
