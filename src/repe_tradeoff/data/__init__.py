@@ -8,20 +8,19 @@
 """
 
 from repe_tradeoff.data.answers import exact_match, first_sentence, normalise_answer
-from repe_tradeoff.data.loaders import (
+from repe_tradeoff.data.behaviors import (
     BUILTIN_BEHAVIORS,
-    BUILTIN_HELPFULNESS,
-    MMLU_DIR_ENV,
     REFUSALS,
     load_advbench,
     load_behavior,
-    load_csv,
-    load_helpfulness,
-    load_jsonl,
-    load_mmlu,
     load_repe_harmful_harmless,
     load_stereoset,
-    write_jsonl,
+)
+from repe_tradeoff.data.helpfulness import (
+    BUILTIN_HELPFULNESS,
+    MMLU_DIR_ENV,
+    load_helpfulness,
+    load_mmlu,
 )
 from repe_tradeoff.data.schemas import (
     Behavior,
@@ -36,6 +35,7 @@ from repe_tradeoff.data.schemas import (
     ShortAnswerTask,
     canonical_json,
 )
+from repe_tradeoff.data.tables import load_csv, load_jsonl, write_jsonl
 from repe_tradeoff.data.texts import (
     BUILTIN_NEUTRAL_TEXT,
     BUILTIN_SHORT_ANSWER,

@@ -16,7 +16,6 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from repe_tradeoff.data.loaders import load_jsonl
 from repe_tradeoff.data.schemas import (
     DatasetError,
     NeutralPassage,
@@ -24,6 +23,7 @@ from repe_tradeoff.data.schemas import (
     ShortAnswerQuestion,
     ShortAnswerTask,
 )
+from repe_tradeoff.data.tables import load_jsonl
 
 __all__ = ["BUILTIN_NEUTRAL_TEXT", "BUILTIN_SHORT_ANSWER", "load_neutral_text", "load_short_answer"]
 
