@@ -158,6 +158,21 @@ def test_a_probe_only_run_predicts_the_grid_and_writes_its_summary(tmp_path):
     assert f"| 1 | {pred[1.0]:.3f} [" in text
 
 
+def test_the_summary_marks_predictions_past_the_trust_radius(tmp_path):
+    items = _items(n=20, cubic=0.5, quartic=12.0, seed=6)  # a quartic the probe cannot pin down
+    run = _write_run(tmp_path / "probe", items, [-0.25, -0.125, 0.0, 0.125, 0.25])
+    blocks = run_response(run, norms=GRID, target_h=0.125, n_boot=0)
+    radius = blocks["qa"]["trust_radius"]
+    assert radius is not None and 0.25 < radius < 1.0
+    write_response(run, ResponseFile.model_validate(
+        {"command": None, "predicted_norms": GRID, "tasks": blocks}))
+    rows = {line.split(" | ")[0].strip("| "): line
+            for line in build_prediction_summary(run).read_text().splitlines() if line.startswith("| ")}
+    for r in GRID:
+        cell = rows[f"{r:g}"].split(" | ")[1]
+        assert cell.endswith(" †") == bool(abs(r) > radius), (r, cell)
+
+
 # --------------------------------------------------------------------------- the real model
 
 
