@@ -1,6 +1,6 @@
 """The response of a run folder: `fit` validates it on a full sweep, `predict` measures only the
-probe; checked against hand evaluations of synthetic polynomial scores and, on the embedded
-model, against a sweep of the same grid."""
+probe; checked against hand evaluations of synthetic polynomial scores (and a by-hand fit of the
+saturating curve) and, on the embedded model, against a sweep of the same grid."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from repe_tradeoff.runfiles import (
 )
 from repe_tradeoff.theory import fit_run
 from repe_tradeoff.theory.response_run import choose_probe, run_response
-from tests.test_response import _items, _true_gap, _true_scores
+from tests.test_response import _items, _true_gap, _true_scores, hand_saturating
 
 GRID = [round(x, 6) for x in np.arange(-1.0, 1.0001, 0.125)]  # 17 norms, step 0.125
 RESIDUAL = 10.0  # the default probe is 0.0125 × 10 = 0.125, one grid step
@@ -58,12 +58,14 @@ def _write_run(folder, items, grid):
 
 
 def _hand_prediction(items, r, h):
-    """Mean over items of softmax(s0 + r·g + r²c/2)[answer], with the central differences of a
-    cubic worked out by hand: g = b + d·h²/6, c = c (exact)."""
+    """Mean over items of the softmax at the answer of each margin's saturating curve through
+    the probe values at 0, ±h, ±2h (fitted by hand, tests.test_response.hand_saturating)."""
     vals = []
     for it in items:
-        s = it["a"] + r * (it["b"] + it["d"] * h * h / 6) + r * r * it["c"] / 2
-        vals.append(_softmax_at(s, it["answer"]))
+        ans = it["answer"]
+        probe = [_true_scores(it, x * h) for x in (-2, -1, 0, 1, 2)]
+        margins = [hand_saturating([s[o] - s[ans] for s in probe], h)(r) for o in range(len(it["a"]))]
+        vals.append(_softmax_at(margins, ans))
     return float(np.mean(vals))
 
 
@@ -80,7 +82,7 @@ def test_choose_probe_prefers_a_pair_with_2h_nearest_the_target():
 
 
 def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
-    items = _items(n=25, cubic=1.5, seed=3)
+    items = _items(n=25, cubic=1.5, quartic=6.0, seed=3)
     run = _write_run(tmp_path / "run", items, GRID)
     fits = fit_run(run, n_boot=50)
     block = fits["tasks"]["qa"]["response"]
@@ -102,9 +104,10 @@ def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
     assert check["norms"] == pytest.approx(window)
     assert check["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))), abs=1e-8)
     assert check["max_error"] == pytest.approx(float(np.abs(err).max()), abs=1e-8)
-    assert check["rmse"] > 1e-4  # the cubic is there, and the check sees it
+    assert check["rmse"] > 1e-4  # the quartic is there, and the check sees it
     radius = block["trust_radius"]
-    assert radius is not None and 2 * h < radius < 1.0  # the cubic is seen beyond the probe
+    assert radius is not None and 2 * h < radius < 1.0  # the quartic is seen beyond the probe
+    assert block["model"] == "saturating"
     (inside,) = [v for v in block["validation"]
                  if v["metric"] == "helpfulness" and v["scope"] == "trust-radius"]
     assert inside["norms"] == pytest.approx([r for r in window if abs(r) <= radius])
@@ -116,8 +119,8 @@ def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
         assert pred[r].low <= pred[r].mean <= pred[r].high
     align = fits["tasks"]["harm"]["response"]
     assert align["kind"] == "alignment" and {v["scope"] for v in align["validation"]} >= {"all"}
-    slope = np.mean([0.5 * (1 - math.tanh(it["ga"] / 2) ** 2) * (it["gb"] + it["gd"] * h * h / 6)
-                     for it in items])
+    # the five-point slope is exact for a quartic gap: Δ'(0) = gb
+    slope = np.mean([0.5 * (1 - math.tanh(it["ga"] / 2) ** 2) * it["gb"] for it in items])
     assert align["slope_at_zero"]["value"] == pytest.approx(slope, rel=1e-9)
 
 
@@ -153,6 +156,21 @@ def test_a_probe_only_run_predicts_the_grid_and_writes_its_summary(tmp_path):
     text = build_prediction_summary(run).read_text()
     assert "| r | qa helpfulness [95% band] | harm alignment [95% band] |" in text
     assert f"| 1 | {pred[1.0]:.3f} [" in text
+
+
+def test_the_summary_marks_predictions_past_the_trust_radius(tmp_path):
+    items = _items(n=20, cubic=0.5, quartic=12.0, seed=6)  # a quartic the probe cannot pin down
+    run = _write_run(tmp_path / "probe", items, [-0.25, -0.125, 0.0, 0.125, 0.25])
+    blocks = run_response(run, norms=GRID, target_h=0.125, n_boot=0)
+    radius = blocks["qa"]["trust_radius"]
+    assert radius is not None and 0.25 < radius < 1.0
+    write_response(run, ResponseFile.model_validate(
+        {"command": None, "predicted_norms": GRID, "tasks": blocks}))
+    rows = {line.split(" | ")[0].strip("| "): line
+            for line in build_prediction_summary(run).read_text().splitlines() if line.startswith("| ")}
+    for r in GRID:
+        cell = rows[f"{r:g}"].split(" | ")[1]
+        assert cell.endswith(" †") == bool(abs(r) > radius), (r, cell)
 
 
 # --------------------------------------------------------------------------- the real model

@@ -1,5 +1,6 @@
-"""The second-order response: synthetic items with known polynomial scores, checked against
-direct evaluation of the true scores and against finite differences of the predicted curve."""
+"""The response: synthetic items with known polynomial or saturating scores, checked against
+direct evaluation of the true scores, a by-hand fit of the saturating curve, and finite
+differences of the predicted curve."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from repe_tradeoff.theory import (
 GRID = [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]  # probe h = 0.25 with ±2h
 
 
-def _items(n=30, k=4, cubic=0.0, seed=1, ragged=False):
+def _items(n=30, k=4, cubic=0.0, seed=1, ragged=False, quartic=0.0):
     """Per-item polynomial coefficients of option scores and logit gaps."""
     rng = np.random.default_rng(seed)
     items = []
@@ -36,19 +37,23 @@ def _items(n=30, k=4, cubic=0.0, seed=1, ragged=False):
             "b": rng.normal(0.0, 0.6, kq),
             "c": rng.normal(-0.3, 0.8, kq),
             "d": cubic * rng.normal(0.0, 1.0, kq),
+            "e": quartic * rng.normal(0.0, 1.0, kq),
             "answer": int(rng.integers(0, kq)),
             "ga": rng.normal(0.0, 1.5), "gb": rng.normal(1.0, 0.5),
             "gc": rng.normal(0.0, 0.4), "gd": cubic * rng.normal(0.0, 1.0),
+            "ge": quartic * rng.normal(0.0, 1.0),
         })
     return items
 
 
 def _true_scores(it, r):
-    return it["a"] + r * it["b"] + r * r * it["c"] / 2 + r**3 * it["d"] / 6
+    return (it["a"] + r * it["b"] + r * r * it["c"] / 2 + r**3 * it["d"] / 6
+            + r**4 * it.get("e", 0.0) / 24)
 
 
 def _true_gap(it, r):
-    return it["ga"] + r * it["gb"] + r * r * it["gc"] / 2 + r**3 * it["gd"] / 6
+    return (it["ga"] + r * it["gb"] + r * r * it["gc"] / 2 + r**3 * it["gd"] / 6
+            + r**4 * it.get("ge", 0.0) / 24)
 
 
 def _records(items, grid=GRID, task="qa", atask="harm"):
@@ -139,12 +144,148 @@ def test_quadratic_scores_predicted_exactly_at_any_norm(grid):
 
 
 def test_derivatives_match_the_true_coefficients():
-    items = _items(6)
+    # cubic scores: the five-point odd part is exact, and so is the even part (a parabola)
+    items = _items(6, cubic=0.4)
     resp = helpfulness_response(_records(items))
+    u, sa = resp.margins, resp.answer_score
     for q, it in enumerate(items):
-        np.testing.assert_allclose(resp.g[q], it["b"], atol=1e-10)
-        np.testing.assert_allclose(resp.c[q], it["c"], atol=1e-10)
-        np.testing.assert_allclose(resp.d[q], it["d"], atol=1e-9)
+        ans = it["answer"]
+        np.testing.assert_allclose(u.slope[q], it["b"] - it["b"][ans], atol=1e-10)
+        np.testing.assert_allclose(u.curvature[q], it["c"] - it["c"][ans], atol=1e-9)
+        np.testing.assert_allclose(u.resolved_curvature[q], it["c"] - it["c"][ans], atol=1e-9)
+        np.testing.assert_allclose(u.third[q], it["d"] - it["d"][ans], atol=1e-8)
+        np.testing.assert_allclose(u.bend[q], 0.0, atol=1e-9)  # a parabola, to rounding of q = 4
+        assert sa.slope[q] == pytest.approx(it["b"][ans], abs=1e-10)
+        assert sa.third[q] == pytest.approx(it["d"][ans], abs=1e-8)
+    assert resp.model == "saturating"
+    assert helpfulness_response(_records(items, grid=[-0.25, 0.0, 0.25])).model == "quadratic"
+
+
+# --- exact recovery of saturating scores ------------------------------------------------
+
+
+def _hyperbola(curv, rho, r):
+    """c ρ² (√(1 + r²/ρ²) − 1): curvature c at 0, growing like |r| beyond ρ."""
+    return curv * rho * rho * (math.sqrt(1.0 + (r / rho) ** 2) - 1.0)
+
+
+def _saturating_items(n=24, k=4, seed=7):
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n):
+        items.append({
+            "answer": int(rng.integers(0, k)),
+            # (value, slope, curvature, ρ, third derivative) of the answer's own score, of each
+            # option's margin against it, and of the logit gap
+            "own": (rng.normal(-1.5, 0.5), rng.normal(0, 0.5), rng.normal(-1, 0.4),
+                    rng.uniform(0.2, 1.5), rng.normal(0, 0.3)),
+            "margins": [(rng.normal(-1.0, 1.0), rng.normal(0, 0.8), rng.normal(-2, 1.0),
+                         rng.uniform(0.15, 2.0), rng.normal(0, 0.5)) for _ in range(k)],
+            "gap": (rng.normal(0, 1.0), rng.normal(1, 0.5), rng.normal(0, 1.0),
+                    rng.uniform(0.2, 1.5), rng.normal(0, 0.3)),
+        })
+    return items
+
+
+def _saturating(params, r):
+    value, slope, curv, rho, third = params
+    return value + slope * r + third * r**3 / 6 + _hyperbola(curv, rho, r)
+
+
+def _saturating_scores(it, r):
+    own = _saturating(it["own"], r)
+    return [own if j == it["answer"] else own + _saturating(m, r)
+            for j, m in enumerate(it["margins"])]
+
+
+def _saturating_records(items, grid=GRID):
+    rows = []
+    for r in grid:
+        for q, it in enumerate(items):
+            s = _saturating_scores(it, r)
+            rows.append({"task": "qa", "kind": "helpfulness", "norm": r, "item": q,
+                         "answer": it["answer"], "scores": s,
+                         "helpfulness_vocab": min(1.0, math.exp(s[it["answer"]]))})
+            rows.append({"task": "harm", "kind": "alignment", "norm": r, "item": q,
+                         "logit_gap": _saturating(it["gap"], r)})
+    return rows
+
+
+def test_saturating_scores_predicted_exactly_far_outside_the_probe():
+    items = _saturating_items()
+    rows = _saturating_records(items)
+    resp, aresp = helpfulness_response(rows), alignment_response(rows)
+    norms = [-6.0, -2.2, 0.0, 0.4, 3.0, 9.0]  # the probe reaches ±0.5
+    pred = predict_helpfulness(resp, norms, n_boot=0).mean
+    vocab = predict_helpfulness(resp, norms, vocab=True, n_boot=0).mean
+    align = predict_alignment(aresp, norms, n_boot=0).mean
+    for j, r in enumerate(norms):
+        probs, fulls, aligns = [], [], []
+        for it in items:
+            w = [math.exp(x) for x in _saturating_scores(it, r)]
+            probs.append(w[it["answer"]] / sum(w))
+            fulls.append(min(1.0, w[it["answer"]]))
+            aligns.append(2.0 / (1.0 + math.exp(-_saturating(it["gap"], r))) - 1.0)
+        assert pred[j] == pytest.approx(np.mean(probs), abs=1e-9)
+        assert vocab[j] == pytest.approx(np.mean(fulls), abs=1e-9)
+        assert align[j] == pytest.approx(np.mean(aligns), abs=1e-9)
+    # the fitted bend is 1/ρ² and the curvature the true one (margins; the answer's own is 0)
+    u = resp.margins
+    for q, it in enumerate(items):
+        for j, (_, slope, curv, rho, third) in enumerate(it["margins"]):
+            if j == it["answer"]:
+                assert u.curvature[q, j] == 0 and u.bend[q, j] == 0
+                continue
+            assert u.bend[q, j] == pytest.approx(1 / rho**2, rel=1e-6)
+            assert u.curvature[q, j] == pytest.approx(curv, rel=1e-6)
+            assert u.slope[q, j] == pytest.approx(slope, abs=1e-9)
+            assert u.third[q, j] == pytest.approx(third, abs=1e-6)
+    # a three-norm probe cannot see the bend: the quadratic of the central differences
+    short = helpfulness_response(_saturating_records(items, grid=[-0.25, 0.0, 0.25]))
+    assert short.margins.bend is None and short.trust_radius is None
+
+
+def _hand_saturating_even(e1, e2, h):
+    """By hand: the even part through E(h) = e1, E(2h) = e2, with ρ found by bisection on
+    E(2h)/E(h) = (√(1 + 4h²/ρ²) − 1) / (√(1 + h²/ρ²) − 1); a parabola unless 2 < q < 4."""
+    q = e2 / e1 if e1 != 0 else 4.0
+    if not 2 < q < 4:
+        return lambda r: e1 * (r / h) ** 2
+    lo, hi = -40.0, 40.0  # log(ρ/h)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        x = math.exp(-2 * mid)  # (h/ρ)²
+        ratio = 4 * (math.sqrt(1 + x) + 1) / (math.sqrt(1 + 4 * x) + 1)  # the same, no 0/0
+        lo, hi = (mid, hi) if ratio < q else (lo, mid)  # the ratio grows towards 4 with ρ
+    rho = h * math.exp((lo + hi) / 2)
+    curv = e1 / (rho * rho * (math.sqrt(1 + (h / rho) ** 2) - 1))
+    return lambda r: _hyperbola(curv, rho, r)
+
+
+def hand_saturating(values, h):
+    """The saturating curve through values at -2h, -h, 0, h, 2h, worked out by hand."""
+    m2, m1, z, p1, p2 = values
+    o1, o2 = (p1 - m1) / 2, (p2 - m2) / 2
+    third = (o2 - 2 * o1) / h**3  # the odd part g r + third r³/6 through o1 and o2
+    slope = o1 / h - third * h * h / 6
+    even = _hand_saturating_even((p1 + m1) / 2 - z, (p2 + m2) / 2 - z, h)
+    return lambda r: z + slope * r + third * r**3 / 6 + even(r)
+
+
+def test_a_quartic_term_is_fitted_as_the_by_hand_saturating_curve():
+    items = _items(10, quartic=2.0, cubic=0.5, seed=4)
+    resp = helpfulness_response(_records(items))
+    h, norms = 0.25, [-2.0, -0.7, 0.3, 1.6]
+    pred = predict_helpfulness(resp, norms, n_boot=0).mean
+    for j, r in enumerate(norms):
+        vals = []
+        for it in items:
+            ans = it["answer"]
+            probe = [_true_scores(it, x * h) for x in (-2, -1, 0, 1, 2)]
+            curves = [hand_saturating([s[o] - s[ans] for s in probe], h) for o in range(len(it["a"]))]
+            w = [math.exp(c(r)) for c in curves]
+            vals.append(w[ans] / sum(w))
+        assert pred[j] == pytest.approx(np.mean(vals), abs=1e-9)
 
 
 def test_only_probe_norms_are_used():
@@ -201,6 +342,17 @@ def test_decomposition_sums_to_the_second_order_coefficient():
         assert est.low <= est.value <= est.high and est.low < est.high
 
 
+def test_decomposition_is_the_true_curves_when_the_probe_resolves_it():
+    # quartic scores: the five-point central differences are exact, so the split sums to the
+    # r² coefficient of the true mean curve (by finite differences of the direct evaluation)
+    items = _items(25, cubic=0.4, quartic=0.8, seed=9)
+    dec = decompose(helpfulness_response(_records(items)), n_boot=50)
+    eps = 1e-3
+    p0, pp, pm = (_direct_helpfulness(items, x) for x in (0.0, eps, -eps))
+    assert dec.linear.value == pytest.approx((pp - pm) / (2 * eps), abs=1e-7)
+    assert dec.quadratic.value == pytest.approx((pp + pm - 2 * p0) / (2 * eps**2), abs=1e-6)
+
+
 def test_spread_and_drift_are_told_apart():
     # no curvature of the scores: everything quadratic is spread
     items = _items(20)
@@ -225,8 +377,8 @@ def test_spread_and_drift_are_told_apart():
 # --- the trust radius --------------------------------------------------------------------
 
 
-def test_trust_radius_is_infinite_for_quadratic_scores_and_none_without_2h():
-    rows = _records(_items(10))
+def test_trust_radius_is_infinite_for_cubic_scores_and_none_without_2h():
+    rows = _records(_items(10, cubic=0.5))
     assert helpfulness_response(rows).trust_radius == math.inf
     assert alignment_response(rows).trust_radius == math.inf
     short = _records(_items(10), grid=[-0.25, 0.0, 0.25])
@@ -234,15 +386,17 @@ def test_trust_radius_is_infinite_for_quadratic_scores_and_none_without_2h():
     assert alignment_response(short).probe == Probe(0.25, False)
 
 
-def test_trust_radius_shrinks_when_a_cubic_term_grows():
-    radii = [helpfulness_response(_records(_items(20, cubic=x))).trust_radius for x in (0.05, 0.5)]
-    aradii = [alignment_response(_records(_items(20, cubic=x))).trust_radius for x in (0.05, 0.5)]
+def test_trust_radius_shrinks_when_a_quartic_term_grows():
+    radii = [helpfulness_response(_records(_items(20, quartic=x))).trust_radius for x in (0.05, 0.5)]
+    aradii = [alignment_response(_records(_items(20, quartic=x))).trust_radius for x in (0.05, 0.5)]
     assert math.isfinite(radii[0]) and radii[1] < radii[0]
     assert math.isfinite(aradii[0]) and aradii[1] < aradii[0]
 
 
 def test_trust_radius_marks_where_the_true_error_reaches_the_tolerance():
-    items = _items(20, cubic=0.3)
+    # quartic scores: the polynomial through the five probe values is the truth, so the
+    # radius is exactly where the saturating curve's error reaches the tolerance
+    items = _items(20, cubic=0.3, quartic=0.6)
     resp = helpfulness_response(_records(items), tolerance=0.02)
     rad = resp.trust_radius
     assert resp.tolerance == 0.02 and 0.25 < rad < 16

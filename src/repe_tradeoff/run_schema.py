@@ -186,6 +186,8 @@ class ResponseValidation(_Strict):
 class _ResponseBase(_Strict):
     probe_h: float
     probe_norms: list[float]
+    #: "saturating" (five probe norms) or "quadratic" (three); see theory.response_model
+    model: Literal["quadratic", "saturating"] | None = None
     tolerance: float
     n_items: int
     n_dropped: int

@@ -39,7 +39,7 @@ PLOTS = {
         plot_alignment,
         (
             "Alignment E[B] against the steering norm r (mean ± standard error over prompts), "
-            "with the tanh fit, the linear fit near r = 0 over its window, and the second-order "
+            "with the tanh fit, the linear fit near r = 0 over its window, and the "
             "prediction from the probe norms with its 95% band over prompts."
         ),
         "no alignment points in points.jsonl",
@@ -49,7 +49,7 @@ PLOTS = {
         (
             "Helpfulness against r: P(correct) restricted to the answer options, over the full "
             "vocabulary, and accuracy; the corollary fit, the local quadratic over its window, "
-            "the second-order prediction from the probe norms 0, ±h, ±2h with its 95% band "
+            "the prediction from the probe norms 0, ±h, ±2h with its 95% band "
             "over questions, the paper's prediction from the A1/A3 diagnostics, and the chance "
             "level 1/k."
         ),

@@ -58,7 +58,7 @@ class RunFiles:
     predicted: list[PredictedPoint] = field(default_factory=list)  # predicted.jsonl
 
     def predicted_curve(self, task: str | None, metric: str) -> list[PredictedPoint]:
-        """The second-order prediction of one task × metric, sorted by norm."""
+        """The prediction from the probe norms of one task × metric, sorted by norm."""
         return sorted((p for p in self.predicted if p.task == task and p.metric == metric),
                       key=lambda p: p.norm)
 
@@ -108,7 +108,7 @@ class RunFiles:
         return self.fits.helpfulness_tasks().get(task) if self.fits else None
 
     def response_block(self, task: str | None):
-        """The second-order response block of a task in fits.json (None when it has none)."""
+        """The response block of a task in fits.json (None when it has none)."""
         block = self.fits.tasks.get(task) if self.fits and task is not None else None
         return None if block is None else block.response
 

@@ -168,7 +168,7 @@ def _curve(ax: Any, fit: FitBlock | None, rr: np.ndarray, label: str, chance: fl
 
 
 def draw_prediction(ax: Any, run: RunFiles, task: str | None, metric: str, color: str) -> None:
-    """The second-order prediction from the probe norms (predicted.jsonl) with its 95 % band."""
+    """The prediction from the probe norms (predicted.jsonl) with its 95 % band."""
     pts = run.predicted_curve(task, metric)
     if len(pts) < 2:
         return

@@ -1,4 +1,4 @@
-"""The second-order response in words, and the summary of a `predict` run (prediction.md).
+"""The response in words, and the summary of a `predict` run (prediction.md).
 
 Every number comes from the run files (``response.json`` or the ``response`` blocks of
 ``fits.json``, and ``predicted.jsonl``); nothing is recomputed.
@@ -13,6 +13,7 @@ from repe_tradeoff.run_schema import (
     HelpfulnessResponseBlock,
     PredictedPoint,
     ResponseEstimate,
+    ResponseFile,
 )
 from repe_tradeoff.runfiles import (
     RunFileError,
@@ -41,6 +42,14 @@ def _radius(block: HelpfulnessResponseBlock | AlignmentResponseBlock,
     return "unknown (the probe has no ±2h)"
 
 
+def _model(response: ResponseFile) -> str:
+    """How the blocks' curves were drawn through the probe, in words."""
+    names = {"saturating": "the saturating curve through 0, ±h, ±2h",
+             "quadratic": "the quadratic through 0, ±h"}
+    models = dict.fromkeys(b.model for b in response.tasks.values() if b.model)
+    return ", ".join(names[m] for m in models) or "the response curve"
+
+
 def validation_text(block: HelpfulnessResponseBlock | AlignmentResponseBlock) -> list[str]:
     """One phrase per validation: 'helpfulness RMSE 0.004, max |error| 0.01 over 11 norms ...'."""
     out = []
@@ -59,14 +68,14 @@ def response_lines(task: str, block: HelpfulnessResponseBlock | AlignmentRespons
     probe = f"probe h = {fmt(block.probe_h, 4)} ({block.n_items} items)"
     if isinstance(block, AlignmentResponseBlock):
         lines = [(f"{task}: alignment slope at r = 0: {_est(block.slope_at_zero)} per unit r "
-                 f"(2σ'(Δ0)·Δ'); {probe}; the expansion is trusted for {_radius(block)}")]
+                 f"(2σ'(Δ0)·Δ'); {probe}; the prediction is trusted for {_radius(block)}")]
     else:
         d = block.decomposition
         lines = [
             (f"{task}: P(correct) at r = 0 {_est(d.p0)}; r coefficient {_est(d.linear)}; "
             f"r² coefficient {_est(d.quadratic)} = spread (A3) {_est(d.spread)} + drift "
             f"{_est(d.drift)}, spread share {_est(d.spread_share, 2)}"),
-            (f"{task}: {probe}; the expansion is trusted for {_radius(block)} (options) and "
+            (f"{task}: {probe}; the prediction is trusted for {_radius(block)} (options) and "
             f"{_radius(block, block.trust_radius_vocab) if block.trust_radius_vocab else 'n/a'}"
             " (full vocabulary)"),
         ]
@@ -74,7 +83,20 @@ def response_lines(task: str, block: HelpfulnessResponseBlock | AlignmentRespons
     return lines
 
 
-def _table(points: list[PredictedPoint]) -> list[str]:
+def _radii(response: ResponseFile) -> dict[tuple[str, str], float]:
+    """The trust radius of each predicted (task, metric), where one was found."""
+    out: dict[tuple[str, str], float] = {}
+    for task, block in response.tasks.items():
+        pairs = [(block.kind, block.trust_radius)]
+        if isinstance(block, HelpfulnessResponseBlock):
+            pairs.append(("helpfulness_vocab", block.trust_radius_vocab))
+        out.update({(task, metric): r for metric, r in pairs if r is not None})
+    return out
+
+
+def _table(points: list[PredictedPoint], radii: dict[tuple[str, str], float] | None = None) -> list[str]:
+    """The predicted curves, a column per task × metric; † past that curve's trust radius."""
+    radii = radii or {}
     cols = list(dict.fromkeys((p.task, p.metric) for p in points))
     norms = sorted({p.norm for p in points})
     cell = {(p.task, p.metric, p.norm): p for p in points}
@@ -84,7 +106,8 @@ def _table(points: list[PredictedPoint]) -> list[str]:
         row = []
         for t, m in cols:
             p = cell.get((t, m, r))
-            row.append("—" if p is None else f"{p.mean:.3f} [{p.low:.3f}, {p.high:.3f}]")
+            far = " †" if p is not None and abs(r) > radii.get((t, m), float("inf")) else ""
+            row.append("—" if p is None else f"{p.mean:.3f} [{p.low:.3f}, {p.high:.3f}]{far}")
         lines.append(f"| {fmt(r)} | " + " | ".join(row) + " |")
     return lines
 
@@ -107,11 +130,14 @@ def build_prediction_summary(run_dir: Path | str) -> Path:
              if config else "Measured only the probe norms.",
              (f"(probe h = {fmt(probe.get('h'), 4)}, {probe.get('source', 'recorded')}); predicted "
              f"over {len(response.predicted_norms)} norms from {fmt(min(response.predicted_norms))} "
-             f"to {fmt(max(response.predicted_norms))} by the second-order expansion of every "
-             "item's scores (README, Metrics)."), "", "## Response", ""]
+             f"to {fmt(max(response.predicted_norms))} by each item's response curve "
+             f"({_model(response)}; README, Metrics)."), "", "## Response", ""]
     for task, block in response.tasks.items():
         lines += [f"- {x}" for x in response_lines(task, block)]
-    lines += ["", "## Predicted curves", "", *_table(points), ""]
+    radii = _radii(response)
+    lines += ["", "## Predicted curves", "", *_table(points, radii), ""]
+    if any(abs(p.norm) > radii.get((p.task, p.metric), float("inf")) for p in points):
+        lines += ["† beyond that curve's trust radius: there the probe alone does not decide it.", ""]
     if response.warnings:
         lines += ["## Notes", "", *[f"- {w}" for w in response.warnings], ""]
     if response.command:

@@ -3,8 +3,9 @@
 Works on the files of a run folder only (``docs/run-files.md``); it needs numpy and scipy,
 never a model. The entry points are :func:`fit_run` (writes ``fits.json``),
 :func:`import_paper_curves` (turns the paper authors' curves into a run folder) and the
-second-order response (:func:`helpfulness_response`, :func:`predict_helpfulness`,
-:func:`decompose`, :func:`validate`), which predicts a sweep from its probe norms.
+response (:func:`helpfulness_response`, :func:`predict_helpfulness`, :func:`decompose`,
+:func:`validate`; per-quantity curves :class:`ResponseCurve`), which predicts a sweep from its
+probe norms.
 """
 
 from .errors import TheoryError
@@ -29,6 +30,7 @@ from .response import (
     task_kinds,
     trust_radius,
 )
+from .response_model import ResponseCurve, fit_curve
 from .response_summary import Decomposition, Validation, decompose, predicted_points, validate
 
 __all__ = [
@@ -40,12 +42,14 @@ __all__ = [
     "HelpfulnessResponse",
     "Prediction",
     "Probe",
+    "ResponseCurve",
     "TheoryError",
     "Validation",
     "alignment_response",
     "decompose",
     "evaluate",
     "find_probe",
+    "fit_curve",
     "fit_run",
     "get_law",
     "helpfulness_response",

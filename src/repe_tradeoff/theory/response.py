@@ -1,28 +1,32 @@
-"""The second-order response: predict a sweep's curves from the norms 0 and ±h (and ±2h).
+"""The response: predict a sweep's curves from the probe norms 0, ±h (and ±2h).
 
-Works on ``items.jsonl`` records given as plain dicts. For each item the probe norms give,
-by central differences, the first and second derivatives of every option score ``s``
-(helpfulness) and of the logit gap ``Δ = ℓa − ℓm`` (alignment)::
+Works on ``items.jsonl`` records given as plain dicts. For each item the probe gives, per
+quantity, a :class:`~.response_model.ResponseCurve` (see :mod:`.response_model`): with three
+norms the quadratic of the central differences, with five the *saturating* curve
+``f(0) + g r + t r³/6 + c r² / (1 + √(1 + κ r²))`` through all five values (``t`` the third
+derivative), whose curvature ``c`` fades beyond ``|r| ≈ 1/√κ``. The quantities are the
+option-score *margins* ``u_j = s_j − s_answer`` (helpfulness: the options' softmax depends on
+nothing else), the
+answer's own score ``s_answer`` (full-vocabulary helpfulness) and the logit gap
+``Δ = ℓa − ℓm`` (alignment). Predictions, each a mean over items with a 95 % bootstrap band
+over items::
 
-    g = (s(h) − s(−h)) / 2h          c = (s(h) + s(−h) − 2 s(0)) / h²
-    d = (s(2h) − 2 s(h) + 2 s(−h) − s(−2h)) / 2h³      (third derivative, needs ±2h)
-
-Predictions, each a mean over items with a 95 % bootstrap band over items::
-
-    helpfulness         P(r) = mean_q softmax(s0 + r g + r² c / 2)[answer]
+    helpfulness         P(r) = mean_q softmax(u(r))[answer] = mean_q 1 / Σ_j exp(u_j(r))
     helpfulness_vocab   P(r) = mean_q min(1, exp(s_answer(r)))
-    alignment           A(r) = mean_q 2 σ(Δ0 + r Δ' + r² Δ'' / 2) − 1
+    alignment           A(r) = mean_q 2 σ(Δ(r)) − 1
 
-With ``p = softmax(s0)``, ``e`` the one-hot of the answer, ``∇P = p_c (e − p)`` and
+With ``p = softmax(u(0))``, ``e`` the one-hot of the answer, ``∇P = p_c (e − p)`` and
 ``∇²P = p_c [(e − p)(e − p)ᵀ − (diag p − p pᵀ)]``, the mean P(correct) expands as::
 
     P(r) ≈ P(0) + r ∇P·g + r² (½ gᵀ∇²P g + ½ ∇P·c)
                   linear       spread        drift
 
-and the alignment slope at 0 is ``mean 2 σ'(Δ0) Δ'`` (both in :mod:`.response_summary`).
-The quadratic through 0, ±h misses a cubic ``d r³/6`` by ``d (r³ − h² r) / 6``; the *trust
-radius* is the smallest ``|r|`` at which adding that error moves the predicted mean curve by
-more than ``tolerance``.
+with ``g``, ``c`` the margins' slope and curvature at 0 as the probe resolves them (the
+central differences, five-point with ±2h; in :mod:`.response_summary`), and
+the alignment slope at 0 is ``mean 2 σ'(Δ0) Δ'``. The *trust radius* (five norms only) is the
+smallest ``|r|`` at which the predicted mean curve and that of the quartic polynomial through
+the same five probe values differ by more than ``tolerance``: beyond it the probe alone does
+not decide the curve.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TheoryError
+from .response_model import ResponseCurve, fit_curve
 
 DEFAULT_TOLERANCE = 0.01
 #: The trust radius is searched out to this many probe steps (beyond: ``inf``).
@@ -109,41 +114,45 @@ class Prediction:
 
 @dataclass(frozen=True)
 class HelpfulnessResponse:
-    """Per-item score derivatives of one helpfulness task.
+    """The response of one helpfulness task.
 
-    Arrays are ``(n_items, n_options)``, padded where items have fewer options (score
-    ``-inf``, derivatives 0). ``d`` (third derivative) is None without ±2h.
+    ``margins`` holds, per item and option, the curve of ``s_j − s_answer`` (arrays
+    ``(n_items, n_options)``, padded where items have fewer options: value ``-inf``, the rest
+    0); ``answer_score`` that of ``s_answer`` (arrays of ``n_items``).
     """
 
     task: str
     probe: Probe
     items: list[Any]
     answers: np.ndarray
-    s0: np.ndarray
-    g: np.ndarray
-    c: np.ndarray
-    d: np.ndarray | None
+    margins: ResponseCurve
+    answer_score: ResponseCurve
     has_vocab: bool
     tolerance: float
     n_dropped: int = 0
     trust_radius: float | None = None
     trust_radius_vocab: float | None = None
 
+    @property
+    def model(self) -> str:
+        return "saturating" if self.probe.has_2h else "quadratic"
+
 
 @dataclass(frozen=True)
 class AlignmentResponse:
-    """Per-item logit-gap derivatives of one alignment task (arrays of ``n_items``)."""
+    """The response of one alignment task: the curve of each item's logit gap."""
 
     task: str
     probe: Probe
     items: list[Any]
-    delta0: np.ndarray
-    g: np.ndarray
-    c: np.ndarray
-    d: np.ndarray | None
+    gap: ResponseCurve
     tolerance: float
     n_dropped: int = 0
     trust_radius: float | None = None
+
+    @property
+    def model(self) -> str:
+        return "saturating" if self.probe.has_2h else "quadratic"
 
 
 def _kind(row: Mapping[str, Any]) -> str:
@@ -197,19 +206,6 @@ def _probe_values(rows, probe: Probe | None, field: str):
     return probe, complete, len(by_item) - len(complete)
 
 
-def _derivatives(v: np.ndarray, probe: Probe):
-    """Central differences along axis 0 of values at ``probe.norms``."""
-    h = probe.h
-    if probe.has_2h:
-        m2, m1, z, p1, p2 = v
-    else:
-        m1, z, p1 = v
-    g = (p1 - m1) / (2 * h)
-    c = (p1 + m1 - 2 * z) / h**2
-    d = (p2 - 2 * p1 + 2 * m1 - m2) / (2 * h**3) if probe.has_2h else None
-    return z, g, c, d
-
-
 def helpfulness_response(
     records: Iterable[Mapping[str, Any]],
     task: str | None = None,
@@ -217,7 +213,7 @@ def helpfulness_response(
     probe: Probe | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> HelpfulnessResponse:
-    """Score derivatives of a helpfulness task from its records at the probe norms."""
+    """The response of a helpfulness task from its records at the probe norms."""
     task, rows = _task_rows(list(records), task, "helpfulness")
     probe, items, dropped = _probe_values(rows, probe, "scores")
     n_opt = max(len(vals[0]["scores"]) for _, vals in items)
@@ -242,15 +238,17 @@ def helpfulness_response(
     if not kept:
         raise TheoryError(f"no item of {task!r} has an answer and finite scores at the probe norms")
     v, valid, answers = v[:, kept], valid[kept], answers[kept]
-    z, g, c, d = _derivatives(v, probe)
-    z = np.where(valid, z, -np.inf)
+    answer_scores = v[:, np.arange(len(kept)), answers]
+    margins = fit_curve(np.where(valid, v - answer_scores[..., None], 0.0), probe.h, probe.has_2h)
     has_vocab = all(vals[0].get("helpfulness_vocab") is not None for _, vals in items)
     resp = HelpfulnessResponse(
         task=task, probe=probe, items=[items[i][0] for i in kept], answers=answers,
-        s0=z, g=g, c=c, d=d, has_vocab=has_vocab, tolerance=float(tolerance),
+        margins=replace(margins, value=np.where(valid, margins.value, -np.inf)),
+        answer_score=fit_curve(answer_scores, probe.h, probe.has_2h),
+        has_vocab=has_vocab, tolerance=float(tolerance),
         n_dropped=dropped + len(items) - len(kept),
     )
-    if d is None:
+    if not probe.has_2h:
         return resp
     return replace(
         resp,
@@ -266,7 +264,7 @@ def alignment_response(
     probe: Probe | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> AlignmentResponse:
-    """Logit-gap derivatives of an alignment task from its records at the probe norms."""
+    """The response of an alignment task (its logit gaps) from its records at the probe norms."""
     task, rows = _task_rows(list(records), task, "alignment")
     probe, items, dropped = _probe_values(rows, probe, "logit_gap")
     k = len(probe.norms)
@@ -274,46 +272,32 @@ def alignment_response(
     keep = np.isfinite(v).all(axis=0)
     if not keep.any():
         raise TheoryError(f"no item of {task!r} has a finite logit_gap at every probe norm")
-    z, g, c, d = _derivatives(v[:, keep], probe)
     resp = AlignmentResponse(
         task=task, probe=probe, items=[it for (it, _), ok in zip(items, keep) if ok],
-        delta0=z, g=g, c=c, d=d, tolerance=float(tolerance),
+        gap=fit_curve(v[:, keep], probe.h, probe.has_2h), tolerance=float(tolerance),
         n_dropped=dropped + int((~keep).sum()),
     )
-    return resp if d is None else replace(resp, trust_radius=trust_radius(resp, tolerance=tolerance))
+    if not probe.has_2h:
+        return resp
+    return replace(resp, trust_radius=trust_radius(resp, tolerance=tolerance))
 
 
 # --- per-item curves -------------------------------------------------------------------
 
 
-def _cubic_error(d: np.ndarray, r: np.ndarray, h: float) -> np.ndarray:
-    """What the quadratic through 0, ±h misses of a cubic ``d r³/6`` (zero at 0, ±h)."""
-    poly = r * (r * r - h * h) / 6.0
-    return d[..., None] * poly if d.ndim == 1 else d[:, None, :] * poly[None, :, None]
-
-
-def _helpfulness_items(resp: HelpfulnessResponse, r: np.ndarray, vocab: bool, cubic: bool):
+def _helpfulness_items(resp: HelpfulnessResponse, r: np.ndarray, vocab: bool, polynomial: bool):
     """Per-item predicted P(correct), shape ``(n_items, len(r))``."""
-    s = (
-        resp.s0[:, None, :]
-        + r[None, :, None] * resp.g[:, None, :]
-        + (r * r)[None, :, None] * resp.c[:, None, :] / 2
-    )
-    if cubic:
-        s = s + _cubic_error(resp.d, r, resp.probe.h)
-    idx = np.arange(len(resp.answers))
     if vocab:
-        return np.exp(np.minimum(s[idx, :, resp.answers], 0.0))  # = min(1, exp(s)), no overflow
-    shifted = s - s.max(axis=2, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
-    return np.exp(logp[idx, :, resp.answers])
+        s = resp.answer_score.at(r, polynomial=polynomial)
+        return np.exp(np.minimum(s, 0.0)).T  # = min(1, exp(s)), no overflow
+    u = resp.margins.at(r, polynomial=polynomial)  # (len(r), n_items, n_options); answer's u = 0
+    top = u.max(axis=2, keepdims=True)
+    log_total = top[..., 0] + np.log(np.exp(u - top).sum(axis=2))
+    return np.exp(-log_total).T  # softmax at the answer = 1 / Σ exp(u_j)
 
 
-def _alignment_items(resp: AlignmentResponse, r: np.ndarray, cubic: bool):
-    gap = resp.delta0[:, None] + r[None, :] * resp.g[:, None] + (r * r)[None, :] * resp.c[:, None] / 2
-    if cubic:
-        gap = gap + _cubic_error(resp.d, r, resp.probe.h)
-    return np.tanh(gap / 2)  # = 2σ(gap) − 1
+def _alignment_items(resp: AlignmentResponse, r: np.ndarray, polynomial: bool):
+    return np.tanh(resp.gap.at(r, polynomial=polynomial) / 2).T  # = 2σ(gap) − 1
 
 
 def boot_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
@@ -346,7 +330,7 @@ def predict_helpfulness(
             f"task {resp.task!r} has no helpfulness_vocab in its records: predict with vocab=False"
         )
     r = norm_array(norms)
-    return _band(_helpfulness_items(resp, r, vocab, cubic=False), r, n_boot, seed)
+    return _band(_helpfulness_items(resp, r, vocab, polynomial=False), r, n_boot, seed)
 
 
 def predict_alignment(
@@ -354,18 +338,19 @@ def predict_alignment(
 ) -> Prediction:
     """Predicted mean alignment ``2σ(Δ(r)) − 1`` over ``norms``."""
     r = norm_array(norms)
-    return _band(_alignment_items(resp, r, cubic=False), r, n_boot, seed)
+    return _band(_alignment_items(resp, r, polynomial=False), r, n_boot, seed)
 
 
 def trust_radius(
     resp: HelpfulnessResponse | AlignmentResponse, *, vocab: bool = False,
     tolerance: float | None = None,
 ) -> float | None:
-    """Smallest ``|r|`` where the estimated cubic moves the predicted mean curve by > tolerance.
+    """Smallest ``|r|`` where the predicted mean curve and the quartic polynomial's through
+    the same five probe values differ by more than tolerance.
 
-    None without ±2h; ``inf`` when it stays below tolerance out to 64 probe steps.
+    None without ±2h; ``inf`` when they agree out to 64 probe steps.
     """
-    if resp.d is None:
+    if not resp.probe.has_2h:
         return None
     tol = resp.tolerance if tolerance is None else float(tolerance)
     if not tol > 0:
@@ -374,11 +359,13 @@ def trust_radius(
     out = math.inf
     for sign in (1.0, -1.0):
         r = sign * np.linspace(0.0, reach, _TRUST_GRID_POINTS)
-        if isinstance(resp, AlignmentResponse):
-            quad, cub = (_alignment_items(resp, r, cubic=k).mean(axis=0) for k in (False, True))
-        else:
-            quad, cub = (_helpfulness_items(resp, r, vocab, cubic=k).mean(axis=0) for k in (False, True))
-        over = np.flatnonzero(np.abs(cub - quad) > tol)
+        with np.errstate(over="ignore", invalid="ignore"):  # a quartic far out: ±inf in σ, exp
+            if isinstance(resp, AlignmentResponse):
+                model, poly = (_alignment_items(resp, r, polynomial=k).mean(axis=0) for k in (False, True))
+            else:
+                model, poly = (_helpfulness_items(resp, r, vocab, polynomial=k).mean(axis=0)
+                               for k in (False, True))
+            over = np.flatnonzero(~(np.abs(model - poly) <= tol))
         if over.size:
             out = min(out, float(abs(r[over[0]])))
     return out

@@ -1,4 +1,4 @@
-"""The second-order response of a run folder: choose the probe, predict, validate, write.
+"""The response of a run folder: choose the probe, predict, validate, write.
 
 Both ``predict`` (a run of the probe norms only) and ``fit`` (a full sweep, validated against
 its own measured curve) go through :func:`run_response`: it reads ``items.jsonl``, takes the
@@ -8,10 +8,10 @@ one typed block per task (:class:`~repe_tradeoff.run_schema.HelpfulnessResponseB
 :class:`~repe_tradeoff.run_schema.AlignmentResponseBlock`).
 
 The default probe is ``h = DEFAULT_PROBE_FRACTION × the mean residual norm`` of the steered
-layers. On the embedded model (basic-qa, 48 questions) that fraction keeps the estimated
-third-order error below ``DEFAULT_TOLERANCE`` (0.01 in P(correct)) over the probe's own
-norms: the trust radius is 7.2 against 2h = 4.1 on blocks 11–18 and 5.6 against 3.5 on
-blocks 8–15; three times the fraction puts the trust radius (10.2) inside 2h (12.3).
+layers. On the embedded model (basic-qa, 48 questions) the saturating curve through that
+probe's five norms predicts helpfulness within RMSE 0.002 (blocks 11–18) and 0.005 (blocks
+8–15) of the measured curve where it is within 0.15 of r = 0; twice the fraction gives 0.003
+and 0.010, as its ±2h then reaches into the fall the curve is meant to extrapolate.
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def _validation(v: Validation, scope: str) -> dict[str, Any]:
 
 
 def _base(resp: HelpfulnessResponse | AlignmentResponse, n_items: int) -> dict[str, Any]:
-    has_2h = resp.d is not None
-    return {"probe_h": resp.probe.h, "probe_norms": list(resp.probe.norms),
+    has_2h = resp.probe.has_2h
+    return {"probe_h": resp.probe.h, "probe_norms": list(resp.probe.norms), "model": resp.model,
             "tolerance": resp.tolerance, "n_items": n_items, "n_dropped": resp.n_dropped,
             "trust_radius": _finite(resp.trust_radius),
             "trust_searched_to": _TRUST_SEARCH_STEPS * resp.probe.h if has_2h else None}
@@ -119,7 +119,7 @@ def task_responses(records: Sequence[Mapping[str, Any]], probe: Probe, tolerance
         try:
             out.append(build(records, task, probe=probe, tolerance=tolerance))
         except TheoryError as err:
-            warnings.append(f"{task}: no second-order response ({err})")
+            warnings.append(f"{task}: no response ({err})")
     return out
 
 
@@ -154,7 +154,7 @@ def response_blocks(responses: Sequence[HelpfulnessResponse | AlignmentResponse]
             dec = decompose(helps[0], resp, n_boot=max(n_boot, 1), seed=seed) if helps else None
             slope = dec.alignment_slope if dec is not None else None
             block = AlignmentResponseBlock.model_validate({
-                **_base(resp, len(resp.delta0)), "validation": checks,
+                **_base(resp, len(resp.items)), "validation": checks,
                 "slope_at_zero": _estimate(slope) if slope is not None else {"value": None},
             })
         blocks[resp.task] = block.model_dump(mode="json")
@@ -208,5 +208,5 @@ def fit_response(run_dir: Path, config: Any, n_boot: int, seed: int,
         return run_response(run_dir, norms=norms, target_h=target, n_boot=n_boot, seed=seed,
                             warnings=warnings)
     except TheoryError as err:
-        warnings.append(f"no second-order response: {err}")
+        warnings.append(f"no response: {err}")
         return {}

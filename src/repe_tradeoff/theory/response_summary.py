@@ -1,11 +1,13 @@
-"""What a second-order response says: the split of helpfulness' Taylor coefficients, rows for
+"""What a response says: the split of helpfulness' Taylor coefficients, rows for
 ``predicted.jsonl``, and the check of a prediction against a measured sweep.
 
-With ``p = softmax(s0)``, ``e`` the one-hot of the answer, ``∇P = p_c (e − p)`` and
-``∇²P = p_c [(e − p)(e − p)ᵀ − (diag p − p pᵀ)]``, each item's P(correct) expands as
-``P(0) + r ∇P·g + r² (½ gᵀ∇²P g + ½ ∇P·c)``: the *linear* term, the *spread* of the slopes
-``g`` (the paper's mechanism, A3) and the *drift* of the scores against the answer (``c``).
-The alignment slope at 0 is ``mean 2 σ'(Δ0) Δ'``.
+With ``p = softmax(u0)`` (``u`` the option-score margins against the answer), ``e`` the one-hot
+of the answer, ``∇P = p_c (e − p)`` and ``∇²P = p_c [(e − p)(e − p)ᵀ − (diag p − p pᵀ)]``, each
+item's P(correct) expands as ``P(0) + r ∇P·g + r² (½ gᵀ∇²P g + ½ ∇P·c)``, with ``g`` and ``c``
+the margins' slope and curvature at 0 as the probe resolves them (the central differences:
+three-point, or five-point with ±2h, see ``ResponseCurve.resolved_curvature``): the *linear* term, the
+*spread* of the slopes ``g`` (the paper's mechanism, A3) and the *drift* of the scores against
+the answer (``c``). The alignment slope at 0 is ``mean 2 σ'(Δ0) Δ'``.
 """
 
 from __future__ import annotations
@@ -57,14 +59,15 @@ def _estimate(per_item: np.ndarray, boot: np.ndarray) -> Estimate:
 
 def helpfulness_terms(resp: HelpfulnessResponse) -> dict[str, np.ndarray]:
     """Per-item ``p0``, ``linear`` (∇P·g), ``spread`` (½ gᵀ∇²P g) and ``drift`` (½ ∇P·c)."""
-    s = resp.s0 - resp.s0.max(axis=1, keepdims=True)
+    u = resp.margins
+    s = u.value - u.value.max(axis=1, keepdims=True)
     p = np.exp(s) / np.exp(s).sum(axis=1, keepdims=True)
     idx = np.arange(len(resp.answers))
     pc = p[idx, resp.answers]
     e = np.zeros_like(p)
     e[idx, resp.answers] = 1.0
     grad = pc[:, None] * (e - p)
-    g, c = resp.g, resp.c
+    g, c = u.slope, u.resolved_curvature
     # gᵀ[(e−p)(e−p)ᵀ − (diag p − ppᵀ)]g = ((e−p)·g)² − (Σ p g² − (p·g)²)
     eg = ((e - p) * g).sum(axis=1)
     pg = (p * g).sum(axis=1)
@@ -94,7 +97,7 @@ def decompose(
     slope = None
     if alignment is not None:
         # 2σ'(Δ) = (1 − tanh²(Δ/2)) / 2, which does not overflow for large |Δ|
-        per_item = 0.5 * (1.0 - np.tanh(alignment.delta0 / 2) ** 2) * alignment.g
+        per_item = 0.5 * (1.0 - np.tanh(alignment.gap.value / 2) ** 2) * alignment.gap.slope
         slope = _estimate(per_item, boot_indices(len(per_item), max(n_boot, 1), seed))
     return Decomposition(
         task=resp.task, alignment_task=None if alignment is None else alignment.task,
@@ -130,7 +133,7 @@ def predicted_points(
                  predict_helpfulness(h, r, vocab=True, n_boot=n_boot, seed=seed), len(h.answers))
     for a in aligns:
         emit(a.task, "alignment", "alignment", predict_alignment(a, r, n_boot=n_boot, seed=seed),
-             len(a.delta0))
+             len(a.items))
     return rows
 
 
