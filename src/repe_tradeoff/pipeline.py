@@ -64,7 +64,7 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
     model, tokenizer = lm
     behavior_spec = next(b for b in cfg.behaviors if b.name == exp.behavior)
     behavior = load_behavior(exp.behavior)
-    layers = parse_layers(exp.layer_set, n_layers(model))
+    layers = _layers(lm, cfg, exp, behavior, behavior_spec, out)
     vector_path = out / "vector.safetensors"
     _, rank, barrier = process_group()
     if rank == 0 and not vector_path.exists():  # under accelerate launch, one process reads the vector
@@ -94,6 +94,18 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
     if rank == 0:
         write_generations(lm, vector, behavior, layers, plan.norms, cfg, out)
     return out
+
+
+def _layers(lm: LoadedModel, cfg: RunConfig, exp: Experiment, behavior, behavior_spec, out: Path) -> list[int]:
+    """The experiment's layers; ``atlas`` has the layer atlas pick its best band first (in out/atlas)."""
+    from repe_tradeoff.atlas import ATLAS_LAYER_SET, atlas_layers
+
+    if exp.layer_set != ATLAS_LAYER_SET:
+        return parse_layers(exp.layer_set, n_layers(lm.model))
+    settings = cfg.model_copy(update={"behaviors": [behavior_spec]})
+    return atlas_layers(lm, settings, [(p.aligned, p.misaligned) for p in behavior.pairs], out / "atlas",
+                        behavior=behavior.name, model_name=exp.model, method=exp.method,
+                        position=cfg.read_position, n_boot=cfg.fit.n_boot)
 
 
 def fit(out: Path, cfg: RunConfig) -> dict:
