@@ -152,3 +152,18 @@ def test_bands_and_widths_are_checked():
     assert [e.label for e in atlas_entries([2, 3, 4, 7, 8], [1, 2], 0.1)] == ["2", "2-3", "3", "3-4", "4", "7", "7-8", "8"]
     with pytest.raises(AtlasError, match="no band of widths"):
         atlas_entries([1, 3, 5], [2], 0.1)
+
+
+def test_a_run_config_can_let_the_atlas_pick_its_layers(tmp_path):
+    """`layer_sets: [atlas]`: the experiment steers the atlas' best band (an atlas on disk is reused)."""
+    from repe_tradeoff.atlas import atlas_layers
+    from repe_tradeoff.atlas_schema import AtlasFile
+    from repe_tradeoff.config import RunConfig
+    from repe_tradeoff.pipeline import experiments
+    from repe_tradeoff.runfiles import write_atlas
+    from tests.test_runfiles import _doc_block
+
+    cfg = RunConfig.model_validate({"layer_sets": ["atlas", "middle"]})
+    assert [e.layer_set for e in experiments(cfg)] == ["atlas", "middle"]
+    write_atlas(tmp_path, AtlasFile.model_validate(_doc_block('"probe_fraction"')))
+    assert atlas_layers(None, cfg, [], tmp_path, behavior="harmfulness", model_name="default") == [8, 9, 10, 11]
