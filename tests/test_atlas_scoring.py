@@ -61,12 +61,12 @@ def test_rows_joining_at_their_lowest_layer_equal_full_runs(arch):
 def test_staged_rows_must_start_with_the_inputs():
     model = tiny_model("llama")
     ids = torch.randint(0, 256, (2, 5))
-    with pytest.raises(SteeringError, match="first rows must be the input rows"):
-        with torch.no_grad(), fan_out_staged(model, torch.tensor([1, 0, 0]), torch.tensor([0, 0, 2])):
-            model(input_ids=ids)
-    with pytest.raises(SteeringError, match="non-decreasing"):
-        with fan_out_staged(model, torch.tensor([0, 1, 0]), torch.tensor([0, 2, 1])):
-            pass
+    with pytest.raises(SteeringError, match="first rows must be the input rows"), torch.no_grad(), \
+            fan_out_staged(model, torch.tensor([1, 0, 0]), torch.tensor([0, 0, 2])):
+        model(input_ids=ids)
+    with pytest.raises(SteeringError, match="non-decreasing"), \
+            fan_out_staged(model, torch.tensor([0, 1, 0]), torch.tensor([0, 2, 1])):
+        pass
 
 
 def _sequences(seed=2):

@@ -25,14 +25,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repe_tradeoff.atlas_schema import ATLAS_METRICS, AtlasConfirmation, AtlasCorrelation, AtlasCost, AtlasEntry, AtlasFile
+from repe_tradeoff.atlas_schema import (
+    ATLAS_METRICS,
+    AtlasConfirmation,
+    AtlasCorrelation,
+    AtlasCost,
+    AtlasEntry,
+    AtlasFile,
+)
 from repe_tradeoff.atlas_scoring import AtlasRunner, Entry, PointLayout
 from repe_tradeoff.config import SweepSettings
 from repe_tradeoff.models import find_layers
 from repe_tradeoff.reading import METHODS, orient, read_hidden_states
 from repe_tradeoff.runfiles import read_item_rows, write_atlas, write_jsonl
 from repe_tradeoff.tasks import LikelihoodTask, Task
-from repe_tradeoff.theory.atlas import correlation, entry_numbers, measured_numbers, separation_numbers
+from repe_tradeoff.theory.atlas import (
+    correlation,
+    entry_numbers,
+    measured_numbers,
+    separation_numbers,
+)
 from repe_tradeoff.theory.response_run import DEFAULT_PROBE_FRACTION
 from repe_tradeoff.vectors import SteeringVector
 
@@ -87,7 +99,7 @@ def read_layers(model, tokenizer, pairs: Sequence[tuple[str, str]], layers: Sequ
     if method not in METHODS:
         raise AtlasError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     n = len(pairs)
-    n_test = int(round(n * holdout))
+    n_test = round(n * holdout)
     if n_test < 2 or n - n_test < 2:
         raise AtlasError(f"{n} contrastive pairs: the atlas holds out {holdout:.0%} to measure separation and "
                          "needs two or more on each side (give a behavior with 10 or more pairs)")

@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 
 from .errors import TheoryError
-from .response import AlignmentResponse, HelpfulnessResponse, Probe, alignment_response, boot_indices, helpfulness_response, item_curves
+from .response import (
+    AlignmentResponse,
+    HelpfulnessResponse,
+    Probe,
+    alignment_response,
+    boot_indices,
+    helpfulness_response,
+    item_curves,
+)
 from .response_summary import decompose
 
 #: How far (in probe steps h) the budget's norm is searched for.
