@@ -177,6 +177,19 @@ def _joint_due(cfg: RunConfig, exp: Experiment, done: dict) -> tuple[list[Path],
     return [f / "vector.safetensors" for f in folders], cfg.out / f"joint-{slug}"
 
 
+def _joint_layers(cfg: RunConfig, exp: Experiment, vectors: list[SteeringVector], model) -> list[int]:
+    """The layer set's layers; with ``atlas``, the layers every combined behavior's atlas chose."""
+    from repe_tradeoff.atlas import ATLAS_LAYER_SET
+
+    if exp.layer_set != ATLAS_LAYER_SET:
+        return parse_layers(exp.layer_set, n_layers(model))
+    common = sorted(set.intersection(*(set(v.layers) for v in vectors)))
+    if common != vectors[0].layers or any(v.layers != common for v in vectors):
+        raise ConfigError(f"the atlas chose different layers for the combined behaviors ({', '.join(cfg.combine)}): "
+                          "name one layer set in `layer_sets` (e.g. middle or 8-15) to steer them jointly")
+    return common
+
+
 def run_joint_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, vector_paths: list[Path], out: Path,
                          progress=None, command: str | None = None) -> Path:
     """The combined behaviors' vectors steered together over the product grid, every behavior
@@ -184,7 +197,7 @@ def run_joint_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, vecto
     model, tokenizer = lm
     vectors = [SteeringVector.load(p) for p in vector_paths]
     names = [Path(b).stem for b in cfg.combine]
-    layers = parse_layers(exp.layer_set, n_layers(model))
+    layers = _joint_layers(cfg, exp, vectors, model)
     plan, config, vectors = prepare_joint_sweep(
         lm, cfg, vectors, names, layers, model_name=exp.model,
         command=f"{command}  # joint experiment {out.name}" if command else None,
