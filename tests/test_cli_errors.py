@@ -206,6 +206,17 @@ CASES = [
          ("locked_run", "in use by process", "{host}:{pid}"), ("wait for it to finish",)),
     Case("extract: --out is a folder", ("extract", "--model", "{tiny}", "--layers", "1", "--out", "{bad}/not_a_model"),
          ("not_a_model", "is a folder"), ("vector.safetensors",)),
+    # ---- the layer atlas
+    Case("atlas: band width not a number", ("atlas", "--model", "{tiny}", "--bands", "1,x", "--out", "{tmp}/at1"),
+         ("--bands", "1,x"), ("whole numbers", "1,4,8"), no_out="at1"),
+    Case("atlas: band wider than the layers", ("atlas", "--model", "{tiny}", "--bands", "1,8", "--out", "{tmp}/at2"),
+         ("--bands", "1,8"), ("between 1 and the 4 layers",), no_out="at2"),
+    Case("atlas: band width zero", ("atlas", "--model", "{tiny}", "--bands", "0", "--out", "{tmp}/at3"),
+         ("--bands", "0"), ("between 1",), no_out="at3"),
+    Case("atlas: layers out of range", ("atlas", "--model", "{tiny}", "--layers", "0-40", "--out", "{tmp}/at4"),
+         ("0-40", "out of range"), ("layers 0-3",), no_out="at4"),
+    Case("atlas: generate scorer", ("atlas", "--model", "{tiny}", "--scorer", "generate", "--out", "{tmp}/at5"),
+         ("--scorer", "generate"), ("forced-choice or yes-no",), no_out="at5"),
 ]
 
 

@@ -243,7 +243,10 @@ def test_doc_examples_are_valid_run_files(tmp_path):
 def test_every_field_of_the_schema_is_documented():
     text = DOC.read_text(encoding="utf-8")
     missing = []
-    for model in _models(FitsFile) | _models(RunConfig) | _models(BaselineFile) | _models(ResponseFile) | {PredictedPoint}:
+    from repe_tradeoff.atlas_schema import AtlasFile
+
+    for model in (_models(FitsFile) | _models(RunConfig) | _models(BaselineFile) | _models(ResponseFile)
+                  | _models(AtlasFile) | {PredictedPoint}):
         for name in run_schema.model_fields(model):
             if f"`{name}`" not in text and f'"{name}":' not in text:
                 missing.append(f"{model.__name__}.{name}")
@@ -284,3 +287,15 @@ def test_predicted_rows_missing_the_band_are_refused(tmp_path):
     (tmp_path / "predicted.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(RunFileError, match="predicted.jsonl"):
         read_predicted(tmp_path)
+
+
+def test_doc_atlas_example_is_a_valid_atlas_file(tmp_path):
+    from repe_tradeoff.atlas_schema import AtlasFile
+    from repe_tradeoff.runfiles import read_atlas, write_atlas
+
+    atlas = AtlasFile.model_validate(_doc_block('"probe_fraction"'))
+    write_atlas(tmp_path, atlas)
+    assert read_atlas(tmp_path) == atlas
+    head, row = (tmp_path / "atlas.csv").read_text().splitlines()
+    assert head.startswith("rank,layers,width,probe_h,alignment_slope,alignment_slope_low,alignment_slope_high")
+    assert row.startswith("1,8-11,4,0.0125,2.1,1.6,2.7") and ",0.16,0.12,," in row

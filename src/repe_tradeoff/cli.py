@@ -319,6 +319,63 @@ def predict(
     out_console.print(f"wrote {out / 'predicted.jsonl'}, {out / 'response.json'} and {summary}")
 
 
+@app.command()
+def atlas(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for atlas.json, atlas.csv, the plots and atlas.html."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    behavior: str = typer.Option("harmfulness", "--behavior", "-b", help="Pairs to read directions from, and items to score"),
+    helpfulness: str = typer.Option("basic-qa", "--helpfulness", help="The helpfulness task: basic-qa, mmlu:SUBJECT, a file"),
+    layer_spec: str = typer.Option("all", "--layers", "-l", help="Layers to measure, e.g. all, 4-25"),
+    bands: str = typer.Option("1,4,8", "--bands", help="Band widths: 1 = single layers, 4 = every 4 contiguous layers, …"),
+    budget: float = typer.Option(0.05, "--budget", help="The loss of P(correct) at which each entry's gain is read."),
+    confirm: int = typer.Option(0, "--confirm", min=0, help="Full sweeps (automatic grid) of the K best entries."),
+    method: str = typer.Option("pca", "--method", help="pca, mean or probe"),
+    scorer: str = typer.Option("forced-choice", "--scorer", help="forced-choice or yes-no"),
+    fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
+    probe: float = typer.Option(0.0125, "--probe", help="Probe size h, a fraction of each steered layer's residual norm."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N items of each task."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows (sequence × probe point) per forward pass."),
+    n_boot: int = typer.Option(200, "--n-boot", min=1, help="Bootstrap replicates over items for the intervals."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Probe every layer and band of layers at once: which layers to steer, and does separation predict the cost?"""
+    from pydantic import ValidationError
+
+    from repe_tradeoff.atlas import parse_widths, run_atlas
+    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
+    from repe_tradeoff.data import load_behavior
+    from repe_tradeoff.models import n_layers, parse_layers
+    from repe_tradeoff.prepare import build_tasks
+
+    if scorer not in ("forced-choice", "yes-no"):
+        raise typer.BadParameter(f"--scorer {scorer!r}: the atlas reads logit gaps, so use forced-choice or yes-no")
+    if not probe > 0:
+        raise typer.BadParameter(f"--probe {probe:g}: give a positive fraction of the residual norm, e.g. 0.0125")
+    parse_widths(bands, 10**6)  # a malformed --bands fails before the model loads
+    try:
+        settings = SweepSettings(dtype=dtype, norms="0", limit=limit, batch_size=batch_size,
+                                 behaviors=[BehaviorSpec(name=behavior, scorer=scorer)],
+                                 helpfulness=[HelpfulnessSpec(spec=helpfulness, format=fmt)])
+    except ValidationError as err:
+        raise typer.BadParameter(_option_errors(err)) from None
+    data = load_behavior(behavior)
+    if not data.pairs:
+        raise typer.BadParameter(f"behavior {behavior!r} has no contrastive pairs to read directions from")
+    tasks = build_tasks(settings)
+    lm = _load(model, dtype, device, trust_remote_code)
+    chosen = parse_layers(layer_spec, n_layers(lm.model))
+    path = run_atlas(lm, settings, [(p.aligned, p.misaligned) for p in data.pairs], out, layers=chosen,
+                     widths=parse_widths(bands, len(chosen)), budget=budget, method=method, probe_fraction=probe,
+                     confirm=confirm, n_boot=n_boot, tasks=tasks, model_name=model, behavior=data.name,
+                     command=command_line(), progress=SweepProgress("atlas"), sweep_progress=SweepProgress("confirm"))
+    from repe_tradeoff.runfiles import read_atlas
+
+    out_console.print(read_atlas(path).recommendation)
+    out_console.print(f"wrote {path / 'atlas.json'}, {path / 'atlas.csv'} and {path / 'atlas.html'}")
+
+
 ARGV_ENV = "REPE_TRADEOFF_ARGV"
 
 

@@ -169,7 +169,8 @@ class RunConfig(SweepSettings):
     out: Path = Path("runs/study")
     behaviors: list[BehaviorSpec] = Field(default_factory=lambda: [BehaviorSpec(name="harmfulness")], min_length=1)
     helpfulness: list[HelpfulnessSpec] = Field(default_factory=lambda: [HelpfulnessSpec(spec="basic-qa")], min_length=1)
-    layer_sets: list[str] = Field(default_factory=lambda: ["middle"], min_length=1)
+    layer_sets: list[str] = Field(default_factory=lambda: ["middle"], min_length=1,
+                                  description="layer specs (middle, 8-15, …), or atlas: the layer atlas' best band")
     methods: list[Literal["pca", "mean", "probe"]] = Field(default_factory=lambda: ["pca"], min_length=1)
     read_position: Literal["last", "mean"] = "last"
     generation_norm: float | None = Field(None, description="R for the side-by-side generations at -R, 0, +R")

@@ -64,7 +64,7 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
     model, tokenizer = lm
     behavior_spec = next(b for b in cfg.behaviors if b.name == exp.behavior)
     behavior = load_behavior(exp.behavior)
-    layers = parse_layers(exp.layer_set, n_layers(model))
+    layers = _layers(lm, cfg, exp, behavior, behavior_spec, out)
     vector_path = out / "vector.safetensors"
     _, rank, barrier = process_group()
     if rank == 0 and not vector_path.exists():  # under accelerate launch, one process reads the vector
@@ -94,6 +94,18 @@ def run_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, out: Path, 
     if rank == 0:
         write_generations(lm, vector, behavior, layers, plan.norms, cfg, out)
     return out
+
+
+def _layers(lm: LoadedModel, cfg: RunConfig, exp: Experiment, behavior, behavior_spec, out: Path) -> list[int]:
+    """The experiment's layers; ``atlas`` has the layer atlas pick its best band first (in out/atlas)."""
+    from repe_tradeoff.atlas import ATLAS_LAYER_SET, atlas_layers
+
+    if exp.layer_set != ATLAS_LAYER_SET:
+        return parse_layers(exp.layer_set, n_layers(lm.model))
+    settings = cfg.model_copy(update={"behaviors": [behavior_spec]})
+    return atlas_layers(lm, settings, [(p.aligned, p.misaligned) for p in behavior.pairs], out / "atlas",
+                        behavior=behavior.name, model_name=exp.model, method=exp.method,
+                        position=cfg.read_position, n_boot=cfg.fit.n_boot)
 
 
 def fit(out: Path, cfg: RunConfig) -> dict:
@@ -165,6 +177,19 @@ def _joint_due(cfg: RunConfig, exp: Experiment, done: dict) -> tuple[list[Path],
     return [f / "vector.safetensors" for f in folders], cfg.out / f"joint-{slug}"
 
 
+def _joint_layers(cfg: RunConfig, exp: Experiment, vectors: list[SteeringVector], model) -> list[int]:
+    """The layer set's layers; with ``atlas``, the layers every combined behavior's atlas chose."""
+    from repe_tradeoff.atlas import ATLAS_LAYER_SET
+
+    if exp.layer_set != ATLAS_LAYER_SET:
+        return parse_layers(exp.layer_set, n_layers(model))
+    common = sorted(set.intersection(*(set(v.layers) for v in vectors)))
+    if common != vectors[0].layers or any(v.layers != common for v in vectors):
+        raise ConfigError(f"the atlas chose different layers for the combined behaviors ({', '.join(cfg.combine)}): "
+                          "name one layer set in `layer_sets` (e.g. middle or 8-15) to steer them jointly")
+    return common
+
+
 def run_joint_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, vector_paths: list[Path], out: Path,
                          progress=None, command: str | None = None) -> Path:
     """The combined behaviors' vectors steered together over the product grid, every behavior
@@ -172,7 +197,7 @@ def run_joint_experiment(lm: LoadedModel, cfg: RunConfig, exp: Experiment, vecto
     model, tokenizer = lm
     vectors = [SteeringVector.load(p) for p in vector_paths]
     names = [Path(b).stem for b in cfg.combine]
-    layers = parse_layers(exp.layer_set, n_layers(model))
+    layers = _joint_layers(cfg, exp, vectors, model)
     plan, config, vectors = prepare_joint_sweep(
         lm, cfg, vectors, names, layers, model_name=exp.model,
         command=f"{command}  # joint experiment {out.name}" if command else None,

@@ -435,6 +435,38 @@ def read_response(run_dir: Path) -> ResponseFile | None:
         raise RunFileError(f"{path} is not a valid response file; rerun `repe-tradeoff predict`") from None
 
 
+# --------------------------------------------------------------------------- an atlas
+def write_atlas(atlas_dir: Path, atlas: Any) -> Path:
+    """``atlas.json`` and ``atlas.csv`` (one row per entry, each metric with _low/_high)."""
+    from repe_tradeoff.atlas_schema import ATLAS_METRICS
+
+    path = Path(atlas_dir) / "atlas.json"
+    write_json(path, atlas.model_dump(mode="json"))
+    head = ["rank", "layers", "width", "probe_h"] + [f"{m}{s}" for m in ATLAS_METRICS for s in ("", "_low", "_high")]
+    lines = [",".join(head)]
+    for e in atlas.entries:
+        cells = [e.rank, e.layers, e.width, e.probe_h]
+        for m in ATLAS_METRICS:
+            est = getattr(e, m)
+            cells += [est.value, est.low, est.high]
+        lines.append(",".join("" if c is None else str(c) for c in cells))
+    atomic_write(Path(atlas_dir) / "atlas.csv", "\n".join(lines) + "\n")
+    return path
+
+
+def read_atlas(atlas_dir: Path) -> Any:
+    """The :class:`~repe_tradeoff.atlas_schema.AtlasFile` of an atlas folder."""
+    from repe_tradeoff.atlas_schema import AtlasFile
+
+    path = Path(atlas_dir) / "atlas.json"
+    if not path.is_file():
+        raise RunFileError(f"{path} not found: give the folder an `atlas` command wrote (its --out)")
+    try:
+        return AtlasFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, pydantic.ValidationError):
+        raise RunFileError(f"{path} is not a valid atlas file; rerun `repe-tradeoff atlas`") from None
+
+
 # --------------------------------------------------------------------------- a run
 @dataclass
 class RunData:

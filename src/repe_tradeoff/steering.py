@@ -107,10 +107,21 @@ class _OnDevice:
 
     ``norms`` has one entry per vector (``(m,)`` scalars, or ``(m, batch)`` per row)."""
 
-    def __init__(self, vectors: Sequence[SteeringVector], norms: Tensor, lengths: Tensor | None):
+    def __init__(self, vectors: Sequence[SteeringVector], norms: Tensor, lengths: Tensor | None,
+                 layer_mask: dict[int, Tensor] | None = None):
         self.vectors, self.norms, self.lengths = list(vectors), norms, lengths
+        self.layer_mask = layer_mask
         self._moved: dict = {}
         self._directions: dict = {}
+        self._masks: dict = {}
+
+    def rows(self, layer: int, device) -> Tensor | None:
+        """``(rows,)`` booleans: which rows are steered at ``layer`` (None: every row)."""
+        if self.layer_mask is None:
+            return None
+        if (layer, device) not in self._masks:
+            self._masks[layer, device] = self.layer_mask[layer].to(device)
+        return self._masks[layer, device]
 
     def inputs(self, device) -> tuple[Tensor, Tensor | None]:
         if device not in self._moved:
@@ -142,6 +153,14 @@ def _steering_hook(layer: int, change, where: _Positions, on: _OnDevice):
     def hook(module, args, output):
         hidden = _hidden(output)
         r, lengths = on.inputs(hidden.device)
+        rows = on.rows(layer, hidden.device)
+        if rows is not None:  # per-row layers; under a staged fan-out, later rows have not joined yet
+            n = hidden.shape[0]
+            rows = rows[:n]
+            if not bool(rows.any()):
+                return output
+            r = r[:, :n] if r.ndim == 2 else r
+            lengths = None if lengths is None else lengths[:n]
         h32 = hidden.to(torch.float32)
         delta = None
         for i, (direction, unit) in enumerate(on.directions(layer, hidden.device)):
@@ -150,6 +169,8 @@ def _steering_hook(layer: int, change, where: _Positions, on: _OnDevice):
         mask = where.mask(hidden, lengths)
         if mask is not None:
             delta = delta * mask
+        if rows is not None:
+            delta = delta * rows.view(-1, 1, 1)
         return _replace_hidden(output, (h32 + delta).to(hidden.dtype))
 
     return hook
@@ -193,6 +214,17 @@ def _vector_norms(vectors: list[SteeringVector], norm) -> Tensor:
         raise SteeringError("every vector's per-row norms must have the same number of rows") from None
 
 
+def _layer_masks(layer_mask: Tensor | None, layers: list[int]) -> dict[int, Tensor] | None:
+    """``{layer: (rows,) booleans}`` of a per-row layer mask."""
+    if layer_mask is None:
+        return None
+    mask = torch.as_tensor(layer_mask).bool()
+    if mask.ndim != 2 or mask.shape[1] != len(layers):
+        raise SteeringError(f"layer_mask has shape {tuple(mask.shape)}: give (rows, {len(layers)}), one column "
+                            "per steered layer")
+    return {layer: mask[:, j].contiguous() for j, layer in enumerate(layers)}
+
+
 @contextmanager
 def steer(
     model: nn.Module,
@@ -203,6 +235,7 @@ def steer(
     positions: Positions = "all",
     operator: Operator = "add",
     prompt_lengths: Sequence[int] | Tensor | None = None,
+    layer_mask: Tensor | None = None,
 ) -> Iterator[None]:
     """Steer ``model`` inside the ``with`` block.
 
@@ -221,6 +254,10 @@ def steer(
 
     ``operator``: ``add``; ``ablate`` (project the direction out, ``h − (h·v̂)v̂``; ``norm`` unused);
     ``ablate-then-add`` (see :data:`OPERATOR_FUNCTIONS`).
+
+    ``layer_mask`` (``(rows, len(layers))`` booleans) lets the rows of one forward steer different
+    layers: row i is steered at ``layers[j]`` only where ``layer_mask[i, j]``. A block that sees
+    fewer rows than the mask has (under :func:`fan_out_staged`) steers the first ones.
     """
     blocks = find_layers(model)
     vectors = [vector] if isinstance(vector, SteeringVector) else list(vector)
@@ -232,7 +269,7 @@ def steer(
     norms = _vector_norms(vectors, norm)
     _check_steer_args(vectors, layers, positions, operator, norms)
     lengths = None if prompt_lengths is None else torch.as_tensor(prompt_lengths, dtype=torch.long)
-    where, on = _Positions(positions, lengths), _OnDevice(vectors, norms, lengths)
+    where, on = _Positions(positions, lengths), _OnDevice(vectors, norms, lengths, _layer_masks(layer_mask, layers))
     for layer in layers:  # copied before the forward starts, while the GPU has no queued work
         param = next(blocks[layer].parameters(), None)
         if param is not None and param.device.type != "meta":
@@ -298,6 +335,74 @@ def fan_out(model: nn.Module, index: Tensor, at_layer: int) -> Iterator[None]:
         handles.append(_blocks_parent(model).register_forward_pre_hook(record_batch, with_kwargs=True))
         for block in blocks[at_layer:]:
             handles.append(block.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def fan_out_staged(model: nn.Module, index: Tensor, starts: Tensor) -> Iterator[None]:
+    """Let rows join the batch at different blocks: row i is a copy of input row ``index[i]`` at
+    the input of block ``starts[i]`` (output rows = ``len(index)``).
+
+    Rows must be ordered by ``starts``, and the first rows are the input rows themselves
+    (``index[:n] = 0…n−1``, ``starts[:n] = 0``) and stay unsteered: a joining row copies them, so
+    a row that steers only from block l on never runs the blocks below l. Tensor arguments of a
+    block whose first dimension is the input batch size are expanded to the rows present. Use
+    without a KV cache, or with one whose rows at each block are the rows present there.
+    """
+    blocks = find_layers(model)
+    index, starts = torch.as_tensor(index, dtype=torch.long), torch.as_tensor(starts, dtype=torch.long)
+    if len(index) != len(starts) or bool((starts[1:] < starts[:-1]).any()):
+        raise SteeringError("fan_out_staged needs one start block per row, in non-decreasing order")
+    if len(starts) and not 0 <= int(starts[-1]) < len(blocks):
+        raise SteeringError(f"a start block {int(starts[-1])} is outside 0-{len(blocks) - 1}")
+    present = [int((starts <= b).sum()) for b in range(len(blocks))]  # rows present at block b
+    state: dict = {"n_in": None}
+    memo: dict = {}
+
+    def expand(value, n_in: int, n: int):
+        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == n_in and n != n_in:
+            key = (id(value), n)
+            if key not in memo:
+                memo[key] = value.index_select(0, index[:n].to(value.device))
+            return memo[key]
+        if isinstance(value, tuple):
+            return tuple(expand(v, n_in, n) for v in value)
+        return value
+
+    def record_batch(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        n_in = ids.shape[0]
+        if len(index) < n_in or not bool((index[:n_in] == torch.arange(n_in)).all()) or bool(starts[:n_in].any()):
+            raise SteeringError("fan_out_staged: the first rows must be the input rows themselves, from block 0")
+        state["n_in"] = n_in
+        memo.clear()
+
+    def make(block: int):
+        def pre_hook(module, args, kwargs):
+            n_in, n = state["n_in"], present[block]
+            hidden = args[0] if args else kwargs["hidden_states"]
+            have = hidden.shape[0]
+            if n > have:  # rows joining here: copies of their input rows' (unsteered) states
+                hidden = torch.cat([hidden, hidden.index_select(0, index[have:n].to(hidden.device))])
+            if args:
+                args = (hidden, *(expand(a, n_in, n) for a in args[1:]))
+            else:
+                kwargs["hidden_states"] = hidden
+            kwargs = {k: (v if k == "hidden_states" else expand(v, n_in, n)) for k, v in kwargs.items()}
+            return args, kwargs
+
+        return pre_hook
+
+    handles = []
+    try:
+        handles.append(_blocks_parent(model).register_forward_pre_hook(record_batch, with_kwargs=True))
+        for b, block in enumerate(blocks):
+            handles.append(block.register_forward_pre_hook(make(b), with_kwargs=True))
         yield
     finally:
         for handle in handles:

@@ -369,3 +369,12 @@ def trust_radius(
         if over.size:
             out = min(out, float(abs(r[over[0]])))
     return out
+
+
+def item_curves(resp: HelpfulnessResponse | AlignmentResponse, norms: Iterable[float]) -> np.ndarray:
+    """Each item's predicted value over ``norms`` (``(n_items, len(norms))``): P(correct) over the
+    options for helpfulness, ``2σ(Δ(r)) − 1`` for alignment (the curves the bands average)."""
+    r = norm_array(norms)
+    if isinstance(resp, AlignmentResponse):
+        return _alignment_items(resp, r, cubic=False)
+    return _helpfulness_items(resp, r, False, cubic=False)
