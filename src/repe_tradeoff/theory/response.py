@@ -376,5 +376,5 @@ def item_curves(resp: HelpfulnessResponse | AlignmentResponse, norms: Iterable[f
     options for helpfulness, ``2σ(Δ(r)) − 1`` for alignment (the curves the bands average)."""
     r = norm_array(norms)
     if isinstance(resp, AlignmentResponse):
-        return _alignment_items(resp, r, cubic=False)
-    return _helpfulness_items(resp, r, False, cubic=False)
+        return _alignment_items(resp, r, polynomial=False)
+    return _helpfulness_items(resp, r, False, polynomial=False)
