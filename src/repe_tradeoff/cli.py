@@ -173,7 +173,8 @@ def sweep(
     norms: str = typer.Option("-60:60:4", "--norms", help="start:stop:step (stop included) or a comma list"),
     norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
     alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
-    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, a file"),
+    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, a file, short-answer"),
+    fluency: list[str] = typer.Option([], "--fluency", help="Neutral text for the kl and perplexity metrics: neutral or a JSONL file"),
     fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
     scorer: str = typer.Option("forced-choice", "--scorer", help="forced-choice, yes-no or generate"),
     response_scorer: str = typer.Option("refusal", "--response-scorer", help="For --scorer generate: refusal, sentiment or module:function"),
@@ -200,8 +201,8 @@ def sweep(
     from repe_tradeoff.sweep import run_sweep
     from repe_tradeoff.vectors import SteeringVector
 
-    if not alignment and not helpfulness:
-        raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
+    if not alignment and not helpfulness and not fluency:
+        raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR, --helpfulness TASK and/or --fluency neutral")
     if processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(_relaunch(processes, device))
     try:
@@ -209,7 +210,7 @@ def sweep(
             dtype=dtype, norms=norms, norm_unit=norm_unit, positions=positions, operator=operator, limit=limit,
             batch_size=batch_size, chunk_size=chunk_size, share_lower=not no_share, share_prompts=not no_share,
             response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
-            helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness])
+            helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness], fluency=fluency)
     except ValidationError as err:
         raise typer.BadParameter(_option_errors(err)) from None
     vec = SteeringVector.load(vector)
@@ -367,8 +368,8 @@ def demo_config(out: Path, quick: bool):
     # Norms in multiples of the mean residual norm: on the embedded model helpfulness reaches
     # chance near 0.2, so the grid spans ±0.2.
     if quick:  # 9 norms × 16 items per task
-        return RunConfig(out=out, norms="-0.2:0.2:0.05", limit=16, fit=FitSpec(n_boot=100))
-    return RunConfig(out=out, norms="-0.2:0.2:0.0125", limit=48)  # 33 norms × 48 items per task
+        return RunConfig(out=out, norms="-0.2:0.2:0.05", limit=16, fit=FitSpec(n_boot=100), fluency=["neutral"])
+    return RunConfig(out=out, norms="-0.2:0.2:0.0125", limit=48, fluency=["neutral"])  # 33 norms × 48 items per task
 
 
 def main() -> None:

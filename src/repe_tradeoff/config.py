@@ -26,7 +26,7 @@ class BehaviorSpec(_Strict):
 
 
 class HelpfulnessSpec(_Strict):
-    spec: str = Field(description="basic-qa, mmlu:SUBJECT[@FOLDER], or a JSONL/CSV file")
+    spec: str = Field(description="basic-qa, mmlu:SUBJECT[@FOLDER], a JSONL/CSV file, or short-answer[:FILE]")
     format: Literal["cloze", "letter"] = "cloze"
     template: Literal["plain", "chat"] = "plain"
 
@@ -47,6 +47,7 @@ class SweepSettings(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     behaviors: list[BehaviorSpec] = Field(default_factory=list)
     helpfulness: list[HelpfulnessSpec] = Field(default_factory=list)
+    fluency: list[str] = Field(default_factory=list, description="neutral text set(s) for kl and perplexity: neutral or a JSONL file")
     norms: str | list[float] = "-1:1:0.05"
     norm_unit: Literal["absolute", "residual"] = Field(
         "residual", description="residual: norms are multiples of the mean residual-stream norm at the steered layers"

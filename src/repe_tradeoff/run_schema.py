@@ -28,12 +28,13 @@ class _Open(BaseModel):
 # --------------------------------------------------------------------------- config.json
 class TaskConfig(_Open):
     name: str
-    kind: Literal["alignment", "helpfulness"]
+    kind: Literal["alignment", "helpfulness", "fluency"]
     n_items: int | None = None
     n_choices: Annotated[int, Field(ge=2)] | None = None
     format: str | None = None
     scorer: str | None = None
     template: str | None = None
+    max_new_tokens: int | None = None
     sha256: str | None = None
 
 
