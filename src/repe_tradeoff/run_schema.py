@@ -267,6 +267,31 @@ class Recommendation(_Strict):
     objective_gain: float | None = None
 
 
+class BreakPoint(_Strict):
+    """The first norm on one side of r = 0 where the model no longer produces language."""
+
+    norm: float
+    criterion: Literal["perplexity", "kl", "response_logprob"]
+    task: str
+    value: float
+    threshold: float
+    last_fluent: float | None
+    text: str
+
+
+class Breakdown(_Strict):
+    """Where steering breaks the model, per side; norms from there outward are left out of every fit."""
+
+    rule: str
+    perplexity_factor: float
+    kl_limit: float
+    response_logprob_drop: float
+    signals: list[str]
+    negative: BreakPoint | None
+    positive: BreakPoint | None
+    excluded_norms: list[float]
+
+
 class FitsFile(_Strict):
     format_version: Literal[2]
     command: str | None = None
@@ -275,6 +300,7 @@ class FitsFile(_Strict):
     efficient_regime: EfficientRegime | None
     pareto: list[ParetoPoint]
     recommendation: Recommendation | None
+    breakdown: Breakdown | None = None
     warnings: list[str]
 
     def alignment_tasks(self) -> dict[str, AlignmentTaskFits]:
