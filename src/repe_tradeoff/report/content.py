@@ -206,11 +206,24 @@ def recommendation(run: RunFiles) -> Recommendation:
             extras.append(
                 f"Efficient regime: |r| ≤ {fmt(er.max_norm)}{side} {fmt_ci(er.ci)}".rstrip()
                 + f"{lam_txt}: the alignment gained outweighs the helpfulness lost")
+    extras += breakdown_lines(run)
     rec = run.fits.recommendation
     if rec is None:
         return Recommendation("No recommendation: fits.json has none (see its warnings).",
                               False, extras)
     return Recommendation(rec.text.strip(), rec.norm is not None, extras)
+
+
+def breakdown_lines(run: RunFiles) -> list[str]:
+    """Where the model stops producing language, in plain words (fits.json's ``breakdown``)."""
+    bd = run.fits.breakdown if run.fits else None
+    if bd is None:
+        return []
+    sides = [s for s in (bd.negative, bd.positive) if s is not None]
+    if not sides:
+        return [f"The model still produces language at every norm of the grid ({bd.rule})."]
+    return [f"Where the model breaks: {s.text[0].upper() + s.text[1:]}; the fits leave out "
+            f"r = {fmt(s.norm)} and beyond." for s in sides] + [f"Criterion: {bd.rule}."]
 
 
 # --------------------------------------------------------------------------- checks
