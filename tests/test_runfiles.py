@@ -204,13 +204,15 @@ def _undeclared(obj, where: str = "") -> list[str]:
 
 
 def test_doc_examples_are_valid_run_files(tmp_path):
-    config, align_item, help_item, point, gens, fits = _json_blocks()
+    config, align_item, help_item, fluency_item, point, gens, fits = _json_blocks()
     cfg = RunConfig.model_validate(config)
     # the config's nested entries hold only what the writers write (no `vector.path`)
     assert _undeclared(cfg.vector) == [] and _undeclared(cfg.norm_scale) == []
     assert all(_undeclared(t) == [] for t in cfg.tasks)
     items = task_items([align_item, help_item], tmp_path / "items.jsonl")
     assert items["basic-qa"].option_count() == 4
+    fluency = task_items([fluency_item], tmp_path / "items.jsonl")["fluency-neutral"]
+    assert fluency.kind == "fluency" and set(fluency.values) == {"kl", "perplexity", "generated_tokens"}
     assert aggregate([align_item, help_item])[0]["mean"] == align_item["alignment"]
     (tmp_path / "points.jsonl").write_text(json.dumps(point) + "\n")
     curves, _ = read_points(tmp_path / "points.jsonl", [])
