@@ -138,3 +138,29 @@ def test_exact_match_applies_the_matching_rule_and_counts_tokens(tiny, tmp_path,
     records = _sweep(tiny, ExactMatchTask("sa", [question], "plain", max_new_tokens=5), tmp_path / "run")
     assert [(r["norm"], r["exact_match"], r["generated_tokens"]) for r in records] == [
         (-2.0, 1.0, 2), (0.0, 1.0, 9), (3.0, 0.0, 1)]
+
+
+def test_sweep_command_measures_short_answer_and_fluency(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_cli_errors import cli_env
+
+    model = save_tiny_model(tmp_path / "model")
+    _vector().save(tmp_path / "v.safetensors")
+    base = [sys.executable, "-m", "repe_tradeoff", "-q", "sweep", "--model", str(model), "--vector",
+            str(tmp_path / "v.safetensors"), "--norms=-1,0,1", "--limit", "2"]
+    done = subprocess.run([*base, "--helpfulness", "short-answer", "--fluency", "neutral", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [(t["name"], t["kind"]) for t in config["tasks"]] == [("short-answer", "helpfulness"),
+                                                                   ("fluency-neutral", "fluency")]
+    points = [json.loads(x) for x in (tmp_path / "run" / "points.jsonl").read_text().splitlines()]
+    assert {(p["task"], p["metric"]) for p in points} == {
+        ("short-answer", "exact_match"), ("short-answer", "generated_tokens"), ("fluency-neutral", "kl"),
+        ("fluency-neutral", "perplexity"), ("fluency-neutral", "generated_tokens")}
+    bad = subprocess.run([*base, "--fluency", "nonsense", "--out", str(tmp_path / "bad")], capture_output=True,
+                         text=True, env=cli_env(), timeout=600)
+    assert bad.returncode == 1 and "nonsense" in bad.stderr and "neutral" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()

@@ -26,13 +26,15 @@ from repe_tradeoff.runfiles import Curve, RunData
 
 PERPLEXITY_FACTOR = 10.0
 KL_LIMIT = 2.0
-RESPONSE_LOGPROB_DROP = 2.0
+#: ln 10: each token of the likelier response has become ten times less likely than at r = 0
+RESPONSE_LOGPROB_DROP = round(math.log(10.0), 3)
 
 RULE = (
     f"a norm is broken when the unsteered model's perplexity of the steered continuations of "
     f"neutral text exceeds {PERPLEXITY_FACTOR:g}× its value at r = 0, when the mean next-token "
     f"KL(P_0 ‖ P_r) on that text exceeds {KL_LIMIT:g} nats, or when the likelier forced-choice "
-    f"response has lost more than {RESPONSE_LOGPROB_DROP:g} nats per token against r = 0; the "
+    f"response has lost more than {RESPONSE_LOGPROB_DROP:g} nats per token against r = 0 (each "
+    "token ten times less likely); the "
     "first broken norm on each side and every norm beyond it are left out of the fits"
 )
 
