@@ -72,25 +72,25 @@ THRESHOLDS = {"perplexity": PERPLEXITY_FACTOR, "kl": KL_LIMIT, "response_logprob
 
 
 def _side(signals, sign: int) -> dict | None:
-    """The first broken norm walking out from 0 on the side of ``sign``, with what broke there."""
-    broken: dict[float, tuple[str, str, float]] = {}
+    """The first broken norm walking out from 0 on the side of ``sign``, with what broke there
+    (the criterion passed by the widest margin, when several are)."""
+    worst: dict[float, tuple[float, str, str, float]] = {}  # norm -> (value / threshold, criterion, task, value)
     measured: set[float] = set()
     for criterion, task, curve, value in signals:
-        values = value(curve)
-        for r, v in zip(curve.norms, values):
+        for r, v in zip(curve.norms.tolist(), value(curve).tolist()):
             if sign * r <= 0 or not math.isfinite(v):
                 continue
-            measured.add(float(r))
-            if v > THRESHOLDS[criterion] and (float(r) not in broken or v / THRESHOLDS[criterion] >
-                                              broken[float(r)][2] / THRESHOLDS[broken[float(r)][0]]):
-                broken[float(r)] = (criterion, task, float(v))
+            measured.add(r)
+            margin = v / THRESHOLDS[criterion]
+            if margin > 1.0 and margin > worst.get(r, (0.0,))[0]:
+                worst[r] = (margin, criterion, task, v)
     outward = sorted(measured, key=abs)
     for i, r in enumerate(outward):
-        if r in broken:
-            criterion, task, v = broken[r]
+        if r in worst:
+            _, criterion, task, v = worst[r]
             threshold = THRESHOLDS[criterion]
             where = "below" if sign < 0 else "above"
-            text = f"{where} r = {r:g} " + _WHAT[criterion].format(value=v, threshold=threshold)
+            text = f"{where} r = {r:.4g} " + _WHAT[criterion].format(value=v, threshold=threshold)
             return {"norm": r, "criterion": criterion, "task": task, "value": v, "threshold": threshold,
                     "last_fluent": outward[i - 1] if i else None, "text": text}
     return None

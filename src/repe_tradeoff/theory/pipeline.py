@@ -150,7 +150,7 @@ def fit_run(
     breakdown = detect_breakdown(run)
     for side in ("negative", "positive"):
         if breakdown and breakdown[side]:
-            warnings.append(f"{breakdown[side]['text']}; r = {breakdown[side]['norm']:g} and beyond are left out of the fits")
+            warnings.append(f"{breakdown[side]['text']}; r = {breakdown[side]['norm']:.4g} and beyond are left out of the fits")
     run = fluent_part(run, breakdown)
     ctx = FitContext(run, int(n_boot), int(seed), warnings)
 
