@@ -11,7 +11,12 @@ import pytest
 from repe_tradeoff.run_schema import FitsFile
 from repe_tradeoff.runfiles import read_run, write_jsonl, write_points
 from repe_tradeoff.theory import fit_run
-from repe_tradeoff.theory.breakdown import KL_LIMIT, PERPLEXITY_FACTOR, RESPONSE_LOGPROB_DROP, detect_breakdown
+from repe_tradeoff.theory.breakdown import (
+    KL_LIMIT,
+    PERPLEXITY_FACTOR,
+    RESPONSE_LOGPROB_DROP,
+    detect_breakdown,
+)
 
 NORMS = [float(r) for r in range(-20, 21, 2)]
 N_ITEMS = 6
@@ -76,7 +81,7 @@ def test_kl_alone_marks_a_break_and_a_run_without_signals_has_none(tmp_path):
 def test_fits_leave_the_broken_norms_out(tmp_path):
     """The fits of the whole run equal those of a run that never measured the broken norms."""
     fits = FitsFile.model_validate(fit_run(_run(tmp_path / "whole", _items(True)), n_boot=20))
-    kept = lambda r: -14 < r < 16  # noqa: E731
+    kept = lambda r: -14 < r < 16
     alone = FitsFile.model_validate(fit_run(_run(tmp_path / "kept", _items(False, kept)), n_boot=20))
     assert fits.breakdown is not None and alone.breakdown is not None
     assert alone.breakdown.negative is None and alone.breakdown.positive is None

@@ -123,7 +123,7 @@ def test_exact_match_scores_the_models_own_greedy_answer(tiny, tmp_path):
 
 def test_exact_match_applies_the_matching_rule_and_counts_tokens(tiny, tmp_path, monkeypatch):
     """Scripted replies per norm: a sentence giving the answer, a number word, a wrong number."""
-    import repe_tradeoff.batching as batching
+    from repe_tradeoff import batching
 
     replies = {-2.0: ("Four.", 2), 0.0: ("The answer is 4. Or 5.", 9), 3.0: ("14", 1)}
 
@@ -151,7 +151,7 @@ def test_sweep_command_measures_short_answer_and_fluency(tmp_path):
     base = [sys.executable, "-m", "repe_tradeoff", "-q", "sweep", "--model", str(model), "--vector",
             str(tmp_path / "v.safetensors"), "--norms=-1,0,1", "--limit", "2"]
     done = subprocess.run([*base, "--helpfulness", "short-answer", "--fluency", "neutral", "--out",
-                           str(tmp_path / "run")], capture_output=True, text=True, env=cli_env(), timeout=600)
+                           str(tmp_path / "run")], capture_output=True, text=True, env=cli_env(), timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert [(t["name"], t["kind"]) for t in config["tasks"]] == [("short-answer", "helpfulness"),
@@ -161,6 +161,6 @@ def test_sweep_command_measures_short_answer_and_fluency(tmp_path):
         ("short-answer", "exact_match"), ("short-answer", "generated_tokens"), ("fluency-neutral", "kl"),
         ("fluency-neutral", "perplexity"), ("fluency-neutral", "generated_tokens")}
     bad = subprocess.run([*base, "--fluency", "nonsense", "--out", str(tmp_path / "bad")], capture_output=True,
-                         text=True, env=cli_env(), timeout=600)
+                         text=True, env=cli_env(), timeout=600, check=False)
     assert bad.returncode == 1 and "nonsense" in bad.stderr and "neutral" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
