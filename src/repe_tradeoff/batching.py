@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from repe_tradeoff.errors import SweepError
-from repe_tradeoff.generation import generate
+from repe_tradeoff.fluency import next_token_kl
+from repe_tradeoff.generation import Generations, generate_tokens
 from repe_tradeoff.models import model_device
 from repe_tradeoff.scoring import Scores, Steering, grid_origin, score
 
@@ -119,9 +120,33 @@ class ChunkRunner:
     def score(self, seqs: TaskSequences, rows: list[int]) -> Scores:
         return score_chunk(self.model, self.tokenizer, seqs, rows, self.plan, self.steering, self.budget)
 
-    def generate(self, prompts: list[str], template: str) -> list[list[str]]:
-        """Greedy steered continuations ``texts[prompt][norm]``."""
+    def generate(self, prompts: list[str], template: str, max_new_tokens: int | None = None) -> Generations:
+        """Greedy steered continuations of every prompt at every norm (``.texts[prompt][norm]``)."""
         s = self.steering
-        return generate(self.model, self.tokenizer, prompts, s.vector, self.plan.norms, layers=list(s.layers),
-                        positions=s.positions, operator=s.operator, max_new_tokens=self.plan.max_new_tokens,
-                        template=template)
+        return generate_tokens(self.model, self.tokenizer, prompts, s.vector, self.plan.norms, layers=list(s.layers),
+                               positions=s.positions, operator=s.operator, template=template,
+                               max_new_tokens=max_new_tokens or self.plan.max_new_tokens)
+
+    def score_unsteered(self, seqs: TaskSequences, rows: list[int]) -> Scores:
+        """Scores of sequences ``rows`` under the unsteered model (one column, r = 0)."""
+        plan = replace(self.plan, norms=[0.0])
+        return score_chunk(self.model, self.tokenizer, seqs, rows, plan, None, self.budget)
+
+    def next_token_kl(self, passages: list[list[int]]) -> torch.Tensor:
+        """``(passages, norms)`` mean KL(P_0 ‖ P_r) over positions, in passes of bounded size."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        parts, start = [], 0
+        while start < len(passages):
+            step = max(1, self.budget.rows // (len(self.norms) + 1))
+            try:
+                parts.append(next_token_kl(self.model, pad, passages[start : start + step], self.norms, self.steering))
+            except torch.OutOfMemoryError:
+                if step == 1:
+                    raise SweepError("one passage at every norm does not fit in memory: use a smaller "
+                                     "dtype, shorter passages or --device auto") from None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log.warning("out of memory in the fluency pass; continuing with --batch-size %d", self.budget.halve())
+                continue
+            start += step
+        return torch.cat(parts, 0)

@@ -35,11 +35,12 @@ class RunFileError(ValueError):
 class Metric:
     """A per-item value the sweep records. ``chance``: ``"1/k"`` (a probability over the k
     options, chance ``1/k``), ``"0"`` (a probability over the vocabulary) or None (not a
-    probability)."""
+    probability). ``also``: other kinds of task that record it."""
 
     name: str
     kind: str
     chance: str | None
+    also: tuple[str, ...] = ()
 
 
 #: Every metric of ``items.jsonl``/``points.jsonl``, in the order points are written.
@@ -53,15 +54,20 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", "helpfulness", "1/k"),
         Metric("accuracy_norm", "helpfulness", "1/k"),  # lm-eval's acc_norm (lm-eval tasks only)
         Metric("logit_shift", "helpfulness", None),
+        Metric("response_logprob", "alignment", None),
+        Metric("exact_match", "helpfulness", "0"),
+        Metric("kl", "fluency", None),
+        Metric("perplexity", "fluency", None),
+        Metric("generated_tokens", "helpfulness", None, also=("alignment", "fluency")),
     )
 }
-KINDS = ("alignment", "helpfulness")
+KINDS = ("alignment", "helpfulness", "fluency")
 #: The number of options assumed when neither config.json, the caller nor the items give it.
 DEFAULT_CHOICES = 4
 
 
 def metrics_of(kind: str) -> list[str]:
-    return [m.name for m in METRICS.values() if m.kind == kind]
+    return [m.name for m in METRICS.values() if m.kind == kind or kind in m.also]
 
 
 def chance_level(metric: str, k: int | None) -> float | None:
@@ -456,6 +462,25 @@ class RunData:
 
     def task_config(self, task: str) -> TaskConfig | None:
         return next((t for t in self.config.tasks if t.name == task), None) if self.config else None
+
+    def between(self, low: float | None, high: float | None) -> RunData:
+        """This run with only the norms strictly between ``low`` and ``high`` (None: no bound),
+        in its curves and items; config.json is kept as it is."""
+        def keep(norms: np.ndarray) -> np.ndarray:
+            return ((norms > low) if low is not None else True) & ((norms < high) if high is not None else True)
+
+        curves = {}
+        for key, c in self.curves.items():
+            m = np.asarray(keep(c.norms), dtype=bool) & np.ones(c.norms.shape, dtype=bool)
+            curves[key] = Curve(c.task, c.kind, c.metric, c.norms[m], c.mean[m], c.stderr[m], c.n[m])
+        items = {}
+        for task, ti in self.items.items():
+            m = np.asarray(keep(ti.norms), dtype=bool) & np.ones(ti.norms.shape, dtype=bool)
+            cols = np.flatnonzero(m)
+            items[task] = TaskItems(ti.task, ti.kind, ti.norms[m], ti.item_ids,
+                                    {k: v[:, m] for k, v in ti.values.items()}, ti.answers,
+                                    None if ti.scores is None else [ti.scores[j] for j in cols])
+        return RunData(self.run_dir, curves, dict(self.tasks), items, self.config, self.warnings, self.joint)
 
     def resolve_k(self, task: str, choices: int | None = None) -> tuple[int, str | None]:
         """The number of options of a helpfulness task and, when it is a guess or overrides
