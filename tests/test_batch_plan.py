@@ -8,7 +8,7 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-import repe_tradeoff.batching as batching
+from repe_tradeoff import batching
 from repe_tradeoff.scoring import Steering
 from repe_tradeoff.sweep import SweepPlan
 from repe_tradeoff.tasks import MultipleChoiceTask

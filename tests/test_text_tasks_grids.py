@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from repe_tradeoff.data import BehaviorItem, NeutralPassage, ShortAnswerQuestion
+from repe_tradeoff.data import BehaviorItem, ShortAnswerQuestion
 from repe_tradeoff.models import load_model
 from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
 from repe_tradeoff.tasks import MultipleChoiceTask, alignment_task
 from repe_tradeoff.text_tasks import ExactMatchTask, FluencyTask
 from repe_tradeoff.vectors import SteeringVector
 from tests.test_cli_errors import save_tiny_model
-from tests.test_text_tasks import LAYERS, PASSAGES, _added, _greedy
+from tests.test_text_tasks import LAYERS, PASSAGES, _greedy
 
 QUESTIONS = [ShortAnswerQuestion(question="What is 2 + 2?", answers=["4"], category="arithmetic"),
              ShortAnswerQuestion(question="Capital of France?", answers=["Paris"], category="capitals")]
