@@ -131,3 +131,27 @@ def test_breakdown_shading_on_an_uneven_grid(tmp_path):
     breakdown_decor(ax, load_run(tmp_path), -30.0, 26.0)
     spans = sorted((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches)
     assert spans == [pytest.approx((-30.0 - 1e-9, -7.5)), pytest.approx((17.5, 26.0 + 1e-9))]
+
+
+def test_text_tasks_have_no_second_order_response_and_no_warning_about_it(tmp_path):
+    """kl, perplexity and exact match have no option scores to expand: the response stage skips
+    them without a warning, and still answers the multiple-choice task beside them."""
+    from repe_tradeoff.runfiles import write_jsonl, write_points
+    from repe_tradeoff.theory import fit_run
+
+    norms = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
+    rows = []
+    for r in norms:
+        for i in range(3):
+            scores = [-1.0 - 0.1 * r * r, -2.0 + 0.2 * r, -2.5 - 0.1 * r, -3.0 + 0.05 * i]
+            rows.append({"task": "qa", "kind": "helpfulness", "norm": r, "item": i, "answer": 0, "scores": scores,
+                         "helpfulness": 0.6 - 0.02 * r * r + 0.01 * i})
+            rows.append({"task": "sa", "kind": "helpfulness", "norm": r, "item": i, "exact_match": float(i == 0),
+                         "generated_tokens": 5})
+            rows.append({"task": "fluency-neutral", "kind": "fluency", "norm": r, "item": i, "kl": 0.1 * abs(r),
+                         "perplexity": 3.0})
+    write_jsonl(tmp_path / "items.jsonl", rows)
+    write_points(tmp_path)
+    fits = fit_run(tmp_path, n_boot=0)
+    assert not [w for w in fits["warnings"] if "second-order" in w and ("sa" in w or "fluency" in w)]
+    assert fits["tasks"]["qa"]["response"] is not None
