@@ -155,3 +155,28 @@ def test_text_tasks_have_no_second_order_response_and_no_warning_about_it(tmp_pa
     fits = fit_run(tmp_path, n_boot=0)
     assert not [w for w in fits["warnings"] if "second-order" in w and ("sa" in w or "fluency" in w)]
     assert fits["tasks"]["qa"]["response"] is not None
+
+
+def test_a_study_like_the_demo_runs_with_text_tasks(tmp_path):
+    """The demo's path on a tiny model: an automatic grid, short-answer and fluency beside the
+    forced-choice and multiple-choice tasks, fits, the prompting baseline (which re-scores the
+    alignment and helpfulness tasks with its instruction, not the neutral text) and the report."""
+    from repe_tradeoff.config import RunConfig
+    from repe_tradeoff.pipeline import run_study
+
+    model = str(save_tiny_model(tmp_path / "tiny"))
+    cfg = RunConfig(model=model, out=tmp_path / "study", norms="auto", points=5, search_items=2, limit=2,
+                    layer_sets=["1-2"], helpfulness=["basic-qa", "short-answer"], fluency=["neutral"],
+                    fit={"n_boot": 5}, max_new_tokens=2)
+    report, (run,) = run_study(cfg)
+    assert report.exists()
+    config = json.loads((run / "config.json").read_text())
+    assert config["configured_norms"] == "auto" and len(config["norms"]) == 5
+    assert [t["kind"] for t in config["tasks"]] == ["alignment", "helpfulness", "helpfulness", "fluency"]
+    points = {(p["task"], p["metric"]) for p in _rows(run, "points.jsonl")}
+    assert {("short-answer", "exact_match"), ("fluency-neutral", "kl"), ("fluency-neutral", "perplexity")} <= points
+    assert "breakdown" in json.loads((run / "fits.json").read_text())
+    baseline = json.loads((run / "baseline" / "config.json").read_text())
+    assert [t["name"] for t in baseline["tasks"]] == ["harmfulness", "basic-qa", "short-answer"]
+    assert all(t.get("instruction") for t in baseline["tasks"])
+    assert (run / "plots" / "fluency.png").is_file()
