@@ -463,25 +463,6 @@ class RunData:
     def task_config(self, task: str) -> TaskConfig | None:
         return next((t for t in self.config.tasks if t.name == task), None) if self.config else None
 
-    def between(self, low: float | None, high: float | None) -> RunData:
-        """This run with only the norms strictly between ``low`` and ``high`` (None: no bound),
-        in its curves and items; config.json is kept as it is."""
-        def keep(norms: np.ndarray) -> np.ndarray:
-            return ((norms > low) if low is not None else True) & ((norms < high) if high is not None else True)
-
-        curves = {}
-        for key, c in self.curves.items():
-            m = np.asarray(keep(c.norms), dtype=bool) & np.ones(c.norms.shape, dtype=bool)
-            curves[key] = Curve(c.task, c.kind, c.metric, c.norms[m], c.mean[m], c.stderr[m], c.n[m])
-        items = {}
-        for task, ti in self.items.items():
-            m = np.asarray(keep(ti.norms), dtype=bool) & np.ones(ti.norms.shape, dtype=bool)
-            cols = np.flatnonzero(m)
-            items[task] = TaskItems(ti.task, ti.kind, ti.norms[m], ti.item_ids,
-                                    {k: v[:, m] for k, v in ti.values.items()}, ti.answers,
-                                    None if ti.scores is None else [ti.scores[j] for j in cols])
-        return RunData(self.run_dir, curves, dict(self.tasks), items, self.config, self.warnings, self.joint)
-
     def resolve_k(self, task: str, choices: int | None = None) -> tuple[int, str | None]:
         """The number of options of a helpfulness task and, when it is a guess or overrides
         ``choices``, a warning: config.json, then ``choices``, then the items, then 4."""

@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from repe_tradeoff.runfiles import Curve, RunData
+import numpy as np
+
+from repe_tradeoff.runfiles import Curve, RunData, TaskItems
 
 PERPLEXITY_FACTOR = 10.0
 KL_LIMIT = 2.0
@@ -118,5 +120,28 @@ def fluent_part(run: RunData, breakdown: dict | None) -> RunData:
         return run
     low = breakdown["negative"]["norm"] if breakdown["negative"] else None
     high = breakdown["positive"]["norm"] if breakdown["positive"] else None
-    return run.between(low, high)
+    return _between(run, low, high)
+
+
+def _between(run: RunData, low: float | None, high: float | None) -> RunData:
+    """``run`` with only the norms strictly between ``low`` and ``high`` (None: no bound), in its
+    curves and items; config.json is kept as it is."""
+    def keep(norms: np.ndarray) -> np.ndarray:
+        inside = np.ones(norms.shape, dtype=bool)
+        if low is not None:
+            inside &= norms > low
+        if high is not None:
+            inside &= norms < high
+        return inside
+
+    curves = {}
+    for key, c in run.curves.items():
+        m = keep(c.norms)
+        curves[key] = Curve(c.task, c.kind, c.metric, c.norms[m], c.mean[m], c.stderr[m], c.n[m])
+    items = {}
+    for task, ti in run.items.items():
+        m = keep(ti.norms)
+        items[task] = TaskItems(ti.task, ti.kind, ti.norms[m], ti.item_ids, {k: v[:, m] for k, v in ti.values.items()},
+                                ti.answers, None if ti.scores is None else [ti.scores[j] for j in np.flatnonzero(m)])
+    return RunData(run.run_dir, curves, dict(run.tasks), items, run.config, run.warnings, run.joint)
 
