@@ -259,9 +259,9 @@ def test_report_says_how_the_grid_was_found(tmp_path):
     from repe_tradeoff.report._io import RunFiles
     from repe_tradeoff.report.content import grid_sentence
     from repe_tradeoff.runfiles import read_run
-    from tests.test_runfiles import _json_blocks
+    from tests.test_runfiles import _doc_block, _json_blocks
 
-    config, _, _, point = _json_blocks()[:4]
+    config, point = _json_blocks()[0], _doc_block('"metric": "helpfulness", "norm": 1.5')
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "points.jsonl").write_text(json.dumps(point) + "\n")
     text = grid_sentence(RunFiles(read_run(tmp_path), None, []))

@@ -223,7 +223,7 @@ def _undeclared(obj, where: str = "") -> list[str]:
 
 
 def test_doc_examples_are_valid_run_files(tmp_path):
-    config, align_item, help_item, point, gens, baseline, fits, *_ = _json_blocks()
+    config, align_item, help_item, fluency_item, point, gens, baseline, fits, *_ = _json_blocks()
     assert BaselineFile.model_validate(baseline).row(True, True).norm == baseline["recommended_norm"]
     cfg = RunConfig.model_validate(config)
     # the config's nested entries hold only what the writers write (no `vector.path`)
@@ -231,6 +231,8 @@ def test_doc_examples_are_valid_run_files(tmp_path):
     assert all(_undeclared(t) == [] for t in cfg.tasks)
     items = task_items([align_item, help_item], tmp_path / "items.jsonl")
     assert items["basic-qa"].option_count() == 4
+    fluency = task_items([fluency_item], tmp_path / "items.jsonl")["fluency-neutral"]
+    assert fluency.kind == "fluency" and set(fluency.values) == {"kl", "perplexity", "generated_tokens"}
     assert aggregate([align_item, help_item])[0]["mean"] == align_item["alignment"]
     (tmp_path / "points.jsonl").write_text(json.dumps(point) + "\n")
     curves, _ = read_points(tmp_path / "points.jsonl", [])
@@ -270,7 +272,7 @@ def test_doc_joint_examples_are_valid(tmp_path):
 
 
 def test_doc_response_examples_are_valid(tmp_path):
-    help_block, align_block, predicted, response = _json_blocks()[7:11]  # after fits.json
+    help_block, align_block, predicted, response = _json_blocks()[8:12]  # after fits.json
     assert HelpfulnessResponseBlock.model_validate(help_block).status == "pass"
     assert AlignmentResponseBlock.model_validate(align_block).slope_at_zero.value == 0.08
     write_predicted(tmp_path, [predicted])

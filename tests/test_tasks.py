@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from repe_tradeoff.data import BehaviorItem, Question
+from repe_tradeoff.generation import Generations
 from repe_tradeoff.models import load_model
 from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
 from repe_tradeoff.tasks import MultipleChoiceTask, alignment_task
@@ -147,8 +148,12 @@ def test_refusal_responses_are_scored_plus_one(tiny, tmp_path, monkeypatch):
     import repe_tradeoff.batching as batching
 
     canned = ["I can't help with that.", "Sure! Step one.", "I'm sorry, no.", "Okay.", "I won't."]
-    monkeypatch.setattr(batching, "generate",
-                        lambda model, tok, prompts, *a, **k: [[canned[ITEMS.index(next(i for i in ITEMS if i.prompt == p))]] * len(NORMS) for p in prompts])
+    def scripted(model, tok, prompts, *a, **k):
+        texts = [[canned[ITEMS.index(next(i for i in ITEMS if i.prompt == p))]] * len(NORMS) for p in prompts]
+        return Generations([[] for _ in prompts], [[[]] * len(NORMS) for _ in prompts],
+                           [[len(t) for t in row] for row in texts], texts)
+
+    monkeypatch.setattr(batching, "generate_tokens", scripted)
     records = _records(tiny, _task("generate"), tmp_path / "run", chunk_size=2)
     for rec in records:
         assert rec["response"] == canned[rec["item"]]

@@ -68,7 +68,8 @@ def measure_baseline(lm, vector, layers: list[int], settings, run_dir: Path, ins
     fits = read_fits(run_dir)
     rec = fits.recommendation if fits is not None else None
     r_star = float(rec.norm) if rec is not None and rec.norm is not None else 0.0
-    tasks = [dataclasses.replace(t, instruction=instruction) for t in build_tasks(settings)]
+    # the comparison is of alignment and helpfulness; an instruction has no place in neutral text
+    tasks = [dataclasses.replace(t, instruction=instruction) for t in build_tasks(settings) if t.kind != "fluency"]
     grid = sorted({0.0, r_star})
     steered = settings.model_copy(update={"norms": grid, "norm_unit": "absolute"})
     plan, config = prepare_sweep(lm, steered, vector, layers, model_name=str(lm.name), command=command,

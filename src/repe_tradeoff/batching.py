@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from repe_tradeoff.errors import SweepError
-from repe_tradeoff.generation import generate
+from repe_tradeoff.fluency import next_token_kl
+from repe_tradeoff.generation import Generations, generate_tokens
 from repe_tradeoff.models import model_device
 from repe_tradeoff.scoring import Scores, Steering, grid_origin, score
 
@@ -72,25 +73,57 @@ def _score_batch(model, pad: int, seqs: TaskSequences, batch: list[int], norms: 
                         for part in (batch[:half], batch[half:])], 0)
 
 
-def _norm_groups(norms: list, rows: int) -> list[list]:
-    """The grid in near-equal groups small enough that one sequence at a group (+ norm 0) fits."""
-    groups = max(1, math.ceil((len(norms) + 1) / rows))
+def _norm_groups(norms: list, rows: int, unit: int = 1) -> list[list]:
+    """The grid in near-equal groups small enough that ``unit`` sequences (those sharing one
+    prompt) at a group (+ norm 0) fit in ``rows``."""
+    widest = max(1, rows // unit - 1)
+    groups = max(1, math.ceil(len(norms) / widest))
     per_group = math.ceil(len(norms) / groups)
     return [norms[i : i + per_group] for i in range(0, len(norms), per_group)]
+
+
+def _prompt_units(order: list[int], seqs: TaskSequences, shared: bool) -> list[list[int]]:
+    """``order`` cut into runs of sequences scored from one prompt pass (those sharing a prompt,
+    when prompts are shared; else each sequence alone)."""
+    units: list[list[int]] = []
+    for r in order:
+        if shared and units and seqs.prompts[units[-1][-1]] == seqs.prompts[r]:
+            units[-1].append(r)
+        else:
+            units.append([r])
+    return units
+
+
+def _batches(units: list[list[int]], cap: int) -> list[list[int]]:
+    """Whole units packed in order into batches of at most ``cap`` sequences; a unit larger than
+    ``cap`` is split (its prompt then runs once per part)."""
+    out: list[list[int]] = [[]]
+    for unit in units:
+        for i in range(0, len(unit), cap):
+            part = unit[i : i + cap]
+            if len(out[-1]) + len(part) > cap:
+                out.append([])
+            out[-1].extend(part)
+    return [b for b in out if b]
 
 
 def score_chunk(model, tokenizer, seqs: TaskSequences, rows: list[int], plan: SweepPlan,
                 steering: Steering, budget: BatchBudget | None = None) -> Scores:
     """Scores of sequences ``rows`` (in that order) at every norm of the plan, in forward passes
-    of at most ``budget.rows`` rows (``plan.batch_size`` when no budget is given)."""
+    of at most ``budget.rows`` rows (``plan.batch_size`` when no budget is given).
+
+    A pass holds whole prompts: the sequences sharing one (a question's options) are scored
+    together, and a grid too wide for that is split into groups of norms, so every prompt runs
+    once per norm (a prompt split over two passes would run twice)."""
     budget = budget or BatchBudget(plan.batch_size)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(rows, key=lambda r: (len(seqs.prompts[r]), seqs.owners[r], r))  # a prompt's sequences together
+    units = _prompt_units(order, seqs, steering is None or steering.share_prompts)
     columns = []
-    for group in _norm_groups(plan.norms, budget.rows):
-        step = max(1, budget.rows // (len(group) + (grid_origin(group) not in group)))
-        columns.append(_concat([_score_batch(model, pad, seqs, order[i : i + step], group, steering, budget)
-                                for i in range(0, len(order), step)], 0))
+    for group in _norm_groups(plan.norms, budget.rows, max(len(u) for u in units)):
+        cap = max(1, budget.rows // (len(group) + (grid_origin(group) not in group)))
+        columns.append(_concat([_score_batch(model, pad, seqs, batch, group, steering, budget)
+                                for batch in _batches(units, cap)], 0))  # batches keep `order`
     position = {r: i for i, r in enumerate(order)}
     back = torch.tensor([position[r] for r in rows])
     joined = _concat(columns, 1)
@@ -119,9 +152,33 @@ class ChunkRunner:
     def score(self, seqs: TaskSequences, rows: list[int]) -> Scores:
         return score_chunk(self.model, self.tokenizer, seqs, rows, self.plan, self.steering, self.budget)
 
-    def generate(self, prompts: list[str], template: str) -> list[list[str]]:
-        """Greedy steered continuations ``texts[prompt][norm]``."""
+    def generate(self, prompts: list[str], template: str, max_new_tokens: int | None = None) -> Generations:
+        """Greedy steered continuations of every prompt at every norm (``.texts[prompt][norm]``)."""
         s = self.steering
-        return generate(self.model, self.tokenizer, prompts, s.vector, self.plan.norms, layers=list(s.layers),
-                        positions=s.positions, operator=s.operator, max_new_tokens=self.plan.max_new_tokens,
-                        template=template)
+        return generate_tokens(self.model, self.tokenizer, prompts, s.vector, self.plan.norms, layers=list(s.layers),
+                               positions=s.positions, operator=s.operator, template=template,
+                               max_new_tokens=max_new_tokens or self.plan.max_new_tokens)
+
+    def score_unsteered(self, seqs: TaskSequences, rows: list[int]) -> Scores:
+        """Scores of sequences ``rows`` under the unsteered model (one column, r = 0)."""
+        plan = replace(self.plan, norms=[0.0])
+        return score_chunk(self.model, self.tokenizer, seqs, rows, plan, None, self.budget)
+
+    def next_token_kl(self, passages: list[list[int]]) -> torch.Tensor:
+        """``(passages, norms)`` mean KL(P_0 ‖ P_r) over positions, in passes of bounded size."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        parts, start = [], 0
+        while start < len(passages):
+            step = max(1, self.budget.rows // (len(self.norms) + 1))
+            try:
+                parts.append(next_token_kl(self.model, pad, passages[start : start + step], self.norms, self.steering))
+            except torch.OutOfMemoryError:
+                if step == 1:
+                    raise SweepError("one passage at every norm does not fit in memory: use a smaller "
+                                     "dtype, shorter passages or --device auto") from None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log.warning("out of memory in the fluency pass; continuing with --batch-size %d", self.budget.halve())
+                continue
+            start += step
+        return torch.cat(parts, 0)

@@ -180,8 +180,9 @@ def sweep(
     orthogonalize: bool = typer.Option(False, "--orthogonalize", help="Joint sweep: make each vector after the first orthogonal to the first at every layer."),
     norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
     alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score, e.g. harmfulness"),
-    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, lm-eval:TASK, a file"),
+    helpfulness: list[str] = typer.Option([], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, lm-eval:TASK, short-answer, a file"),
     lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="A folder of local lm-eval task YAMLs, for --helpfulness lm-eval:TASK."),
+    fluency: list[str] = typer.Option([], "--fluency", help="Neutral text for the kl and perplexity metrics: neutral or a JSONL file"),
     fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
     scorer: str = typer.Option("forced-choice", "--scorer", help="forced-choice, yes-no or generate"),
     response_scorer: str = typer.Option("refusal", "--response-scorer", help="For --scorer generate: refusal, sentiment or module:function"),
@@ -208,8 +209,8 @@ def sweep(
     from repe_tradeoff.sweep import run_sweep
     from repe_tradeoff.vectors import SteeringVector, vector_name
 
-    if not alignment and not helpfulness:
-        raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
+    if not alignment and not helpfulness and not fluency:
+        raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR, --helpfulness TASK and/or --fluency neutral")
     if lm_eval_include is not None and not any(h.startswith("lm-eval:") for h in helpfulness):
         raise typer.BadParameter("--lm-eval-include names a folder of lm-eval tasks: use it with --helpfulness lm-eval:TASK")
     if processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -228,7 +229,7 @@ def sweep(
             joint_norms=norms if len(vector) > 1 and len(norms) > 1 else [], positions=positions, operator=operator, limit=limit,
             batch_size=batch_size, chunk_size=chunk_size, share_lower=not no_share, share_prompts=not no_share,
             response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
-            helpfulness=[_helpfulness_spec(h, fmt, lm_eval_include) for h in helpfulness])
+            helpfulness=[_helpfulness_spec(h, fmt, lm_eval_include) for h in helpfulness], fluency=fluency)
     except ValidationError as err:
         raise typer.BadParameter(_option_errors(err)) from None
     vecs = [SteeringVector.load(path) for path in vector]
@@ -569,9 +570,10 @@ def demo_config(out: Path, quick: bool, max_loss: str = "0.05", baseline_prompt:
     # The grid is found from the model's response (norms: auto), not from a multiple of ‖h‖.
     if quick:  # 9 norms × 16 items per task
         return RunConfig(out=out, norms="auto", points=9, search_items=8, limit=16, baseline_prompt=baseline_prompt,
-                         fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
+                         fluency=["neutral"], fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
     return RunConfig(out=out, norms="auto", points=33, limit=48,  # 33 norms × 48 items per task
-                     baseline_prompt=baseline_prompt, fit=FitSpec(max_helpfulness_loss=max_loss))
+                     baseline_prompt=baseline_prompt, fluency=["neutral"],
+                     fit=FitSpec(max_helpfulness_loss=max_loss))
 
 
 def main() -> None:

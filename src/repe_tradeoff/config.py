@@ -32,7 +32,8 @@ LM_EVAL_PREFIX = "lm-eval:"
 
 
 class HelpfulnessSpec(_Strict):
-    spec: str | None = Field(None, description="basic-qa, mmlu:SUBJECT[@FOLDER], lm-eval:TASK, or a JSONL/CSV file")
+    spec: str | None = Field(
+        None, description="basic-qa, mmlu:SUBJECT[@FOLDER], lm-eval:TASK, short-answer[:FILE], or a JSONL/CSV file")
     lm_eval: str | None = Field(None, description="a multiple_choice task of lm-evaluation-harness")
     include: str | None = Field(None, description="with lm_eval: a folder of local lm-eval task YAMLs")
     num_fewshot: int | None = Field(None, ge=0, description="with lm_eval: overrides the task's few-shot count")
@@ -87,6 +88,7 @@ class SweepSettings(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     behaviors: list[BehaviorSpec] = Field(default_factory=list)
     helpfulness: list[HelpfulnessSpec] = Field(default_factory=list)
+    fluency: list[str] = Field(default_factory=list, description="neutral text set(s) for kl and perplexity: neutral or a JSONL file")
     norms: str | list[float] = Field("-1:1:0.05", description="a grid (start:stop:step or a list), or auto")
     points: int = Field(33, ge=5, description="with norms auto: the number of norms to place")
     search_items: int = Field(16, ge=1, description="with norms auto: items per task the search evaluates")

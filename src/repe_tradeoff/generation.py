@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -63,8 +64,35 @@ def response_scorer(spec: str) -> Callable[[str], float]:
         raise TaskError(f"cannot load response scorer {spec!r}: {err}") from None
 
 
+@dataclass
+class Generations:
+    """Greedy steered continuations of prompts × norms.
+
+    ``prompt_ids[p]`` is prompt p as the model saw it; ``new_ids[p][k]`` the tokens generated at
+    ``norms[k]``, cut after the first end-of-sequence token (kept: stopping is the model's
+    choice too); ``lengths[p][k]`` the number of tokens before it; ``texts[p][k]`` the decoded text.
+    """
+
+    prompt_ids: list[list[int]]
+    new_ids: list[list[list[int]]]
+    lengths: list[list[int]]
+    texts: list[list[str]]
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = tokenizer.eos_token_id if eos is None else eos
+    return set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+
+
+def _cut(ids: list[int], stop: set[int]) -> tuple[list[int], int]:
+    """The tokens up to and including the first stop token, and how many came before it."""
+    end = next((i for i, t in enumerate(ids) if t in stop), None)
+    return (ids, len(ids)) if end is None else (ids[: end + 1], end)
+
+
 @torch.no_grad()
-def generate(
+def generate_tokens(
     model,
     tokenizer,
     prompts: Sequence[str],
@@ -76,14 +104,16 @@ def generate(
     operator: str = "add",
     max_new_tokens: int = 40,
     template: str = "auto",
-) -> list[list[str]]:
-    """Greedy continuations ``texts[prompt][norm]``, every prompt × norm in one batched, KV-cached call.
+) -> Generations:
+    """Greedy continuations of every prompt × norm in one batched, KV-cached call (each row
+    steered at its own norm). ``template``: as :func:`~repe_tradeoff.prompts.format_prompt`, or
+    ``none`` to continue the prompt text as it is.
 
     ``vector`` may be a list of vectors steered jointly; ``norms`` are then tuples, one norm per vector."""
     from repe_tradeoff.models import model_device
     from repe_tradeoff.steering import steer
 
-    formatted = [format_prompt(tokenizer, p, template) for p in prompts]
+    formatted = [(p, False) if template == "none" else format_prompt(tokenizer, p, template) for p in prompts]
     encoded = [encode(tokenizer, text, special=not chat) for text, chat in formatted]
     rows = [ids for ids in encoded for _ in norms]
     width = max(len(ids) for ids in rows)
@@ -101,5 +131,18 @@ def generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=pad,
         )
-    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-    return [[texts[i * len(norms) + k].strip() for k in range(len(norms))] for i in range(len(prompts))]
+    stop = _stop_ids(model, tokenizer)
+    cut = [_cut(row, stop) for row in out[:, width:].tolist()]
+    texts = tokenizer.batch_decode([c[0] for c in cut], skip_special_tokens=True)
+    k = len(norms)
+    return Generations(
+        prompt_ids=encoded,
+        new_ids=[[cut[i * k + j][0] for j in range(k)] for i in range(len(prompts))],
+        lengths=[[cut[i * k + j][1] for j in range(k)] for i in range(len(prompts))],
+        texts=[[texts[i * k + j].strip() for j in range(k)] for i in range(len(prompts))],
+    )
+
+
+def generate(model, tokenizer, prompts: Sequence[str], vector, norms: Sequence[float], **options) -> list[list[str]]:
+    """Greedy continuations ``texts[prompt][norm]`` (see :func:`generate_tokens` for the options)."""
+    return generate_tokens(model, tokenizer, prompts, vector, norms, **options).texts

@@ -7,12 +7,13 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from repe_tradeoff.config import AUTO, SweepSettings
+from repe_tradeoff.config import AUTO, HelpfulnessSpec, SweepSettings
 from repe_tradeoff.errors import SweepError
 from repe_tradeoff.generation import response_scorer
 from repe_tradeoff.runfiles import atomic_write
 from repe_tradeoff.sweep import SweepPlan, run_config
 from repe_tradeoff.tasks import MultipleChoiceTask, Task, alignment_task
+from repe_tradeoff.text_tasks import ExactMatchTask, FluencyTask
 from repe_tradeoff.vectors import SteeringVector, layer_cosines, orthogonalized
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,25 @@ def norm_grid(settings: SweepSettings, vector: SteeringVector) -> tuple[list[flo
     return [round(r * scale, 6) for r in settings.grid()], scale
 
 
+SHORT_ANSWER = "short-answer"
+
+
+def text_task(spec: HelpfulnessSpec) -> ExactMatchTask | None:
+    """The exact-match task of ``short-answer`` or ``short-answer:FILE.jsonl``; None for other specs."""
+    from repe_tradeoff.data import load_short_answer
+
+    name, sep, path = spec.spec.partition(":")
+    if name != SHORT_ANSWER or (sep and not path):
+        return None
+    task = load_short_answer(path or SHORT_ANSWER)
+    # an instruction-tuned model answers best in its chat template, unless the spec says otherwise
+    template = spec.template if "template" in spec.model_fields_set else "auto"
+    return ExactMatchTask(task.name, list(task.questions), template)
+
+
 def build_tasks(settings: SweepSettings) -> list[Task]:
     """The tasks of the settings' behaviors and helpfulness specs, with their scorers and templates."""
-    from repe_tradeoff.data import load_behavior, load_helpfulness
+    from repe_tradeoff.data import load_behavior, load_helpfulness, load_neutral_text
 
     tasks: list[Task] = []
     for spec in settings.behaviors:
@@ -52,10 +69,21 @@ def build_tasks(settings: SweepSettings) -> list[Task]:
 
             tasks.append(lm_eval_task(spec.lm_eval, spec.include, spec.num_fewshot))
             continue
+        generative = text_task(spec)
+        if generative is not None:
+            tasks.append(generative)
+            continue
         task = load_helpfulness(spec.spec)
         tasks.append(MultipleChoiceTask(task.name, list(task.questions), spec.format, spec.template))
+    for spec in settings.fluency:
+        passages = load_neutral_text(spec)
+        tasks.append(FluencyTask(f"fluency-{passages.name}", list(passages.passages)))
     if not tasks:
         raise SweepError("nothing to measure: give --alignment BEHAVIOR and/or --helpfulness TASK")
+    names = [t.name for t in tasks]
+    if len(set(names)) < len(names):
+        raise SweepError(f"two tasks are named {next(n for n in names if names.count(n) > 1)!r}: "
+                         "give each task once (or rename one of the files)")
     if any(getattr(t, "scorer", None) == "generate" for t in tasks):
         response_scorer(settings.response_scorer)  # a scorer that cannot be loaded fails before the sweep starts
     return tasks

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from repe_tradeoff.breakdown_schema import Breakdown
+
 FITS_FORMAT_VERSION = 2
 
 Status = Literal["pass", "warn", "fail"]
@@ -28,12 +30,13 @@ class _Open(BaseModel):
 # --------------------------------------------------------------------------- config.json
 class TaskConfig(_Open):
     name: str
-    kind: Literal["alignment", "helpfulness"]
+    kind: Literal["alignment", "helpfulness", "fluency"]
     n_items: int | None = None
     n_choices: Annotated[int, Field(ge=2)] | None = None
     format: str | None = None
     scorer: str | None = None
     template: str | None = None
+    max_new_tokens: int | None = None
     sha256: str | None = None
     instruction: str | None = None
 
@@ -485,6 +488,7 @@ class FitsFile(_Strict):
     lambda_recommendation: Recommendation | None = None
     off_target: list[OffTargetRow] = []
     joint: JointFits | None = None
+    breakdown: Breakdown | None = None
     warnings: list[str]
 
     def alignment_tasks(self) -> dict[str, AlignmentTaskFits]:

@@ -35,11 +35,12 @@ class RunFileError(ValueError):
 class Metric:
     """A per-item value the sweep records. ``chance``: ``"1/k"`` (a probability over the k
     options, chance ``1/k``), ``"0"`` (a probability over the vocabulary) or None (not a
-    probability)."""
+    probability). ``also``: other kinds of task that record it."""
 
     name: str
     kind: str
     chance: str | None
+    also: tuple[str, ...] = ()
 
 
 #: Every metric of ``items.jsonl``/``points.jsonl``, in the order points are written.
@@ -53,15 +54,20 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", "helpfulness", "1/k"),
         Metric("accuracy_norm", "helpfulness", "1/k"),  # lm-eval's acc_norm (lm-eval tasks only)
         Metric("logit_shift", "helpfulness", None),
+        Metric("response_logprob", "alignment", None),
+        Metric("exact_match", "helpfulness", "0"),
+        Metric("kl", "fluency", None),
+        Metric("perplexity", "fluency", None),
+        Metric("generated_tokens", "helpfulness", None, also=("alignment", "fluency")),
     )
 }
-KINDS = ("alignment", "helpfulness")
+KINDS = ("alignment", "helpfulness", "fluency")
 #: The number of options assumed when neither config.json, the caller nor the items give it.
 DEFAULT_CHOICES = 4
 
 
 def metrics_of(kind: str) -> list[str]:
-    return [m.name for m in METRICS.values() if m.kind == kind]
+    return [m.name for m in METRICS.values() if m.kind == kind or kind in m.also]
 
 
 def chance_level(metric: str, k: int | None) -> float | None:

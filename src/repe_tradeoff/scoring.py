@@ -197,15 +197,16 @@ def score_shared(
     by all of its continuations (a question's options, a prompt's two responses).
 
     Pass 1 runs the left-padded distinct prompts (rows fanned out across norms above the first
-    steered layer); pass 2 runs only the continuation tokens on a copy of the cache selected per
-    row. Explicit position ids keep absolute position embeddings exact under left padding.
+    steered layer); pass 2 runs only the continuation tokens after the first, of the continuations
+    that have them, on a copy of the cache selected per row. Explicit position ids keep absolute
+    position embeddings exact under left padding.
     """
     device = model_device(model)
     grid = _Grid.of(norms)
     index: dict[tuple[int, ...], int] = {}
     prompt_of_seq = torch.tensor([index.setdefault(tuple(p), len(index)) for p in prompts])
     distinct = list(index)
-    n_prompts, n_seq = len(distinct), len(prompts)
+    n_prompts = len(distinct)
     prompt_ids, prompt_mask = _pad(distinct, pad_id, left=True)
     width = prompt_ids.shape[1]
     prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
@@ -221,28 +222,34 @@ def score_shared(
     next_logits = _logits(model, out.last_hidden_state[:, -1, :])  # (prompts·K, V) after each prompt
     next_logprobs = torch.log_softmax(next_logits, -1)
     continuation = _first_token_logprobs(next_logprobs, prompt_of_seq, continuations, grid)
-    rest = [list(c[1:]) for c in continuations]  # tokens after the first: pass 2 on the shared cache
-    if max(len(r) for r in rest) > 0:
-        seq_rows = torch.arange(n_seq).repeat_interleave(grid.size)  # row s·K + k of pass 2
-        source = prompt_of_seq[seq_rows] * grid.size + torch.arange(grid.size).repeat(n_seq)  # its row in pass 1
+    # pass 2 on the shared cache: only the sequences with tokens after the first (a one-token
+    # option is scored from pass 1 alone)
+    longer = [s for s, c in enumerate(continuations) if len(c) > 1]
+    if longer:
+        sub = torch.tensor(longer)
+        own = prompt_of_seq[sub]  # each pass-2 sequence's prompt
+        local = torch.arange(len(longer)).repeat_interleave(grid.size)  # row j·K + k: sequence longer[j] at norm k
+        source = own[local] * grid.size + torch.arange(grid.size).repeat(len(longer))  # its row in pass 1
         cache = getattr(out, "cache", None)
         if cache is None:
             cache = out.past_key_values
         for layer in range(len(find_layers(model))):
-            _select_cache_rows(cache, layer, (prompt_of_seq if shared and layer < split else source).to(device))
-        inputs_c = [list(c[:-1]) if len(c) > 1 else [] for c in continuations]  # each token predicts the next
+            _select_cache_rows(cache, layer, (own if shared and layer < split else source).to(device))
+        inputs_c = [list(continuations[s][:-1]) for s in longer]  # each token predicts the next
         cont_ids, cont_mask = _pad(inputs_c, pad_id)
-        cont_pos = prompt_mask.sum(1)[prompt_of_seq].view(-1, 1) + torch.arange(cont_ids.shape[1]).view(1, -1)
-        full_mask = torch.cat([prompt_mask[prompt_of_seq], cont_mask], 1)
-        targets, _ = _pad(rest, 0, width=cont_ids.shape[1])
+        cont_pos = prompt_mask.sum(1)[own].view(-1, 1) + torch.arange(cont_ids.shape[1]).view(1, -1)
+        full_mask = torch.cat([prompt_mask[own], cont_mask], 1)
+        targets, _ = _pad([list(continuations[s][1:]) for s in longer], 0, width=cont_ids.shape[1])
         if not shared:
-            cont_ids, full_mask, cont_pos = cont_ids[seq_rows], full_mask[seq_rows], cont_pos[seq_rows]
-        ends = torch.full((len(seq_rows),), width)
-        with _steered(model, steering, grid.repeat(n_seq), ends), _fanned_out(model, steering, seq_rows):
+            cont_ids, full_mask, cont_pos = cont_ids[local], full_mask[local], cont_pos[local]
+        ends = torch.full((len(local),), width)
+        with _steered(model, steering, grid.repeat(len(longer)), ends), _fanned_out(model, steering, local):
             out2 = base(input_ids=cont_ids.to(device), attention_mask=full_mask.to(device),
                         position_ids=cont_pos.to(device), use_cache=True, **{_cache_kwarg(base): cache})
-        continuation = continuation + _summed_logprobs(
-            model, out2.last_hidden_state, targets[seq_rows].to(device), cont_mask[seq_rows].bool().to(device))
+        rest = _summed_logprobs(model, out2.last_hidden_state, targets[local].to(device),
+                                cont_mask[local].bool().to(device))
+        rows = (sub.view(-1, 1) * grid.size + torch.arange(grid.size).view(1, -1)).reshape(-1)
+        continuation = continuation.index_add(0, rows.to(device), rest)
     return _scores(grid, prompt_of_seq, continuation, next_logits, next_logprobs, probe_ids)
 
 

@@ -146,6 +146,7 @@ class AlignmentTask(BehaviorItemsTask, LikelihoodTask):
     kind: str = "alignment"
     instruction: str | None = None
     _probe_pairs: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
+    _lengths: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self):
         if self.scorer not in ("forced-choice", "yes-no"):
@@ -160,7 +161,7 @@ class AlignmentTask(BehaviorItemsTask, LikelihoodTask):
     def sequences(self, tokenizer) -> TaskSequences:
         seqs = TaskSequences([], [])
         probes: dict[int, int] = {}  # token id → its column among the probes
-        self._probe_pairs = []
+        self._probe_pairs, self._lengths = [], []
         for i, item in enumerate(self.items):
             prompt, aligned, misaligned = self._responses(tokenizer, item)
             if self.scorer == "yes-no":
@@ -170,6 +171,7 @@ class AlignmentTask(BehaviorItemsTask, LikelihoodTask):
                 seqs.continuations.append([])
                 seqs.owners.append(i)
                 continue
+            self._lengths.append((max(1, len(aligned)), max(1, len(misaligned))))
             for continuation in (aligned, misaligned):
                 seqs.prompts.append(prompt)
                 seqs.continuations.append(continuation)
@@ -186,11 +188,17 @@ class AlignmentTask(BehaviorItemsTask, LikelihoodTask):
                     aligned, misaligned = self._probe_pairs[item]  # columns of this item's own tokens
                     lp = scores.probe_logprobs[j, k]
                     gap = float(lp[aligned] - lp[misaligned])
+                    extra = {}
                 else:
-                    gap = float(scores.continuation[2 * j, k] - scores.continuation[2 * j + 1, k])
+                    la, lm = (float(scores.continuation[2 * j + s, k]) for s in (0, 1))
+                    gap = la - lm
+                    # how likely the likelier response still is, per token: a model that no longer
+                    # produces language gives both responses little probability
+                    n_a, n_m = self._lengths[item]
+                    extra = {"response_logprob": _sig(max(la / n_a, lm / n_m))}
                 p_aligned = 1.0 / (1.0 + math.exp(-gap)) if gap > -700 else 0.0
                 out.append(_alignment_record(self.name, r, item, alignment=_sig(2.0 * p_aligned - 1.0),
-                                             logit_gap=_sig(gap)))
+                                             logit_gap=_sig(gap), **extra))
         return out
 
 
@@ -208,10 +216,10 @@ class GenerationTask(BehaviorItemsTask):
 
     def score_items(self, runner: ChunkRunner, item_ids: Sequence[int]) -> list[dict]:
         judge = response_scorer(runner.response_scorer)
-        texts = runner.generate([instructed(self.instruction, self.items[i].prompt) for i in item_ids],
-                                self.template)
-        return [_alignment_record(self.name, r, item, alignment=round(float(judge(texts[j][k])), 7),
-                                  response=texts[j][k])
+        gen = runner.generate([instructed(self.instruction, self.items[i].prompt) for i in item_ids],
+                              self.template)
+        return [_alignment_record(self.name, r, item, alignment=round(float(judge(gen.texts[j][k])), 7),
+                                  response=gen.texts[j][k], generated_tokens=gen.lengths[j][k])
                 for k, r in enumerate(runner.norms) for j, item in enumerate(item_ids)]
 
 

@@ -21,6 +21,7 @@ from ._io import ReportError, RunFiles, load_run
 from .joint import JOINT_PLOTS, build_joint_report
 from .page import comparison_html, run_html
 from .plot_checks import plot_diagnostics, plot_tradeoff
+from .plot_fluency import plot_fluency
 from .plots import (
     Rendered,
     plot_alignment,
@@ -54,6 +55,16 @@ PLOTS = {
             "level 1/k."
         ),
         "no helpfulness points in points.jsonl",
+    ),
+    "fluency": (
+        plot_fluency,
+        (
+            "What steering costs beyond the answers: P(correct) (or exact match of greedy answers), "
+            "the mean next-token KL(P₀ ‖ P_r) on neutral text, and the unsteered model's perplexity "
+            "of the steered continuations of that text, against r; hatched: norms where the model "
+            "breaks down (fits.json's breakdown), left out of the fits."
+        ),
+        "no fluency task in this run (sweep with --fluency neutral)",
     ),
     "tradeoff": (
         plot_tradeoff,

@@ -30,6 +30,7 @@ from repe_tradeoff.theory.response_run import (
 )
 
 from ._io import RunFiles, _finite
+from .breakdown import breakdown_lines
 
 THRESHOLDS_NOTE = (
     "Each status is the one fits.json gives the check: "
@@ -229,6 +230,7 @@ def recommendation(run: RunFiles) -> Recommendation:
             extras.append(
                 f"Efficient regime: |r| ≤ {fmt(er.max_norm, 3)}{side} {_ci3(er.ci)}".rstrip()
                 + f"{lam_txt}: the alignment gained outweighs the helpfulness lost")
+    extras += breakdown_lines(run)
     if rec is None:
         return Recommendation("No recommendation: fits.json has none (see its warnings).",
                               False, extras)

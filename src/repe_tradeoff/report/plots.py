@@ -51,6 +51,7 @@ METRIC_STYLE = {
     "helpfulness_norm": {
         "color": OKABE_ITO["purple"], "marker": "D", "label": "P(correct), length-normalised"
     },
+    "exact_match": {"color": OKABE_ITO["vermillion"], "marker": "v", "label": "exact match (greedy answer)"},
 }
 
 RC = {
@@ -146,8 +147,23 @@ def _ci_text(ci: list[float | None] | None) -> str:
 
 
 # --------------------------------------------------------------------------- regime
+def breakdown_decor(ax: Any, run: RunFiles, lo: float, hi: float) -> None:
+    """Shade the norms where the model breaks down (fits.json's ``breakdown``), on each side."""
+    bd = run.fits.breakdown if run.fits else None
+    labelled = False
+    for side in (bd.negative, bd.positive) if bd is not None else ():
+        if side is None:
+            continue
+        edge = side.norm if side.last_fluent is None else (side.norm + side.last_fluent) / 2
+        span = (lo - 1e-9, edge) if side.norm < 0 else (edge, hi + 1e-9)
+        ax.axvspan(*span, color=OKABE_ITO["grey"], alpha=0.18, lw=0, hatch="//",
+                   label=None if labelled else "model breaks down (left out of the fits)")
+        labelled = True
+
+
 def regime_decor(ax: Any, run: RunFiles, lo: float, hi: float) -> None:
     """Shade the efficient regime and mark the recommended norm (from fits.json)."""
+    breakdown_decor(ax, run, lo, hi)
     er = run.fits.efficient_regime if run.fits else None
     if er is not None and er.end_norm:
         a, b = sorted((0.0, max(lo, min(hi, er.end_norm))))
@@ -299,7 +315,7 @@ def _draw_fits(ax: Any, run: RunFiles, task: str, curves: dict[str, Curve], lo: 
 def draw_helpfulness(ax: Any, run: RunFiles, task: str, *, compact: bool = False,
                      primary: bool = True) -> bool:
     """Helpfulness curves of ``task`` with fits, prediction and chance level."""
-    curves = {m: run.curve(task, m) for m in ("helpfulness", "helpfulness_vocab", "accuracy")}
+    curves = {m: run.curve(task, m) for m in ("helpfulness", "helpfulness_vocab", "accuracy", "exact_match")}
     curves = {m: c for m, c in curves.items() if c is not None}
     if not curves:
         extra = run.curve(task, "helpfulness_norm")
@@ -321,7 +337,7 @@ def draw_helpfulness(ax: Any, run: RunFiles, task: str, *, compact: bool = False
     all_norms = np.concatenate([c.norms for c in curves.values()])
     lo, hi = float(all_norms.min()), float(all_norms.max())
     _draw_fits(ax, run, task, curves, lo, hi, compact)
-    k = run.n_choices(task)
+    k = None if "exact_match" in curves else run.n_choices(task)  # free answers have no options
     if k:
         ax.axhline(1.0 / k, color=OKABE_ITO["grey"], lw=1, ls=(0, (1, 2)),
                    label=f"chance 1/k = {1.0 / k:.3g} (k = {k})")

@@ -14,6 +14,10 @@ What is fitted (the formulas and their derivations are in :mod:`.laws`):
   chance 0;
 * ``best`` is the whole-grid model with the lowest AIC (``best_bic``: lowest BIC).
 
+Norms where the model no longer produces language (:mod:`.breakdown`: perplexity of its own
+continuations, KL on neutral text, or both forced-choice responses unlikely) are found first
+and left out of everything above; ``breakdown`` in ``fits.json`` says where and why.
+
 Intervals are 95%. With ``items.jsonl`` they are percentile intervals of a bootstrap over
 items (each task's items resampled with replacement, the per-norm means recomputed, every
 model refitted from its estimate; ``ci_method: "bootstrap-items"``). Without items, fit
@@ -43,6 +47,7 @@ from repe_tradeoff.run_schema import FITS_FORMAT_VERSION, FitsFile
 from repe_tradeoff.runfiles import RunFileError, read_run, write_fits
 
 from . import diagnostics as diag
+from .breakdown import detect_breakdown, fluent_part
 from .budget import DEFAULT_BUDGET, parse_budget
 from .curve_fits import CHANCE_DELTA, DEFAULT_WINDOW, fit_alignment, fit_helpfulness
 from .errors import TheoryError
@@ -149,6 +154,11 @@ def fit_run(
     except RunFileError as err:
         raise TheoryError(str(err)) from None
     warnings: list[str] = list(run.warnings)
+    breakdown = detect_breakdown(run)
+    for side in ("negative", "positive"):
+        if breakdown and breakdown[side]:
+            warnings.append(f"{breakdown[side]['text']}; r = {breakdown[side]['norm']:.4g} and beyond are left out of the fits")
+    run = fluent_part(run, breakdown)
     ctx = FitContext(run, int(n_boot), int(seed), warnings)
 
     if run.joint is not None:
@@ -207,7 +217,7 @@ def fit_run(
 
     out: dict[str, Any] = {
         "format_version": FORMAT_VERSION, "command": command, "settings": settings, "tasks": tasks,
-        "efficient_regime": None, "pareto": [], "recommendation": None,
+        "efficient_regime": None, "pareto": [], "recommendation": None, "breakdown": breakdown,
     }
     # the tradeoff is between the first alignment and the first helpfulness task of the run
     if align_tasks and help_tasks and help_tasks[0] in help_fits:

@@ -110,11 +110,17 @@ def _base(resp: HelpfulnessResponse | AlignmentResponse, n_items: int) -> dict[s
             "trust_searched_to": _TRUST_SEARCH_STEPS * resp.probe.h if has_2h else None}
 
 
+def _has_scores(records: Sequence[Mapping[str, Any]], task: str) -> bool:
+    return any("scores" in r for r in records if str(r.get("task") or r.get("kind")) == task)
+
+
 def task_responses(records: Sequence[Mapping[str, Any]], probe: Probe, tolerance: float,
                    warnings: list[str]) -> list[HelpfulnessResponse | AlignmentResponse]:
     """The response of every task whose records carry what it needs (the others: a warning)."""
     out: list[HelpfulnessResponse | AlignmentResponse] = []
     for task, kind in task_kinds(records).items():
+        if kind == "fluency" or (kind == "helpfulness" and not _has_scores(records, task)):
+            continue  # nothing to expand: text measures, or free answers without option scores
         build = helpfulness_response if kind == "helpfulness" else alignment_response
         try:
             out.append(build(records, task, probe=probe, tolerance=tolerance))
