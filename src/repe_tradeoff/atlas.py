@@ -11,7 +11,7 @@
 5. ``--confirm K``: full sweeps with an automatic grid of the K best entries, through the
    ordinary sweep set-up (:func:`repe_tradeoff.prepare.prepare_sweep`).
 
-Writes ``atlas.json`` / ``atlas.csv`` (:mod:`repe_tradeoff.atlas_schema`), ``probes.jsonl``
+Writes ``atlas.json`` / ``atlas.csv`` (:mod:`repe_tradeoff.run_schema.atlas`), ``probes.jsonl``
 (the probe's item records), ``vector.safetensors`` and the page (:mod:`repe_tradeoff.report.atlas`).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repe_tradeoff.atlas_schema import (
+from repe_tradeoff.run_schema.atlas import (
     ATLAS_METRICS,
     AtlasConfirmation,
     AtlasCorrelation,

@@ -444,7 +444,7 @@ def read_response(run_dir: Path) -> ResponseFile | None:
 # --------------------------------------------------------------------------- an atlas
 def write_atlas(atlas_dir: Path, atlas: Any) -> Path:
     """``atlas.json`` and ``atlas.csv`` (one row per entry, each metric with _low/_high)."""
-    from repe_tradeoff.atlas_schema import ATLAS_METRICS
+    from repe_tradeoff.run_schema.atlas import ATLAS_METRICS
 
     path = Path(atlas_dir) / "atlas.json"
     write_json(path, atlas.model_dump(mode="json"))
@@ -461,8 +461,8 @@ def write_atlas(atlas_dir: Path, atlas: Any) -> Path:
 
 
 def read_atlas(atlas_dir: Path) -> Any:
-    """The :class:`~repe_tradeoff.atlas_schema.AtlasFile` of an atlas folder."""
-    from repe_tradeoff.atlas_schema import AtlasFile
+    """The :class:`~repe_tradeoff.run_schema.atlas.AtlasFile` of an atlas folder."""
+    from repe_tradeoff.run_schema.atlas import AtlasFile
 
     path = Path(atlas_dir) / "atlas.json"
     if not path.is_file():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repe_tradeoff.atlas_schema import AtlasFile
+from repe_tradeoff.run_schema.atlas import AtlasFile
 from repe_tradeoff.runfiles import atomic_write, read_atlas
 
 from .plots import OKABE_ITO, _new_figure, render

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from repe_tradeoff.run_schema.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class BreakPoint(_Strict):
+class BreakPoint(Strict):
     """The first norm on one side of r = 0 where the model no longer produces language."""
 
     norm: float
@@ -24,7 +20,7 @@ class BreakPoint(_Strict):
     text: str
 
 
-class Breakdown(_Strict):
+class Breakdown(Strict):
     """Where steering breaks the model, per side; norms from there outward are left out of every fit."""
 
     rule: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from repe_tradeoff.run_schema.base import Strict
 
 ATLAS_FORMAT_VERSION = 1
 #: The per-entry numbers, each with a 95 % interval (the columns of atlas.csv, with _low/_high).
@@ -12,11 +12,9 @@ ATLAS_METRICS = ("alignment_slope", "helpfulness_curvature", "spread", "drift", 
                  "alignment_gain_at_budget", "separation_accuracy", "separation_effect")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class AtlasEstimate(_Strict):
+class AtlasEstimate(Strict):
     """A number and its 95 % bootstrap interval; null where the probe says nothing (no budget
     crossing within the searched range, or an unbounded interval)."""
 
@@ -25,7 +23,7 @@ class AtlasEstimate(_Strict):
     high: float | None
 
 
-class AtlasEntry(_Strict):
+class AtlasEntry(Strict):
     """One layer or band of contiguous layers, steered at ±h × each layer's residual norm."""
 
     layers: str  # "14" or "8-15"
@@ -44,7 +42,7 @@ class AtlasEntry(_Strict):
     separation_effect: AtlasEstimate
 
 
-class AtlasCorrelation(_Strict):
+class AtlasCorrelation(Strict):
     """Pearson correlation across entries of the gain at the budget with the separation's AUC."""
 
     x: Literal["separation_effect"] = "separation_effect"
@@ -55,7 +53,7 @@ class AtlasCorrelation(_Strict):
     n: int
 
 
-class AtlasCost(_Strict):
+class AtlasCost(Strict):
     """What the measurement computed: block-rows per sequence (one row through one block), and
     what a sweep of ``sweep_norms`` norms at the first entry's layers would compute."""
 
@@ -66,7 +64,7 @@ class AtlasCost(_Strict):
     sweep_block_rows_per_sequence: int
 
 
-class AtlasConfirmation(_Strict):
+class AtlasConfirmation(Strict):
     """A full sweep (automatic grid) of one entry, measured beside the atlas' prediction."""
 
     layers: str
@@ -76,7 +74,7 @@ class AtlasConfirmation(_Strict):
     alignment_gain_at_budget: AtlasEstimate
 
 
-class AtlasFile(_Strict):
+class AtlasFile(Strict):
     """``atlas.json``, written by ``atlas``."""
 
     format_version: Literal[1] = ATLAS_FORMAT_VERSION
