@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import brentq
 
 from repe_tradeoff.atlas import AtlasError, atlas_entries, parse_widths, run_atlas
-from repe_tradeoff.atlas_schema import ATLAS_METRICS
+from repe_tradeoff.run_schema.atlas import ATLAS_METRICS
 from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
 from repe_tradeoff.data import load_behavior
 from repe_tradeoff.models import load_model
@@ -157,7 +157,7 @@ def test_bands_and_widths_are_checked():
 def test_a_run_config_can_let_the_atlas_pick_its_layers(tmp_path):
     """`layer_sets: [atlas]`: the experiment steers the atlas' best band (an atlas on disk is reused)."""
     from repe_tradeoff.atlas import atlas_layers
-    from repe_tradeoff.atlas_schema import AtlasFile
+    from repe_tradeoff.run_schema.atlas import AtlasFile
     from repe_tradeoff.config import RunConfig
     from repe_tradeoff.pipeline import experiments
     from repe_tradeoff.runfiles import write_atlas

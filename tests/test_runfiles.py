@@ -245,7 +245,7 @@ def test_doc_examples_are_valid_run_files(tmp_path):
 def test_every_field_of_the_schema_is_documented():
     text = DOC.read_text(encoding="utf-8")
     missing = []
-    from repe_tradeoff.atlas_schema import AtlasFile
+    from repe_tradeoff.run_schema.atlas import AtlasFile
 
     for model in (_models(FitsFile) | _models(RunConfig) | _models(BaselineFile) | _models(ResponseFile)
                   | _models(AtlasFile) | {PredictedPoint}):
@@ -292,7 +292,7 @@ def test_predicted_rows_missing_the_band_are_refused(tmp_path):
 
 
 def test_doc_atlas_example_is_a_valid_atlas_file(tmp_path):
-    from repe_tradeoff.atlas_schema import AtlasFile
+    from repe_tradeoff.run_schema.atlas import AtlasFile
     from repe_tradeoff.runfiles import read_atlas, write_atlas
 
     atlas = AtlasFile.model_validate(_doc_block('"probe_fraction"'))
