@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.run_schema import BaselineFile, FitsFile, HelpfulnessFits, HelpfulnessTaskFits, PredictedPoint
+from repe_tradeoff.run_schema import (
+    BaselineFile,
+    FitsFile,
+    HelpfulnessFits,
+    HelpfulnessTaskFits,
+    PredictedPoint,
+)
 from repe_tradeoff.runfiles import (
     Curve,
     RunData,

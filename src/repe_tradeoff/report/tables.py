@@ -14,11 +14,9 @@ from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
 
 from ._io import RunFiles, _finite
 from .answer import prompting_note, prompting_rows
+from .checks import THRESHOLDS_NOTE, check_sentence, checks
 from .content import (
     PAPER_FORMS,
-    THRESHOLDS_NOTE,
-    check_sentence,
-    checks,
     config_rows,
     fmt,
     fmt_param,
