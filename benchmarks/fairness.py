@@ -37,8 +37,14 @@ JOINT_NORMS = "-0.1:0.1:0.025"  # 9 norms per vector
 BEHAVIORS = ("harmfulness", "fairness", "sentiment")
 
 
+MODEL = ["--model", "default"]  # set by --model; passed to extract and sweep
+LAYERS = ["middle"]  # set by --layers
+
+
 def _cli(*args: str) -> float:
     t0 = time.perf_counter()
+    if args[0] in ("extract", "sweep"):
+        args = (args[0], *MODEL, *args[1:])
     subprocess.run([sys.executable, "-m", "repe_tradeoff", "-q", *args], check=True,
                    env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
@@ -50,6 +56,7 @@ def _fits(run: Path) -> dict:
 
 
 def _scale(run: Path) -> float:
+    """‖h‖, the residual unit of a one-vector run."""
     return float(json.loads((run / "config.json").read_text())["norm_unit_scale"])
 
 
@@ -81,7 +88,7 @@ def direction(work: Path, rev: str, limit: int | None) -> dict:
     out = {"rev": rev, "norms_residual": NORMS, "limit": limit}
     for label, spec in (("before", str(before)), ("after", "fairness")):
         vec = work / f"{label}.safetensors"
-        t_extract = _cli("extract", "--behavior", spec, "--layers", "middle", "--method", "pca", "--out", str(vec))
+        t_extract = _cli("extract", "--behavior", spec, "--layers", LAYERS[0], "--method", "pca", "--out", str(vec))
         run = work / f"run-{label}"
         sweep = ["sweep", "--vector", str(vec), "--norm-unit", "residual", f"--norms={NORMS}",
                  "--alignment", "fairness", "--out", str(run)]
@@ -106,7 +113,7 @@ def several(work: Path, limit: int, questions: int) -> dict:
     vectors = {}
     for b in BEHAVIORS:
         vectors[b] = work / f"{b}.safetensors"
-        _cli("extract", "--behavior", b, "--layers", "middle", "--method", "pca", "--out", str(vectors[b]))
+        _cli("extract", "--behavior", b, "--layers", LAYERS[0], "--method", "pca", "--out", str(vectors[b]))
     matrix, seconds = {}, {}
     scored = [a for b in BEHAVIORS for a in ("--alignment", b)]
     for b, vec in vectors.items():
@@ -123,14 +130,15 @@ def several(work: Path, limit: int, questions: int) -> dict:
             "--norm-unit", "residual", f"--norms={JOINT_NORMS}", f"--norms={JOINT_NORMS}",
             "--helpfulness", "basic-qa", "--limit", str(questions), "--out", str(run), *extra), 1)
         fits = _fits(run)
-        scale = _scale(run)
         surface = fits["joint"]["surfaces"]["basic-qa"]
         config = json.loads((run / "config.json").read_text())
-        # r in relative units: a quadratic coefficient scales with scale², the linear ones with scale
-        power = {"h0": 0, "b1": 1, "b2": 1, "c1": 2, "c2": 2, "c12": 2}
+        # each vector's r in its own relative unit: a term r1^i r2^j scales by s1^i s2^j
+        s1, s2 = (float(config["norm_unit_scales"][n]) for n in ("harmfulness", "fairness"))
+        unit = {"h0": 1.0, "b1": s1, "b2": s2, "c1": s1 * s1, "c2": s2 * s2, "c12": s1 * s2}
         joint[label] = {
-            "params_relative": {t: v * scale ** power[t] for t, v in (surface["params"] or {}).items()},
-            "ci_relative": {t: [c * scale ** power[t] for c in ci] for t, ci in (surface.get("ci") or {}).items()},
+            "scales": [s1, s2],
+            "params_relative": {t: v * unit[t] for t, v in (surface["params"] or {}).items()},
+            "ci_relative": {t: [c * unit[t] for c in ci] for t, ci in (surface.get("ci") or {}).items()},
             "n_points": surface.get("n_points"), "r2": surface.get("r2"), "window": surface.get("window"),
             "cosines_before": config.get("cosines_before"), "cosines": config.get("cosines"),
             "prediction": fits["joint"].get("predictions", {}).get("basic-qa"),
@@ -146,7 +154,11 @@ def main() -> None:
     ap.add_argument("--before-rev", default="3baf8d1", help="the revision whose fairness pairs are 'before'")
     ap.add_argument("--limit", type=int, default=None, help="items per behavior (direction: all; several: 32)")
     ap.add_argument("--questions", type=int, default=16, help="basic-qa questions of the joint grid")
+    ap.add_argument("--model", default="default", help="another model, e.g. a tiny one to check the script")
+    ap.add_argument("--layers", default="middle")
     args = ap.parse_args()
+    MODEL[:] = ["--model", args.model]
+    LAYERS[:] = [args.layers]
     work = Path(tempfile.mkdtemp(prefix=f"bench-fairness-{args.stage}-"))
     load_start = load_average()
     if args.stage == "direction":
@@ -154,7 +166,7 @@ def main() -> None:
     else:
         result = several(work, args.limit or 32, args.questions)
     result["load_average"] = [load_start, load_average()]
-    path = HERE / "fairness.json"
+    path = HERE / "fairness.json" if args.model == "default" else work / "fairness.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored[args.stage] = result
     path.write_text(json.dumps(stored, indent=2) + "\n")
