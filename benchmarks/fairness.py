@@ -13,7 +13,7 @@ scoring all three behaviors (the off-target slope matrix), and a 9 × 9 joint gr
 harmfulness and fairness vectors on basic-qa with and without ``--orthogonalize`` (the cross
 term c12 of the helpfulness surface, with its CI, and cos(v_A, v_B) per layer).
 
-Every step is a whole ``python -m repe_tradeoff`` process; results go to
+Every step is a whole ``python -m repe_tradeoff`` process (sweeps resume in ``--work``); results go to
 ``benchmarks/fairness.json`` (one key per stage) and are printed.
 """
 
@@ -113,7 +113,8 @@ def several(work: Path, limit: int, questions: int) -> dict:
     vectors = {}
     for b in BEHAVIORS:
         vectors[b] = work / f"{b}.safetensors"
-        _cli("extract", "--behavior", b, "--layers", LAYERS[0], "--method", "pca", "--out", str(vectors[b]))
+        if not vectors[b].exists():  # a resumed --work folder keeps its vectors
+            _cli("extract", "--behavior", b, "--layers", LAYERS[0], "--method", "pca", "--out", str(vectors[b]))
     matrix, seconds = {}, {}
     scored = [a for b in BEHAVIORS for a in ("--alignment", b)]
     for b, vec in vectors.items():
@@ -156,10 +157,13 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=16, help="basic-qa questions of the joint grid")
     ap.add_argument("--model", default="default", help="another model, e.g. a tiny one to check the script")
     ap.add_argument("--layers", default="middle")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="several: a folder to resume (its vectors kept, its sweeps resumed); default a new one")
     args = ap.parse_args()
     MODEL[:] = ["--model", args.model]
     LAYERS[:] = [args.layers]
-    work = Path(tempfile.mkdtemp(prefix=f"bench-fairness-{args.stage}-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix=f"bench-fairness-{args.stage}-"))
+    work.mkdir(parents=True, exist_ok=True)
     load_start = load_average()
     if args.stage == "direction":
         result = direction(work, args.before_rev, args.limit)
