@@ -188,3 +188,16 @@ def test_cli_norms_per_vector_and_off_target_matrix(tmp_path):
     out = _cli("off-target", run)
     assert out.returncode == 0, out.stderr
     assert "A" in out.stdout and "B" in out.stdout and "harm" in out.stdout
+
+
+def test_cli_fit_on_a_joint_run_prints_the_cross_term(tmp_path):
+    grid = [-2.0, -1.0, 0.0, 1.0, 2.0]
+    run = _joint_run(tmp_path, "joint", grid, grid)
+    out = _cli("fit", run, "--n-boot", "20")
+    assert out.returncode == 0, out.stderr
+    surface = json.loads((run / "fits.json").read_text())["joint"]["surfaces"]["qa"]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("qa: c12 = "))
+    assert float(line.split()[3]) == pytest.approx(surface["params"]["c12"], rel=1e-3)
+    lo, hi = surface["ci"]["c12"]
+    assert ("0 is inside the CI" in line) == (lo <= 0 <= hi)
+    assert "slopes at r = 0 along A: harm" in out.stdout and "wrote" in out.stdout

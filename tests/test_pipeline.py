@@ -69,3 +69,30 @@ def test_a_model_listed_twice_is_refused(tmp_path):
 def test_example_configs_are_valid(path):
     cfg = load_config(path)
     assert experiments(cfg) and (cfg.auto or cfg.grid())  # a grid, or norms: auto
+
+
+def test_a_combine_config_runs_the_joint_experiment_beside_the_single_ones(tmp_path):
+    model = str(save_tiny_model(tmp_path / "tiny-llama", "llama"))
+    cfg = _config(model, tmp_path / "study", behaviors=["harmfulness", "fairness"],
+                  combine=["harmfulness", "fairness"], layer_sets=["1-2"], baseline_prompt="none")
+    _, runs = run_study(cfg)
+    assert [r.name for r in runs] == ["harmfulness-1-2-pca", "fairness-1-2-pca"]
+    joint = cfg.out / "joint-harmfulness_fairness-1-2-pca"
+    items = [json.loads(x) for x in (joint / "items.jsonl").read_text().splitlines()]
+    assert {(r["norms"]["harmfulness"], r["norms"]["fairness"]) for r in items} == {
+        (a, b) for a in (-1.0, 0.0, 1.0) for b in (-1.0, 0.0, 1.0)}
+    assert {r["task"] for r in items} >= {"harmfulness", "fairness", "basic-qa"}  # every behavior scored
+    # The joint run steers with the two experiments' own vectors: its (r, 0) slice is the
+    # harmfulness experiment's sweep, item by item.
+    single = [json.loads(x) for x in (runs[0] / "items.jsonl").read_text().splitlines()]
+    on_axis = {(r["task"], r["norms"]["harmfulness"], r["item"]): r for r in items if r["norms"]["fairness"] == 0.0}
+    for rec in single:
+        other = on_axis[(rec["task"], rec["norm"], rec["item"])]
+        for key in ("alignment", "helpfulness"):
+            if key in rec:
+                assert other[key] == pytest.approx(rec[key], rel=1e-5, abs=1e-6)
+    fits = json.loads((joint / "fits.json").read_text())
+    assert [r["vector"] for r in fits["off_target"]] == ["harmfulness", "fairness"]
+    assert set(fits["off_target"][0]["slopes"]) == {"harmfulness", "fairness"}
+    assert fits["joint"]["surfaces"]["basic-qa"]["params"] is not None
+    assert (joint / "report.html").exists()

@@ -442,6 +442,14 @@ def fit(
     fits = fit_run(run, **kwargs)
     for warning in fits.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
+    if fits.get("joint") is not None:  # a joint run has no one-vector recommendation
+        from repe_tradeoff.report.joint import joint_answer_lines
+        from repe_tradeoff.runfiles import read_fits
+
+        for line in joint_answer_lines(read_fits(run)):
+            out_console.print(line, highlight=False, soft_wrap=True)
+        out_console.print(f"wrote {run / 'fits.json'}", highlight=False, soft_wrap=True)
+        return
     print_answer(run, "wrote", run / "fits.json")
 
 

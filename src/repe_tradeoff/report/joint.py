@@ -224,3 +224,23 @@ def build_joint_report(run_dir: Path, *, formats=("png", "svg")) -> Path:
                       "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
                       + "".join(body))
     return out
+
+
+def joint_answer_lines(fits: FitsFile) -> list[str]:
+    """What `fit` prints for a joint run: per helpfulness task the cross term with its CI (do the
+    two losses add?), then the off-target slopes."""
+    lines = []
+    for task, s in (fits.joint.surfaces.items() if fits.joint else []):
+        if s.params is None:
+            lines.append(f"{task}: no surface fit ({s.error or 'too few points'})")
+            continue
+        ci = (s.ci or {}).get("c12")
+        verdict = ("" if not ci or None in ci else
+                   "; 0 is inside the CI: no interaction measured" if ci[0] <= 0 <= ci[1] else
+                   "; 0 is outside the CI: the two losses interact")
+        lines.append(f"{task}: c12 = {s.params['c12']:.4g} {_ci(ci)} (c1 = {s.params['c1']:.4g}, "
+                     f"c2 = {s.params['c2']:.4g}; |r| ≤ {s.window}){verdict}")
+    for row in fits.off_target:
+        slopes = ", ".join(f"{t} {v.value:.4g} {_ci(v.ci)}" for t, v in row.slopes.items() if v.value is not None)
+        lines.append(f"slopes at r = 0 along {row.vector}: {slopes}")
+    return lines
