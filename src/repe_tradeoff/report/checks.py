@@ -1,5 +1,4 @@
-"""The assumption checks in plain words: A1, A3 and the prediction, each with its numbers.
-"""
+"""The assumption checks in plain words: A1, A3 and the prediction, each with its numbers."""
 
 from __future__ import annotations
 

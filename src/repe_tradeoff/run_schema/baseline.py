@@ -1,5 +1,4 @@
-"""Typed model of ``baseline.json``: the prompting comparison.
-"""
+"""Typed model of ``baseline.json``: the prompting comparison."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The metrics a run records: one registry of names, kinds, ranges and chance levels.
-"""
+"""The metrics a run records: one registry of names, kinds, ranges and chance levels."""
 
 from __future__ import annotations
 

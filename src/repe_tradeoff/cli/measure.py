@@ -1,86 +1,26 @@
-"""The `repe-tradeoff` command line: wires the stages and turns errors into messages."""
+"""The commands that measure a model: layers, extract, generate, sweep, predict and atlas."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Measure, explain and predict what steering a language model costs.",
+from repe_tradeoff.cli.app import (
+    ARGV_ENV,
+    MODEL_HELP,
+    SweepProgress,
+    app,
+    command_line,
+    load_lm,
+    option_errors,
+    out_console,
 )
-console = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the width
-out_console = Console()
-STATE = {"debug": False, "quiet": False}
-
-BUDGET_HELP = ("The recommendation's budget: the most P(correct) to lose, absolute (0.05) "
-               "or relative to the unsteered value (5%).")
-BASELINE_HELP = ("The prompting baseline's instruction, written before each task's text "
-                 "[default: the behavior's own]; `none` to skip it.")
-MODEL_HELP = "`default` (embedded SmolLM2-135M-Instruct), a Hugging Face id, a local folder, or a .gguf file"
-
-
-class PointsRate(ProgressColumn):
-    """Points per second, once rich has measured it."""
-
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
-
-
-class SweepProgress:
-    """A rich progress bar for the sweep: points done, rate, time left."""
-
-    def __init__(self, label: str = "sweep"):
-        self.label, self.bar, self.task = label, None, None
-
-    def start(self, total: int, done: int) -> None:
-        if STATE["quiet"]:
-            return
-        self.bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("points"), PointsRate(), TimeRemainingColumn(),
-                            console=console)
-        self.bar.start()
-        self.task = self.bar.add_task(self.label, total=total, completed=done)
-
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-            if self.bar.tasks[0].finished:
-                self.bar.stop()
-
-
-@app.callback()
-def main_options(
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every step."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-):
-    STATE.update(debug=debug, quiet=quiet)
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("transformers", "accelerate", "urllib3", "filelock", "matplotlib", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    if quiet:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-
-
-def _load(model: str, dtype: str, device: Optional[str], trust_remote_code: bool):
-    from repe_tradeoff.models import load_model
-
-    return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 
 @app.command()
@@ -89,9 +29,15 @@ def layers(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
     """Show where a model's decoder blocks, final norm and unembedding are, and the layer numbering."""
-    from repe_tradeoff.models import find_final_norm, layer_path, middle_layers, n_layers, unembedding
+    from repe_tradeoff.models import (
+        find_final_norm,
+        layer_path,
+        middle_layers,
+        n_layers,
+        unembedding,
+    )
 
-    lm = _load(model, "float32", None, trust_remote_code)
+    lm = load_lm(model, "float32", None, trust_remote_code)
     n = n_layers(lm.model)
     out_console.print(f"blocks: {layer_path(lm.model)} ({n} layers, numbered 0-{n - 1}; layer i = output of block i)")
     out_console.print(f"final norm: {type(find_final_norm(lm.model)).__name__}; unembedding U: {tuple(unembedding(lm.model).shape)}")
@@ -121,7 +67,7 @@ def extract_cmd(
     data = load_behavior(behavior)
     if not data.pairs:
         raise typer.BadParameter(f"behavior {behavior!r} has no contrastive pairs to read a direction from")
-    lm = _load(model, dtype, device, trust_remote_code)
+    lm = load_lm(model, dtype, device, trust_remote_code)
     chosen = parse_layers(layer_spec, n_layers(lm.model))
     vector, report = extract(
         lm.model, lm.tokenizer, [(p.aligned, p.misaligned) for p in data.pairs], chosen, method=method,
@@ -158,7 +104,7 @@ def generate_cmd(
     from repe_tradeoff.vectors import SteeringVector
 
     vec = SteeringVector.load(vector)
-    lm = _load(model, dtype, device, trust_remote_code)
+    lm = load_lm(model, dtype, device, trust_remote_code)
     vec.check_model(lm.model, str(vector))
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
     texts = generate(lm.model, lm.tokenizer, [prompt], vec, norms, layers=chosen, positions=positions,
@@ -231,10 +177,10 @@ def sweep(
             response_scorer=response_scorer, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
             helpfulness=[_helpfulness_spec(h, fmt, lm_eval_include) for h in helpfulness], fluency=fluency)
     except ValidationError as err:
-        raise typer.BadParameter(_option_errors(err)) from None
+        raise typer.BadParameter(option_errors(err)) from None
     vecs = [SteeringVector.load(path) for path in vector]
     tasks = build_tasks(settings)  # a dataset that cannot be read fails before the model loads
-    lm = _load(model, dtype, device, trust_remote_code)
+    lm = load_lm(model, dtype, device, trust_remote_code)
     for vec, path in zip(vecs, vector):
         vec.check_model(lm.model, str(path))
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vecs[0].layers
@@ -305,12 +251,12 @@ def predict(
             batch_size=batch_size, behaviors=[BehaviorSpec(name=a, scorer=scorer) for a in alignment],
             helpfulness=[HelpfulnessSpec(spec=h, format=fmt) for h in helpfulness])
     except ValidationError as err:
-        raise typer.BadParameter(_option_errors(err)) from None
+        raise typer.BadParameter(option_errors(err)) from None
     vec = SteeringVector.load(vector)
     if not layer_spec:  # a grid without room for the probe fails before the model loads
         probe_plan(settings, vec, vec.layers, probe)
     tasks = build_tasks(settings)
-    lm = _load(model, dtype, device, trust_remote_code)
+    lm = load_lm(model, dtype, device, trust_remote_code)
     vec.check_model(lm.model, str(vector))
     chosen = parse_layers(layer_spec, n_layers(lm.model)) if layer_spec else vec.layers
     vec.select(chosen)
@@ -360,12 +306,12 @@ def atlas(
                                  behaviors=[BehaviorSpec(name=behavior, scorer=scorer)],
                                  helpfulness=[HelpfulnessSpec(spec=helpfulness, format=fmt)])
     except ValidationError as err:
-        raise typer.BadParameter(_option_errors(err)) from None
+        raise typer.BadParameter(option_errors(err)) from None
     data = load_behavior(behavior)
     if not data.pairs:
         raise typer.BadParameter(f"behavior {behavior!r} has no contrastive pairs to read directions from")
     tasks = build_tasks(settings)
-    lm = _load(model, dtype, device, trust_remote_code)
+    lm = load_lm(model, dtype, device, trust_remote_code)
     chosen = parse_layers(layer_spec, n_layers(lm.model))
     path = run_atlas(lm, settings, [(p.aligned, p.misaligned) for p in data.pairs], out, layers=chosen,
                      widths=parse_widths(bands, len(chosen)), budget=budget, method=method, probe_fraction=probe,
@@ -375,18 +321,6 @@ def atlas(
 
     out_console.print(read_atlas(path).recommendation)
     out_console.print(f"wrote {path / 'atlas.json'}, {path / 'atlas.csv'} and {path / 'atlas.html'}")
-
-
-ARGV_ENV = "REPE_TRADEOFF_ARGV"
-
-
-def command_line() -> str:
-    """The command that ran, as one shell line (under --processes, the one given before relaunching)."""
-    import shlex
-
-    recorded = os.environ.get(ARGV_ENV)
-    args = json.loads(recorded) if recorded else sys.argv[1:]
-    return shlex.join(["repe-tradeoff", *args])
 
 
 def _relaunch(processes: int, device: str | None) -> int:
@@ -407,210 +341,3 @@ def _relaunch(processes: int, device: str | None) -> int:
         launch.append("--cpu")
     env = {**os.environ, ARGV_ENV: json.dumps(sys.argv[1:])}  # the command config.json records
     return subprocess.call([*launch, "-m", "repe_tradeoff", *args], env=env)
-
-
-def _option_errors(err) -> str:
-    """A validation error of the sweep's options as one line naming each option and its value."""
-    option = {"name": "alignment", "spec": "helpfulness"}
-    parts = []
-    for e in err.errors():
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        keys = [str(p) for p in e["loc"] if not isinstance(p, int)]
-        if keys:
-            name = option.get(keys[-1], keys[-1]).replace("_", "-")
-            msg = f"--{name} {e.get('input')!r}: {msg}"
-        parts.append(msg)
-    return "; ".join(parts)
-
-
-@app.command()
-def fit(
-    run: Path = typer.Argument(..., help="A run folder holding points.jsonl."),
-    choices: Optional[int] = typer.Option(None, "--choices", help="Options per question k (when config.json lacks it)."),
-    window: Optional[float] = typer.Option(None, "--window", help="Half-width |r| ≤ w of the local quadratic fit."),
-    lam: float = typer.Option(1.0, "--lambda", help="Exchange rate: helpfulness lost per unit of alignment gained."),
-    n_boot: int = typer.Option(200, "--n-boot", help="Bootstrap replicates over items."),
-    max_loss: str = typer.Option("0.05", "--max-helpfulness-loss", help=BUDGET_HELP),
-):
-    """Fit the paper's laws, check its assumptions and find the efficient regime; writes fits.json."""
-    from repe_tradeoff.theory import fit_run
-
-    kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot, "max_helpfulness_loss": max_loss,
-              "command": " ".join(["repe-tradeoff", *sys.argv[1:]])}
-    if window is not None:
-        kwargs["window"] = window
-    fits = fit_run(run, **kwargs)
-    for warning in fits.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
-    if fits.get("joint") is not None:  # a joint run has no one-vector recommendation
-        from repe_tradeoff.report.joint import joint_answer_lines
-        from repe_tradeoff.runfiles import read_fits
-
-        for line in joint_answer_lines(read_fits(run)):
-            out_console.print(line, highlight=False, soft_wrap=True)
-        out_console.print(f"wrote {run / 'fits.json'}", highlight=False, soft_wrap=True)
-        return
-    print_answer(run, "wrote", run / "fits.json")
-
-
-
-
-def print_answer(run_dir: Path, verb: str, path: Path) -> None:
-    """The recommendation (budgeted, conservative, λ rule; prompting baseline), then the path."""
-    from repe_tradeoff.report.answer import answer_lines
-
-    for line in answer_lines(run_dir):
-        out_console.print(line, highlight=False, soft_wrap=True)
-    out_console.print(f"{verb} {path}", highlight=False, soft_wrap=True)
-
-
-@app.command()
-def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fits.json).")):
-    """(Re)build the plots and the HTML report from a run folder, without the model."""
-    from repe_tradeoff.report import build_report
-
-    if not (run / "fits.json").exists():
-        from repe_tradeoff.theory import fit_run
-
-        fit_run(run)
-    out_console.print(f"wrote {build_report(run)}")
-
-
-@app.command("off-target")
-def off_target_cmd(runs: list[Path] = typer.Argument(..., help="Run folders (one vector each, or joint), fitted or not.")):
-    """The matrix of alignment slopes at r = 0, vector × behavior, with 95% CIs, from the runs' fits.json."""
-    from repe_tradeoff.runfiles import read_fits
-    from repe_tradeoff.theory import fit_run
-
-    rows = []
-    for run in runs:
-        fits = read_fits(run) if (run / "fits.json").exists() else None
-        if fits is None or not fits.off_target:
-            fit_run(run)
-            fits = read_fits(run)
-        rows += fits.off_target
-    tasks = list(dict.fromkeys(t for r in rows for t in r.slopes))
-    if not tasks:
-        raise typer.BadParameter("none of the runs scores an alignment task; sweep with --alignment BEHAVIOR")
-    table = Table(title="d alignment / dr at r = 0 [95% CI]")
-    for col in ("vector (read for)", *tasks):
-        table.add_column(col, justify="right")
-    for r in rows:
-        cells = []
-        for t in tasks:
-            slope = r.slopes.get(t)
-            ci = slope.ci if slope is not None and slope.ci and None not in slope.ci else None
-            cells.append("—" if slope is None or slope.value is None
-                         else f"{slope.value:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
-        table.add_row(r.vector + (f" ({r.steered})" if r.steered else ""), *cells)
-    out_console.print(table)
-
-
-@app.command("import-paper")
-def import_paper(
-    helpfulness_json: Path = typer.Argument(..., help="An authors' helpfulness curve (p_mean …)."),
-    behavior_json: Path = typer.Argument(..., help="An authors' behavior curve (behavior_*_mean …)."),
-    out: Path = typer.Option(..., "--out", "-o"),
-):
-    """Turn the paper authors' published curves into a run folder for `fit` and `report`."""
-    from repe_tradeoff.theory import import_paper_curves
-
-    command = " ".join(["repe-tradeoff", *sys.argv[1:]])
-    out_console.print(f"wrote {import_paper_curves(helpfulness_json, behavior_json, out, command=command)}")
-
-
-@app.command("export-lm-eval")
-def export_lm_eval(
-    vector: Path = typer.Option(..., "--vector"),
-    norm: float = typer.Option(..., "--norm", "-r"),
-    out: Path = typer.Option(..., "--out", "-o", help="The .pt file for lm-eval's `steered` model."),
-    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-):
-    """Write a vector at norm r in the format lm-evaluation-harness's `steered` model reads."""
-    from repe_tradeoff.vectors import SteeringVector
-
-    vec = SteeringVector.load(vector)
-    lm = _load(model, "float32", None, False)
-    vec.check_model(lm.model, str(vector))
-    vec.to_lm_eval(out, lm.model, norm)
-    out_console.print(f"wrote {out}")
-
-
-@app.command()
-def run(config: Path = typer.Argument(..., help="A YAML run configuration (see examples/).")):
-    """Run a whole study from a YAML config: every behavior × task × layer set × method."""
-    from repe_tradeoff.config import load_config
-    from repe_tradeoff.pipeline import run_study
-
-    cfg = load_config(config)
-    report_path, runs = run_study(cfg, progress=SweepProgress(), command=command_line())
-    if len(runs) == 1:
-        print_answer(runs[0], "report:", report_path)
-    else:
-        out_console.print(f"report: {report_path}")
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
-    quick: bool = typer.Option(False, "--quick", help="Fewer items and norms (about a minute)."),
-    max_loss: str = typer.Option("0.05", "--max-helpfulness-loss", help=BUDGET_HELP),
-    baseline_prompt: Optional[str] = typer.Option(None, "--baseline-prompt", help=BASELINE_HELP),
-):
-    """The main job on the embedded model: harmfulness vector, sweep, fits, diagnostics, report."""
-    from pydantic import ValidationError
-
-    from repe_tradeoff.pipeline import run_study
-
-    try:
-        cfg = demo_config(out, quick, max_loss, baseline_prompt)
-    except ValidationError as err:
-        raise typer.BadParameter(_option_errors(err)) from None
-    report_path, runs = run_study(cfg, progress=SweepProgress("demo sweep"), command=command_line())
-    print_answer(runs[0], "report:", report_path)
-
-
-
-
-def demo_config(out: Path, quick: bool, max_loss: str = "0.05", baseline_prompt: str | None = None):
-    from repe_tradeoff.config import FitSpec, RunConfig
-
-    # The grid is found from the model's response (norms: auto), not from a multiple of ‖h‖.
-    if quick:  # 9 norms × 16 items per task
-        return RunConfig(out=out, norms="auto", points=9, search_items=8, limit=16, baseline_prompt=baseline_prompt,
-                         fluency=["neutral"], fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
-    return RunConfig(out=out, norms="auto", points=33, limit=48,  # 33 norms × 48 items per task
-                     baseline_prompt=baseline_prompt, fluency=["neutral"],
-                     fit=FitSpec(max_helpfulness_loss=max_loss))
-
-
-def main() -> None:
-    """Entry point: known errors become one clear message and exit code 1."""
-    from repe_tradeoff.errors import user_errors
-
-    try:
-        app(standalone_mode=False)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except (typer.BadParameter, typer.Exit) as err:
-        if isinstance(err, typer.Exit):
-            sys.exit(err.exit_code)
-        console.print(f"[red]error:[/] {err}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted: finished chunks are saved; rerun the same command to resume")
-        sys.exit(130)
-    except user_errors() as err:
-        if STATE["debug"]:
-            raise
-        console.print(f"[red]error:[/] {err}")
-        console.print("(run with --debug for the traceback)", style="dim")
-        sys.exit(1)
-    except Exception as err:  # click's own usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
