@@ -63,3 +63,4 @@ def test_unshared_prompts_pack_single_sequences(monkeypatch):
     scores, passes = _scored(monkeypatch, 256, share_prompts=False)
     assert [len(p) for p, _ in passes][:-1] == [256 // 81] * (len(passes) - 1)
     torch.testing.assert_close(scores.continuation, reference.continuation, rtol=1e-5, atol=1e-5)
+

@@ -164,3 +164,28 @@ def test_sweep_command_measures_short_answer_and_fluency(tmp_path):
                          text=True, env=cli_env(), timeout=600, check=False)
     assert bad.returncode == 1 and "nonsense" in bad.stderr and "neutral" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_generation_keeps_prompts_times_norms_within_the_row_budget(tiny, monkeypatch):
+    """Greedy generations in groups of prompts: no group has more rows (prompts × norms) than the
+    budget, and every prompt's continuations are those of generating it alone."""
+    from repe_tradeoff import batching
+    from repe_tradeoff.scoring import Steering
+
+    real, groups = batching.generate_tokens, []
+
+    def recording(model, tok, prompts, *args, **kwargs):
+        groups.append(len(prompts))
+        return real(model, tok, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(batching, "generate_tokens", recording)
+    vector, prompts = _vector(), [p.text for p in PASSAGES] + ["Two more words.", "The end."]
+    plan = SweepPlan(norms=NORMS, tasks=[], layers=list(LAYERS), batch_size=7)
+    runner = batching.ChunkRunner(tiny.model, tiny.tokenizer, plan, Steering(vector, LAYERS), batching.BatchBudget(7))
+    got = runner.generate(prompts, "none", 6)
+    assert groups == [2, 2, 1]  # 7 rows // 3 norms = 2 prompts a group
+    for i, prompt in enumerate(prompts):
+        alone = real(tiny.model, tiny.tokenizer, [prompt], vector, NORMS, layers=list(LAYERS), template="none",
+                     max_new_tokens=6)
+        assert (got.prompt_ids[i], got.new_ids[i], got.texts[i]) == (alone.prompt_ids[0], alone.new_ids[0],
+                                                                     alone.texts[0])

@@ -155,9 +155,14 @@ class ChunkRunner:
     def generate(self, prompts: list[str], template: str, max_new_tokens: int | None = None) -> Generations:
         """Greedy steered continuations of every prompt at every norm (``.texts[prompt][norm]``)."""
         s = self.steering
-        return generate_tokens(self.model, self.tokenizer, prompts, s.vector, self.plan.norms, layers=list(s.layers),
-                               positions=s.positions, operator=s.operator, template=template,
-                               max_new_tokens=max_new_tokens or self.plan.max_new_tokens)
+        # prompts × norms rows share one KV cache: groups of prompts keep it within the row budget
+        step = max(1, self.budget.rows // len(self.plan.norms))
+        parts = [generate_tokens(self.model, self.tokenizer, prompts[i : i + step], s.vector, self.plan.norms,
+                                 layers=list(s.layers), positions=s.positions, operator=s.operator,
+                                 template=template, max_new_tokens=max_new_tokens or self.plan.max_new_tokens)
+                 for i in range(0, len(prompts), step)]
+        return Generations(*(sum((getattr(g, f) for g in parts), []) for f in
+                             ("prompt_ids", "new_ids", "lengths", "texts")))
 
     def score_unsteered(self, seqs: TaskSequences, rows: list[int]) -> Scores:
         """Scores of sequences ``rows`` under the unsteered model (one column, r = 0)."""
