@@ -61,6 +61,33 @@ def test_search_stops_each_side_at_its_own_criterion():
     assert found.passes >= 3 and len(found.evaluations) >= found.passes
 
 
+def _saturating(norms):
+    """Helpfulness falls only halfway to chance and alignment stalls at 0.5: P = 0.85 − 0.3·(1 − e^(−|r|/8)),
+    A = 0.5·tanh(r/8); beyond |r| ≈ 50 a doubling changes neither by 0.05."""
+    out = []
+    for r in norms:
+        p = 0.85 - 0.3 * (1 - math.exp(-abs(r) / 8))
+        w = math.log((1 / p - 1) / 3)  # option scores [0, w, w, w] give P(correct) = p
+        out.append({"task": "qa", "kind": "helpfulness", "norm": r, "item": 0, "answer": 0,
+                    "scores": [0.0, w, w, w], "helpfulness": p})
+        a = 0.5 * math.tanh(r / 8)
+        out.append({"task": "harm", "kind": "alignment", "norm": r, "item": 0, "logit_gap": 2 * math.atanh(a),
+                    "alignment": a})
+    return out
+
+
+def test_a_side_whose_curves_level_off_stops_at_the_plateau():
+    found = find_grid(_saturating, TASKS, h0=0.5, settings=SearchSettings(points=17))
+    for side in found.sides.values():
+        end = abs(side["end"])
+        assert side["criterion"] == "plateau"
+        # by hand: the last doubling from |end| moved neither curve by 0.05, the one before it did
+        change = lambda r: max(0.3 * abs(math.exp(-r / 8) - math.exp(-2 * r / 8)),
+                               0.5 * abs(math.tanh(2 * r / 8) - math.tanh(r / 8)))
+        assert change(end) < 0.05 <= change(end / 2)
+        assert end < 100  # not 2^12 times the first guess
+
+
 def test_probe_step_adapts_to_the_response_scale():
     """The same curves on a 1000× smaller scale: the search finds the same grid, scaled."""
     def shrunk(norms):

@@ -29,6 +29,7 @@ Evaluate = Callable[[list[float]], list[dict]]
 CRITERIA = {
     "helpfulness": "helpfulness fell {fraction:.0%} of the way to chance",
     "alignment": "alignment came within {margin:g} of its plateau",
+    "plateau": "nothing measured changed by {margin:g} over a doubling of the norm",
     "limit": "neither criterion held by the search's largest norm",
 }
 
@@ -161,6 +162,12 @@ class _Search:
             return "alignment"
         return None
 
+    def flat(self, near: float, far: float) -> bool:
+        """Whether every measured value at ``far`` is within the margin of its value at ``near``."""
+        a, b = self.seen[sig(near)], self.seen[sig(far)]
+        pairs = [(a.helpfulness, b.helpfulness), (a.alignment, b.alignment)]
+        return all(abs(x[k] - y[k]) < self.s.margin for x, y in pairs for k in x.keys() & y.keys())
+
     def moved(self, r: float) -> float:
         """How much ±r moved the curves: fraction fallen, or alignment change (0 when unknown)."""
         fallen = abs(self.fallen(r) or 0.0)
@@ -248,12 +255,15 @@ def find_grid(evaluate: Evaluate, tasks: Sequence[SearchTask], h0: float,
             r = a["next"]
             if search.stopped(a["sign"] * sig(r)):
                 a["high"] = r
+            elif a["doublings"] and search.flat(a["sign"] * a["low"], a["sign"] * sig(r)):
+                a["high"], a["plateau"] = a["low"], True  # past here more norm changes nothing measured
             elif a["doublings"] >= s.max_doublings:
                 a["high"], a["limit"] = r, True
             else:
                 a["low"], a["next"], a["doublings"] = r, sig(2 * r), a["doublings"] + 1
     for _ in range(s.bisect_steps):  # bisect between the last miss and the first hit
-        open_ = [a for a in active.values() if not a.get("limit") and a["high"] / a["low"] > 1.15]
+        open_ = [a for a in active.values()
+                 if not (a.get("limit") or a.get("plateau")) and a["high"] / a["low"] > 1.15]
         if not open_:
             break
         for a in open_:
@@ -264,7 +274,8 @@ def find_grid(evaluate: Evaluate, tasks: Sequence[SearchTask], h0: float,
             a["high" if search.stopped(a["sign"] * a["mid"]) else "low"] = a["mid"]
     for name, a in active.items():
         end = sig(a["sign"] * a["high"])
-        sides[name] = {"end": end, "criterion": "limit" if a.get("limit") else search.stopped(end),
+        criterion = "limit" if a.get("limit") else "plateau" if a.get("plateau") else search.stopped(end)
+        sides[name] = {"end": end, "criterion": criterion,
                        "predicted": a["predicted"]}
     for name, side in sides.items():
         side["helpfulness_fallen"] = _round(search.fallen(side["end"]))

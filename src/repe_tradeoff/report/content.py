@@ -265,6 +265,7 @@ def task_rows(run: RunFiles) -> list[tuple[str, str, str]]:
 
 _STOPPED = {"helpfulness": "helpfulness had fallen {fraction:.0%} of the way to chance",
             "alignment": "alignment was within {margin:g} of its plateau",
+            "plateau": "nothing measured changed by {margin:g} over a doubling of the norm",
             "limit": "neither had happened by the largest norm searched"}
 
 

@@ -57,7 +57,7 @@ class GridStep(Strict):
 
 class GridSide(Strict):
     end: float
-    criterion: Literal["helpfulness", "alignment", "limit"]
+    criterion: Literal["helpfulness", "alignment", "plateau", "limit"]
     predicted: float | None = None
     helpfulness_fallen: float | None = None
     alignment: dict[str, float] = {}
