@@ -56,7 +56,8 @@ def test_search_stops_each_side_at_its_own_criterion():
     assert r_help <= -neg["end"] <= 1.15 * r_help  # the bisection's first hit, within its tolerance
     assert r_align <= pos["end"] <= 1.15 * r_align
     assert len(found.norms) == 33 and found.norms == sorted(found.norms)
-    assert {0.0, found.probe, -found.probe} <= set(found.norms)
+    h = found.probe
+    assert {0.0, h, -h, 2 * h, -2 * h} <= set(found.norms)  # the response's five probe norms
     assert found.range == [neg["end"], pos["end"]]
     assert found.passes >= 3 and len(found.evaluations) >= found.passes
 

@@ -12,7 +12,8 @@ records of ``items.jsonl`` at those norms, on a few items). The search, per side
 A side stops where helpfulness has fallen ``fraction`` of the way from its r = 0 value to chance, or
 alignment is within ``margin`` of its plateau (±1), whichever comes first. The grid's norms are then
 placed evenly in the measured change of the curves (linear between evaluated norms) mixed with
-evenly in r, always including 0, ±h and both ends.
+evenly in r, always including both ends and the response's probe 0, ±h, ±2h (so that ``fit``
+validates the five-norm prediction on every automatic grid).
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ def _round(x: float | None) -> float | None:
 def place_norms(seen: dict[float, Evaluation], h: float, low: float, high: float, search: _Search,
                 s: SearchSettings) -> list[float]:
     """``s.points`` norms from ``low`` to ``high``, evenly in the curves' measured change (mixed with
-    evenly in r), with 0 and ±h among them."""
+    evenly in r), with 0, ±h and (where the range reaches them) ±2h among them."""
     rs = sorted(r for r in seen if low <= r <= high)
     change = np.zeros(len(rs))
     for i in range(1, len(rs)):
@@ -304,9 +305,9 @@ def place_norms(seen: dict[float, Evaluation], h: float, low: float, high: float
     total = progress[-1]
     mix = s.uniform_share * (dense - low) / (high - low) + (1 - s.uniform_share) * (progress / total if total > 0 else (dense - low) / (high - low))
     placed = list(np.interp(np.linspace(0.0, 1.0, s.points), mix, dense))
-    required = [low, -h, 0.0, h, high]
+    required = [x for x in (-2 * h, -h, 0.0, h, 2 * h) if low < x < high or x in (-h, 0.0, h)]
     taken = {0, len(placed) - 1}  # the ends are low and high already
-    for x in required[1:-1]:  # each required norm replaces the nearest placed one not taken yet
+    for x in required:  # each required norm replaces the nearest placed one not taken yet
         i = min(set(range(len(placed))) - taken, key=lambda j: abs(placed[j] - x))
         placed[i] = x
         taken.add(i)
