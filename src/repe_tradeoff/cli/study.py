@@ -36,7 +36,7 @@ def run(config: Path = typer.Argument(..., help="A YAML run configuration (see e
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
-    quick: bool = typer.Option(False, "--quick", help="Fewer items and norms (about a minute)."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer items and norms (a few minutes on a laptop CPU)."),
     max_loss: str = typer.Option("0.05", "--max-helpfulness-loss", help=BUDGET_HELP),
     baseline_prompt: Optional[str] = typer.Option(None, "--baseline-prompt", help=BASELINE_HELP),
 ):
