@@ -173,6 +173,38 @@ def test_the_summary_marks_predictions_past_the_trust_radius(tmp_path):
         assert cell.endswith(" †") == bool(abs(r) > radius), (r, cell)
 
 
+def _hand_window(curve: dict, loss: float = 0.15) -> tuple[float, float]:
+    """The run of grid norms around 0 whose value is within ``loss`` of the value at 0."""
+    norms = sorted(curve)
+    i = norms.index(0.0)
+    lo = hi = i
+    while lo > 0 and curve[0.0] - curve[norms[lo - 1]] <= loss:
+        lo -= 1
+    while hi + 1 < len(norms) and curve[0.0] - curve[norms[hi + 1]] <= loss:
+        hi += 1
+    return norms[lo], norms[hi]
+
+
+@pytest.mark.parametrize("cubic, quartic", [(0.0, 0.0), (0.5, 12.0)])
+def test_the_summary_says_whether_the_trust_radius_covers_the_loss_window(tmp_path, cubic, quartic):
+    items = _items(n=20, cubic=cubic, quartic=quartic, seed=6)
+    run = _write_run(tmp_path / "probe", items, [-0.25, -0.125, 0.0, 0.125, 0.25])
+    blocks = run_response(run, norms=GRID, target_h=0.125, n_boot=0)
+    write_response(run, ResponseFile.model_validate(
+        {"command": None, "predicted_norms": GRID, "tasks": blocks}))
+    pred = {p.norm: p.mean for p in read_predicted(run) if p.task == "qa" and p.metric == "helpfulness"}
+    lo, hi = _hand_window(pred)
+    radius = blocks["qa"]["trust_radius"]  # None: agrees as far as it was checked
+    line = next(x for x in build_prediction_summary(run).read_text().splitlines()
+                if x.startswith("- qa: predicted P(correct) stays within 0.15"))
+    assert f"for r in [{lo:g}, {hi:g}]" in line
+    covered = radius is None or max(-lo, hi) <= radius
+    assert ("inside the trust radius" in line) == covered
+    assert ("sweep those norms before relying on it" in line) == (not covered)
+    if not covered:
+        assert quartic > 0  # only the curve the probe cannot pin down reaches past its radius
+
+
 # --------------------------------------------------------------------------- the real model
 
 

@@ -23,6 +23,9 @@ from repe_tradeoff.runfiles import (
     read_response,
 )
 
+from repe_tradeoff.theory.response_run import VALIDATION_MAX_LOSS
+from repe_tradeoff.theory.response_summary import loss_window
+
 from ._io import ReportError
 from .content import fmt
 
@@ -94,6 +97,31 @@ def _radii(response: ResponseFile) -> dict[tuple[str, str], float]:
     return out
 
 
+def reach_lines(response: ResponseFile, points: list[PredictedPoint]) -> list[str]:
+    """Per helpfulness task: where the prediction keeps P(correct) within the validation loss of
+    r = 0, and whether the trust radius covers that window (else: where to measure instead)."""
+    out = []
+    for task, block in response.tasks.items():
+        curve = {p.norm: p.mean for p in points if p.task == task and p.metric == "helpfulness"}
+        window = loss_window(curve, VALIDATION_MAX_LOSS) if curve else None
+        if not isinstance(block, HelpfulnessResponseBlock) or window is None:
+            continue
+        lo, hi = window
+        line = (f"{task}: predicted P(correct) stays within {VALIDATION_MAX_LOSS:g} of its r = 0 value "
+                f"for r in [{fmt(lo)}, {fmt(hi)}]")
+        radius = block.trust_radius if block.trust_radius is not None else block.trust_searched_to
+        if radius is None:
+            out.append(f"{line}; without ±2h the probe gives no trust radius")
+        elif max(-lo, hi) <= radius:
+            out.append(f"{line}, inside the trust radius ({_radius(block)})")
+        else:
+            sides = [(lo, -radius)] * (lo < -radius) + [(radius, hi)] * (hi > radius)
+            past = " and ".join(f"[{fmt(a, 3)}, {fmt(b, 3)}]" for a, b in sides)
+            out.append(f"{line}; past the trust radius {fmt(radius, 3)} ({past}) it is extrapolated: "
+                       "sweep those norms before relying on it")
+    return out
+
+
 def _table(points: list[PredictedPoint], radii: dict[tuple[str, str], float] | None = None) -> list[str]:
     """The predicted curves, a column per task × metric; † past that curve's trust radius."""
     radii = radii or {}
@@ -134,6 +162,7 @@ def build_prediction_summary(run_dir: Path | str) -> Path:
              f"({_model(response)}; README, Metrics)."), "", "## Response", ""]
     for task, block in response.tasks.items():
         lines += [f"- {x}" for x in response_lines(task, block)]
+    lines += [f"- {x}" for x in reach_lines(response, points)]
     radii = _radii(response)
     lines += ["", "## Predicted curves", "", *_table(points, radii), ""]
     if any(abs(p.norm) > radii.get((p.task, p.metric), float("inf")) for p in points):

@@ -11,7 +11,10 @@ The default probe is ``h = DEFAULT_PROBE_FRACTION × the mean residual norm`` of
 layers. On the embedded model (basic-qa, 48 questions) the saturating curve through that
 probe's five norms predicts helpfulness within RMSE 0.002 (blocks 11–18) and 0.005 (blocks
 8–15) of the measured curve where it is within 0.15 of r = 0; twice the fraction gives 0.003
-and 0.010, as its ±2h then reaches into the fall the curve is meant to extrapolate.
+and 0.010, as its ±2h then reaches into the fall the curve is meant to extrapolate. On blocks
+14–21 a larger probe does better (0.004 at four times the fraction, against 0.027), on blocks
+5–12 worse (0.025 against 0.012): no fixed size suits every layer set, and the trust radius
+says where the default one stops.
 """
 
 from __future__ import annotations

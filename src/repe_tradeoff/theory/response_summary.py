@@ -159,7 +159,7 @@ def _curves(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], tuple[st
     return out
 
 
-def _loss_window(curve: dict[float, float], max_loss: float) -> tuple[float, float] | None:
+def loss_window(curve: dict[float, float], max_loss: float) -> tuple[float, float] | None:
     """The interval around 0 where the curve stays within ``max_loss`` below its value at 0."""
     norms = sorted(curve)
     if 0.0 not in curve:
@@ -190,7 +190,7 @@ def validate(
         mcurve = meas[key][1]
         common = sorted(set(pcurve) & set(mcurve))
         if kind == "helpfulness":
-            window = _loss_window(mcurve, max_loss)
+            window = loss_window(mcurve, max_loss)
             if window is None:
                 raise TheoryError(
                     f"measured {key[0]}/{key[1]} has no r = 0 point: the loss window needs it"
