@@ -62,6 +62,19 @@ def test_search_stops_each_side_at_its_own_criterion():
     assert found.passes >= 3 and len(found.evaluations) >= found.passes
 
 
+def test_placing_the_probe_norms_leaves_no_stretch_bare():
+    """Evenly in r (uniform share 1): fixing 0, ±h, ±2h and the ends keeps every gap near the even step."""
+    found = find_grid(_analytic, TASKS, h0=0.5, settings=SearchSettings(points=33, uniform_share=1.0))
+    norms, (low, high) = found.norms, found.range
+    h = found.probe
+    assert len(norms) == 33 and {0.0, h, -h, 2 * h, -2 * h} <= set(norms)
+    gaps = np.diff(norms)
+    # seven fixed norms, 26 free ones spread over the stretches between them: no gap beyond
+    # (high − low)/26; replacing the nearest evenly placed norm by each fixed one left gaps twice
+    # the even step, (high − low)/16
+    assert gaps.max() <= (high - low) / 26 * (1 + 1e-6), gaps.max()
+
+
 def _saturating(norms):
     """Helpfulness falls only halfway to chance and alignment stalls at 0.5: P = 0.85 − 0.3·(1 − e^(−|r|/8)),
     A = 0.5·tanh(r/8); beyond |r| ≈ 50 a doubling changes neither by 0.05."""

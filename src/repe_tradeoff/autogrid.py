@@ -304,13 +304,19 @@ def place_norms(seen: dict[float, Evaluation], h: float, low: float, high: float
     progress = np.interp(dense, rs, change)
     total = progress[-1]
     mix = s.uniform_share * (dense - low) / (high - low) + (1 - s.uniform_share) * (progress / total if total > 0 else (dense - low) / (high - low))
-    placed = list(np.interp(np.linspace(0.0, 1.0, s.points), mix, dense))
-    required = [x for x in (-2 * h, -h, 0.0, h, 2 * h) if low < x < high or x in (-h, 0.0, h)]
-    taken = {0, len(placed) - 1}  # the ends are low and high already
-    for x in required:  # each required norm replaces the nearest placed one not taken yet
-        i = min(set(range(len(placed))) - taken, key=lambda j: abs(placed[j] - x))
-        placed[i] = x
-        taken.add(i)
+    # the required norms are fixed; the others go to the stretches between them in proportion to
+    # each stretch's share of the mix, evenly in the mix within it (so no stretch is left bare)
+    anchors = sorted({low, high, *(x for x in (-2 * h, -h, 0.0, h, 2 * h) if low <= x <= high)})
+    at = np.interp(anchors, dense, mix)
+    free = max(s.points - len(anchors), 0)
+    share = np.diff(at) / (at[-1] - at[0]) * free
+    counts = np.floor(share).astype(int)
+    for i in np.argsort(counts - share)[: free - counts.sum()]:  # largest remainders
+        counts[i] += 1
+    placed = list(anchors)
+    for i, n in enumerate(counts):
+        levels = at[i] + (at[i + 1] - at[i]) * np.arange(1, n + 1) / (n + 1)
+        placed += list(np.interp(levels, mix, dense))
     norms = sorted({sig(r) for r in placed})
     while len(norms) < s.points:  # coincident norms: split the widest gap
         gaps = [(norms[i + 1] - norms[i], i) for i in range(len(norms) - 1)]
