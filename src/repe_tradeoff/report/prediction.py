@@ -22,7 +22,6 @@ from repe_tradeoff.runfiles import (
     read_predicted,
     read_response,
 )
-
 from repe_tradeoff.theory.response_run import VALIDATION_MAX_LOSS
 from repe_tradeoff.theory.response_summary import loss_window
 
@@ -103,8 +102,10 @@ def reach_lines(response: ResponseFile, points: list[PredictedPoint]) -> list[st
     out = []
     for task, block in response.tasks.items():
         curve = {p.norm: p.mean for p in points if p.task == task and p.metric == "helpfulness"}
-        window = loss_window(curve, VALIDATION_MAX_LOSS) if curve else None
-        if not isinstance(block, HelpfulnessResponseBlock) or window is None:
+        if not isinstance(block, HelpfulnessResponseBlock) or not curve:
+            continue
+        window = loss_window(curve, VALIDATION_MAX_LOSS)
+        if window is None:  # no r = 0 among the predicted norms
             continue
         lo, hi = window
         line = (f"{task}: predicted P(correct) stays within {VALIDATION_MAX_LOSS:g} of its r = 0 value "
