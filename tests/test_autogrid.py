@@ -75,6 +75,14 @@ def test_placing_the_probe_norms_leaves_no_stretch_bare():
     assert gaps.max() <= (high - low) / 26 * (1 + 1e-6), gaps.max()
 
 
+def test_a_small_grid_keeps_its_count_and_drops_2h_first():
+    for points, extra in ((5, set()), (7, {"2h"})):
+        found = find_grid(_analytic, TASKS, h0=0.5, settings=SearchSettings(points=points))
+        h, norms = found.probe, set(found.norms)
+        assert len(found.norms) == points and {0.0, h, -h, *found.range} <= norms
+        assert ({2 * h, -2 * h} <= norms) == bool(extra)
+
+
 def _saturating(norms):
     """Helpfulness falls only halfway to chance and alignment stalls at 0.5: P = 0.85 − 0.3·(1 − e^(−|r|/8)),
     A = 0.5·tanh(r/8); beyond |r| ≈ 50 a doubling changes neither by 0.05."""

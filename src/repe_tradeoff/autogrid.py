@@ -293,7 +293,7 @@ def _round(x: float | None) -> float | None:
 def place_norms(seen: dict[float, Evaluation], h: float, low: float, high: float, search: _Search,
                 s: SearchSettings) -> list[float]:
     """``s.points`` norms from ``low`` to ``high``, evenly in the curves' measured change (mixed with
-    evenly in r), with 0, ±h and (where the range reaches them) ±2h among them."""
+    evenly in r), with 0, ±h and (where the range reaches them and ``s.points`` ≥ 7) ±2h among them."""
     rs = sorted(r for r in seen if low <= r <= high)
     change = np.zeros(len(rs))
     for i in range(1, len(rs)):
@@ -304,9 +304,11 @@ def place_norms(seen: dict[float, Evaluation], h: float, low: float, high: float
     progress = np.interp(dense, rs, change)
     total = progress[-1]
     mix = s.uniform_share * (dense - low) / (high - low) + (1 - s.uniform_share) * (progress / total if total > 0 else (dense - low) / (high - low))
-    # the required norms are fixed; the others go to the stretches between them in proportion to
-    # each stretch's share of the mix, evenly in the mix within it (so no stretch is left bare)
-    anchors = sorted({low, high, *(x for x in (-2 * h, -h, 0.0, h, 2 * h) if low <= x <= high)})
+    # the required norms are fixed (±2h only where the range and the count leave room); the others
+    # go to the stretches between them in proportion to each stretch's share of the mix, evenly in
+    # the mix within it (so no stretch is left bare)
+    wanted = (low, high, 0.0, -h, h, -2 * h, 2 * h)  # in order of priority
+    anchors = sorted(list(dict.fromkeys(x for x in wanted if low <= x <= high))[: s.points])
     at = np.interp(anchors, dense, mix)
     free = max(s.points - len(anchors), 0)
     share = np.diff(at) / (at[-1] - at[0]) * free
