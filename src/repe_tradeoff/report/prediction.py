@@ -116,7 +116,7 @@ def reach_lines(response: ResponseFile, points: list[PredictedPoint]) -> list[st
         elif max(-lo, hi) <= radius:
             out.append(f"{line}, inside the trust radius ({_radius(block)})")
         else:
-            sides = [(lo, -radius)] * (lo < -radius) + [(radius, hi)] * (hi > radius)
+            sides = ([(lo, -radius)] if lo < -radius else []) + ([(radius, hi)] if hi > radius else [])
             past = " and ".join(f"[{fmt(a, 3)}, {fmt(b, 3)}]" for a, b in sides)
             out.append(f"{line}; past the trust radius {fmt(radius, 3)} ({past}) it is extrapolated: "
                        "sweep those norms before relying on it")
