@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repe_tradeoff.grid import parse_norms
+from repe_tradeoff.workflows.grid import parse_norms
 
 BAD = Path(__file__).parent / "bad_inputs"
 PLAIN = os.environ.get("REPE_TRADEOFF_PLAIN_CLI") == "1"
@@ -226,7 +226,7 @@ CASES = [
 def _write_vectors(folder: Path) -> None:
     from safetensors.torch import save_file
 
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector
 
     folder.mkdir()
     meta = {"format_version": "1", "metadata": "{}"}
@@ -274,11 +274,10 @@ _FORK_SERVER = r"""
 import json, os, runpy, sys, traceback
 
 import repe_tradeoff.cli  # noqa: F401
-from repe_tradeoff.errors import user_errors
+from repe_tradeoff.errors import RepeTradeoffError  # noqa: F401
 # what loading the tiny llama test model imports lazily
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: F401
 
-user_errors()
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     job = json.loads(line)

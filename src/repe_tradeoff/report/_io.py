@@ -1,4 +1,4 @@
-"""What a report reads: a run folder through :mod:`repe_tradeoff.runfiles`, with its fits."""
+"""What a report reads: a run folder through :mod:`repe_tradeoff.runs`, with its fits."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.run_schema import (
-    BaselineFile,
-    FitsFile,
-    HelpfulnessFits,
-    HelpfulnessTaskFits,
-    PredictedPoint,
-)
-from repe_tradeoff.runfiles import (
+from repe_tradeoff.errors import RepeTradeoffError
+from repe_tradeoff.runs import (
     Curve,
     RunData,
     RunFileError,
@@ -24,6 +18,13 @@ from repe_tradeoff.runfiles import (
     read_fits,
     read_predicted,
     read_run,
+)
+from repe_tradeoff.runs.schema import (
+    BaselineFile,
+    FitsFile,
+    HelpfulnessFits,
+    HelpfulnessTaskFits,
+    PredictedPoint,
 )
 
 
@@ -36,7 +37,7 @@ def _optional(read, run_dir: Path, name: str, default: Any, problems: list[str])
         return default
 
 
-class ReportError(ValueError):
+class ReportError(RepeTradeoffError):
     """A run folder cannot be turned into a report; the message says what to do."""
 
 
