@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -113,8 +114,10 @@ def export_lm_eval(
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
 ):
     """Write a vector at norm r in the format lm-evaluation-harness's `steered` model reads."""
-    from repe_tradeoff.vectors.vector import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector, VectorError
 
+    if not math.isfinite(norm):
+        raise VectorError(f"--norm {norm}: the norm must be a finite number, e.g. the recommended r* of `fit`")
     vec = SteeringVector.load(vector)
     lm = load_lm(model, "float32", None, False)
     vec.check_model(lm.model, str(vector))

@@ -296,6 +296,10 @@ def atlas(
     from repe_tradeoff.workflows.prepare import build_tasks
     from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 
+    if not 0 < budget < 1:
+        from repe_tradeoff.workflows.atlas import AtlasError
+
+        raise AtlasError(f"--budget {budget}: a loss of P(correct) lies between 0 and 1; give e.g. 0.05")
     if scorer not in ("forced-choice", "yes-no"):
         raise typer.BadParameter(f"--scorer {scorer!r}: the atlas reads logit gaps, so use forced-choice or yes-no")
     if not probe > 0:

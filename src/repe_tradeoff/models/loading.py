@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def _converted(path: Path, spec: str) -> Path:
             f"Could not cache the conversion of {spec!r}: {_first_line(err)}. Set REPE_TRADEOFF_CACHE "
             "to a writable folder with room for a float32 copy of the model."
         ) from err
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, IndexError, EOFError, OverflowError, struct.error) as err:
+        # a truncated or damaged file fails deep inside the GGUF reader, with any of these
         raise ModelError(
             f"Could not load model {spec!r}: {_first_line(err)}. "
             "Check that it is a complete GGUF file of a causal language model."

@@ -11,6 +11,7 @@ from typing import Any
 from repe_tradeoff.errors import RepeTradeoffError
 from repe_tradeoff.runs import (
     Curve,
+    FormatVersionError,
     RunData,
     RunFileError,
     TaskItems,
@@ -150,6 +151,8 @@ def load_run(run_dir: Path) -> RunFiles:
     problems: list[str] = []
     try:
         fits = read_fits(run_dir)
+    except FormatVersionError as err:  # another version's fits: reporting them would misread them
+        raise ReportError(str(err)) from None
     except RunFileError as err:
         fits = None
         problems.append(f"fits.json could not be read: {err}")

@@ -10,6 +10,7 @@ all go through this package; nothing here imports torch.
 from __future__ import annotations
 
 from repe_tradeoff.runs.jsonio import (
+    FormatVersionError,
     RunFileError,
     atomic_write,
     norm_key,
@@ -56,6 +57,7 @@ from repe_tradeoff.runs.run import (
 )
 
 __all__ = [
+    "FormatVersionError",
     "Curve",
     "DEFAULT_CHOICES",
     "JointRun",

@@ -19,6 +19,10 @@ class RunFileError(RepeTradeoffError):
     """A run folder file that cannot be read; the message names the file and what to do."""
 
 
+class FormatVersionError(RunFileError):
+    """A run file written by another version of the format: it must be rewritten, not guessed at."""
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write a whole file or nothing: a temporary file in the same folder, fsync, rename."""
     path = Path(path)

@@ -15,7 +15,7 @@ import pydantic
 
 from repe_tradeoff.runs.schema import (FITS_FORMAT_VERSION, BaselineFile, FitsFile, PredictedPoint,
                                       ResponseFile, RunConfig, TaskConfig)
-from repe_tradeoff.runs.jsonio import RunFileError, as_number, atomic_write, norm_key, numbered_rows, write_json, write_jsonl
+from repe_tradeoff.runs.jsonio import FormatVersionError, RunFileError, as_number, atomic_write, norm_key, numbered_rows, write_json, write_jsonl
 from repe_tradeoff.runs.metrics import DEFAULT_CHOICES
 from repe_tradeoff.runs.points import Curve, TaskItems, curves_of, read_points, task_items
 
@@ -58,7 +58,7 @@ def read_fits(run_dir: Path) -> FitsFile | None:
         raise RunFileError(f"{path}: not valid JSON ({exc.msg}); {rerun}") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if version != FITS_FORMAT_VERSION:
-        raise RunFileError(f"{path} has format_version {version!r}, this version reads "
+        raise FormatVersionError(f"{path} has format_version {version!r}, this version reads "
                            f"{FITS_FORMAT_VERSION}; {rerun}")
     try:
         return FitsFile.model_validate(raw)

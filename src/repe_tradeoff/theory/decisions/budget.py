@@ -32,7 +32,9 @@ UPPER_QUANTILE = 0.975
 def parse_budget(spec: str | float) -> tuple[float, bool]:
     """``(value, relative)`` of a budget: ``0.05`` → (0.05, False), ``"5%"`` → (0.05, True)."""
     text = str(spec).strip()
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)", text)
+    m = re.fullmatch(r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)", text)
+    if m and float(m.group(1)) < 0:
+        raise TheoryError(f"max helpfulness loss {text!r} must be ≥ 0: it is a loss of P(correct), e.g. 0.05 or 5%")
     if not m:
         raise TheoryError(
             f"max helpfulness loss {text!r} is not a number: give an absolute loss of P(correct) "
