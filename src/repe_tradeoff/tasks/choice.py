@@ -3,7 +3,7 @@
 A task has items, a ``describe()`` entry for ``config.json`` (with the hash of its data), and
 ``score_items(runner, item_ids)``: the records of those items at every norm, in the layout of
 ``items.jsonl`` (docs/run-files.md). The sweep knows nothing else about a task, so a new kind of
-task is one new class.
+task is one new module and one line in :mod:`repe_tradeoff.tasks.registry`.
 
 * :class:`AlignmentTask`: behavior expectation from the log-likelihoods of two responses
   (``forced-choice``) or of their first tokens (``yes-no``).
@@ -326,3 +326,11 @@ class MultipleChoiceTask(LikelihoodTask):
                     "logit_shift": _sig(shift),
                 })
         return out
+
+
+def multiple_choice_task(spec) -> MultipleChoiceTask:
+    """The task of a built-in name, ``mmlu:SUBJECT[@FOLDER]`` or a file of questions (a HelpfulnessSpec)."""
+    from repe_tradeoff.data import load_helpfulness
+
+    task = load_helpfulness(spec.spec)
+    return MultipleChoiceTask(task.name, list(task.questions), spec.format, spec.template)

@@ -210,3 +210,8 @@ def lm_eval_task(task_name: str, include: str | Path | None = None, num_fewshot:
     docs = load_lm_eval_docs(task_name, include, num_fewshot)
     return LmEvalTask(name=f"lm-eval:{task_name}", questions=docs, lm_eval_task=task_name,
                       include=str(include) if include else None, num_fewshot=num_fewshot)
+
+
+def lm_eval_spec_task(spec) -> LmEvalTask:
+    """The task of a HelpfulnessSpec with ``lm_eval`` (``lm-eval:TASK``)."""
+    return lm_eval_task(spec.lm_eval, spec.include, spec.num_fewshot)

@@ -108,3 +108,17 @@ class FluencyTask:
                             "kl": _sig(max(0.0, float(kl[j, k]))), "perplexity": ppl,
                             "generated_tokens": gen.lengths[j][k], "response": gen.texts[j][k]})
         return out
+
+
+def short_answer_task(spec) -> ExactMatchTask:
+    """The exact-match task of ``short-answer`` or ``short-answer:FILE.jsonl`` (a HelpfulnessSpec)."""
+    from repe_tradeoff.data import DatasetError, load_short_answer
+
+    _, sep, path = spec.spec.partition(":")
+    if sep and not path:
+        raise DatasetError(f"spec {spec.spec!r} names no file",
+                           hint="Write short-answer for the built-in questions, or short-answer:FILE.jsonl.")
+    task = load_short_answer(path or "short-answer")
+    # an instruction-tuned model answers best in its chat template, unless the spec says otherwise
+    template = spec.template if "template" in spec.model_fields_set else "auto"
+    return ExactMatchTask(task.name, list(task.questions), template)

@@ -10,10 +10,11 @@ from pathlib import Path
 from repe_tradeoff.engine.generation import response_scorer
 from repe_tradeoff.errors import SweepError
 from repe_tradeoff.runs import atomic_write
-from repe_tradeoff.tasks.choice import MultipleChoiceTask, Task, alignment_task
-from repe_tradeoff.tasks.text import ExactMatchTask, FluencyTask
+from repe_tradeoff.tasks.choice import Task, alignment_task
+from repe_tradeoff.tasks.registry import build_task
+from repe_tradeoff.tasks.text import FluencyTask
 from repe_tradeoff.vectors.vector import SteeringVector, layer_cosines, orthogonalized
-from repe_tradeoff.workflows.settings import AUTO, HelpfulnessSpec, SweepSettings
+from repe_tradeoff.workflows.settings import AUTO, SweepSettings
 from repe_tradeoff.workflows.sweep import SweepPlan, run_config
 
 log = logging.getLogger(__name__)
@@ -34,25 +35,9 @@ def norm_grid(settings: SweepSettings, vector: SteeringVector) -> tuple[list[flo
     return [round(r * scale, 6) for r in settings.grid()], scale
 
 
-SHORT_ANSWER = "short-answer"
-
-
-def text_task(spec: HelpfulnessSpec) -> ExactMatchTask | None:
-    """The exact-match task of ``short-answer`` or ``short-answer:FILE.jsonl``; None for other specs."""
-    from repe_tradeoff.data import load_short_answer
-
-    name, sep, path = spec.spec.partition(":")
-    if name != SHORT_ANSWER or (sep and not path):
-        return None
-    task = load_short_answer(path or SHORT_ANSWER)
-    # an instruction-tuned model answers best in its chat template, unless the spec says otherwise
-    template = spec.template if "template" in spec.model_fields_set else "auto"
-    return ExactMatchTask(task.name, list(task.questions), template)
-
-
 def build_tasks(settings: SweepSettings) -> list[Task]:
     """The tasks of the settings' behaviors and helpfulness specs, with their scorers and templates."""
-    from repe_tradeoff.data import load_behavior, load_helpfulness, load_neutral_text
+    from repe_tradeoff.data import load_behavior, load_neutral_text
 
     tasks: list[Task] = []
     for spec in settings.behaviors:
@@ -63,18 +48,7 @@ def build_tasks(settings: SweepSettings) -> list[Task]:
                 "(prompt, aligned, misaligned), or measure it only through --helpfulness"
             )
         tasks.append(alignment_task(behavior.name, list(behavior.items), spec.scorer, spec.template))
-    for spec in settings.helpfulness:
-        if spec.lm_eval is not None:
-            from repe_tradeoff.tasks.lm_eval import lm_eval_task
-
-            tasks.append(lm_eval_task(spec.lm_eval, spec.include, spec.num_fewshot))
-            continue
-        generative = text_task(spec)
-        if generative is not None:
-            tasks.append(generative)
-            continue
-        task = load_helpfulness(spec.spec)
-        tasks.append(MultipleChoiceTask(task.name, list(task.questions), spec.format, spec.template))
+    tasks += [build_task(spec) for spec in settings.helpfulness]
     for spec in settings.fluency:
         passages = load_neutral_text(spec)
         tasks.append(FluencyTask(f"fluency-{passages.name}", list(passages.passages)))

@@ -34,7 +34,8 @@ LM_EVAL_PREFIX = "lm-eval:"
 
 class HelpfulnessSpec(_Strict):
     spec: str | None = Field(
-        None, description="basic-qa, mmlu:SUBJECT[@FOLDER], lm-eval:TASK, short-answer[:FILE], or a JSONL/CSV file")
+        None, description="basic-qa, mmlu:SUBJECT[@FOLDER], lm-eval:TASK, short-answer[:FILE], a JSONL/CSV file, "
+                          "or KIND:ARGUMENT of a kind registered in repe_tradeoff.tasks.registry")
     lm_eval: str | None = Field(None, description="a multiple_choice task of lm-evaluation-harness")
     include: str | None = Field(None, description="with lm_eval: a folder of local lm-eval task YAMLs")
     num_fewshot: int | None = Field(None, ge=0, description="with lm_eval: overrides the task's few-shot count")
@@ -48,6 +49,15 @@ class HelpfulnessSpec(_Strict):
         spec = value.get("spec") if isinstance(value, dict) else None
         if isinstance(spec, str) and spec.startswith(LM_EVAL_PREFIX) and value.get("lm_eval") is None:
             value = {**value, "spec": None, "lm_eval": spec[len(LM_EVAL_PREFIX):]}
+        return value
+
+    @field_validator("spec")
+    @classmethod
+    def _known_kind(cls, value):
+        if value is not None:
+            from repe_tradeoff.tasks.registry import kind_of
+
+            kind_of(value)  # a `KIND:` prefix close to a registered kind is refused, with the kind meant
         return value
 
     @model_validator(mode="after")
