@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from repe_tradeoff.runs import (
     TaskItems,
     read_baseline,
     read_fits,
+    read_generations,
     read_predicted,
     read_run,
 )
@@ -159,14 +159,7 @@ def load_run(run_dir: Path) -> RunFiles:
     else:
         if fits is None:
             problems.append("fits.json is missing: run `repe-tradeoff fit` to add the fitted laws")
-    gens: Any = []
-    path = run_dir / "generations.json"
-    if path.is_file():
-        try:
-            gens = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            problems.append(f"generations.json could not be read: {exc}")
-    gens = [g for g in gens if isinstance(g, dict)] if isinstance(gens, list) else []
+    gens = _optional(read_generations, run_dir, "generations.json", [], problems)
     baseline = _optional(read_baseline, run_dir, "baseline.json", None, problems)
     predicted = _optional(read_predicted, run_dir, "predicted.jsonl", [], problems)
     return RunFiles(data, fits, gens, problems, baseline, predicted)

@@ -38,6 +38,8 @@ from repe_tradeoff.runs.points import (
     write_points,
 )
 from repe_tradeoff.runs.run import (
+    read_generations,
+    write_generations,
     JointRun,
     RunData,
     read_atlas,
@@ -57,6 +59,8 @@ from repe_tradeoff.runs.run import (
 )
 
 __all__ = [
+    "read_generations",
+    "write_generations",
     "FormatVersionError",
     "Curve",
     "DEFAULT_CHOICES",

@@ -89,6 +89,23 @@ def write_baseline(run_dir: Path, baseline: BaselineFile) -> Path:
     return path
 
 
+def read_generations(run_dir: Path) -> list[dict[str, Any]]:
+    """``generations.json``: steered continuations side by side ([] when there are none)."""
+    if not (path := Path(run_dir) / "generations.json").is_file():
+        return []
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path}: not valid JSON ({exc.msg}); delete it and rerun the study") from None
+    return [g for g in raw if isinstance(g, dict)] if isinstance(raw, list) else []
+
+
+def write_generations(run_dir: Path, records: list[dict[str, Any]]) -> Path:
+    """``generations.json``: one record per prompt × norm (``prompt``, ``norm``, ``text``)."""
+    atomic_write(path := Path(run_dir) / "generations.json", json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
 def write_predicted(run_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
     """``predicted.jsonl``: rows checked against :class:`PredictedPoint`."""
     path = Path(run_dir) / "predicted.jsonl"

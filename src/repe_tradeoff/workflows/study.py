@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from repe_tradeoff import runs
 from repe_tradeoff.engine.generation import generate
 from repe_tradeoff.models.loading import LoadedModel, load_model, n_layers, parse_layers
 from repe_tradeoff.runs.processes import process_group
@@ -16,7 +16,7 @@ from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.baseline import measure_baseline, resolve_prompt
 from repe_tradeoff.workflows.prepare import prepare_joint_sweep, prepare_sweep
 from repe_tradeoff.workflows.settings import ConfigError, StudyConfig
-from repe_tradeoff.workflows.sweep import atomic_write, run_sweep
+from repe_tradeoff.workflows.sweep import run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def write_generations(lm, vector, behavior, layers, norms, cfg: StudyConfig, out
     texts = generate(lm.model, lm.tokenizer, prompts, vector, grid, layers=layers, positions=cfg.positions,
                      operator=cfg.operator, max_new_tokens=cfg.max_new_tokens)
     records = [{"prompt": p, "norm": r, "text": texts[i][k]} for i, p in enumerate(prompts) for k, r in enumerate(grid)]
-    atomic_write(path, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    runs.write_generations(out, records)
 
 
 def run_study(cfg: StudyConfig, progress=None, command: str | None = None) -> tuple[Path, list[Path]]:
