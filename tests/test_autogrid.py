@@ -305,8 +305,8 @@ def test_outlier_dimensions_break_the_residual_multiple_grid_but_not_the_auto_gr
 
 
 def test_report_says_how_the_grid_was_found(tmp_path):
-    from repe_tradeoff.report._io import RunFiles
-    from repe_tradeoff.report.content import grid_sentence
+    from repe_tradeoff.reporting._io import RunFiles
+    from repe_tradeoff.reporting.content import grid_sentence
     from repe_tradeoff.runs import read_run
     from tests.test_runfiles import _doc_block, _json_blocks
 

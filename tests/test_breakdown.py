@@ -97,7 +97,7 @@ def test_fits_leave_the_broken_norms_out(tmp_path):
 
 
 def test_the_report_says_where_the_model_breaks_and_plots_fluency(tmp_path):
-    from repe_tradeoff.report import build_report
+    from repe_tradeoff.reporting import build_report
 
     run = _run(tmp_path / "run", _items(True))
     fit_run(run, n_boot=0)

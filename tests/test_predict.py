@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from repe_tradeoff.report import build_report
-from repe_tradeoff.report._io import load_run
-from repe_tradeoff.report.plots import plot_helpfulness
-from repe_tradeoff.report.prediction import build_prediction_summary
+from repe_tradeoff.reporting import build_report
+from repe_tradeoff.reporting._io import load_run
+from repe_tradeoff.reporting.plots import plot_helpfulness
+from repe_tradeoff.reporting.prediction import build_prediction_summary
 from repe_tradeoff.runs import (
     read_predicted,
     write_config,

@@ -1,4 +1,4 @@
-"""Tests of repe_tradeoff.report on synthetic run folders (no model, no torch)."""
+"""Tests of repe_tradeoff.reporting on synthetic run folders (no model, no torch)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repe_tradeoff.report import ReportError, build_comparison_report, build_report
+from repe_tradeoff.reporting import ReportError, build_comparison_report, build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"
@@ -245,8 +245,8 @@ def test_handmade_fits(handmade_run: Path):
 
 def test_a3_projections_match_fits(full_run: Path):
     """The histograms show the same X_i(r) the A3 check in fits.json was computed from."""
-    from repe_tradeoff.report._io import load_run
-    from repe_tradeoff.report.curves import a3_projections
+    from repe_tradeoff.reporting._io import load_run
+    from repe_tradeoff.reporting.curves import a3_projections
 
     run = load_run(full_run)
     xs = a3_projections(run.task_items("basic-qa"))
@@ -340,8 +340,8 @@ JUNK_PATHS = [
 def test_a_malformed_fits_json_is_named_and_skipped(tmp_path: Path, path):
     """A fits.json that does not match the schema: the report says where and how to fix it,
     and is drawn from points.jsonl alone."""
-    from repe_tradeoff.report._io import load_run
-    from repe_tradeoff.report.page import run_html
+    from repe_tradeoff.reporting._io import load_run
+    from repe_tradeoff.reporting.page import run_html
 
     run = make_run(tmp_path / "r", n_help=10, n_align=10)
     refused = 0
@@ -390,8 +390,8 @@ def test_unparseable_fits_and_minimal_points(tmp_path: Path):
 
 def test_reproduce_commands(tmp_path: Path):
     """The commands are the recorded ones, whatever the flags are called."""
-    from repe_tradeoff.report._io import load_run
-    from repe_tradeoff.report.content import reproduce_commands
+    from repe_tradeoff.reporting._io import load_run
+    from repe_tradeoff.reporting.content import reproduce_commands
 
     sweep = "repe-tradeoff sweep --a-flag-renamed-later x --norms=-2,0,2 --out r"
     run = make_run(tmp_path / "r", config_extra={"command": sweep})

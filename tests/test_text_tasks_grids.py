@@ -111,8 +111,8 @@ def test_breakdown_shading_on_an_uneven_grid(tmp_path):
     unevenly the norms are spaced (as on an automatic grid)."""
     from matplotlib.figure import Figure
 
-    from repe_tradeoff.report import load_run
-    from repe_tradeoff.report.plots import breakdown_decor
+    from repe_tradeoff.reporting import load_run
+    from repe_tradeoff.reporting.plots import breakdown_decor
     from repe_tradeoff.runs import write_jsonl, write_points
     from repe_tradeoff.theory import fit_run
 

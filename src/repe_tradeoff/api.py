@@ -199,7 +199,7 @@ def fit(run: Run | str | Path, *, max_helpfulness_loss: float | str = DEFAULT_BU
 
 def report(run: Run | str | Path) -> Path:
     """Write the run's plots, ``report.html`` and ``summary.md``; returns the path of ``report.html``."""
-    from repe_tradeoff.report import build_report
+    from repe_tradeoff.reporting import build_report
 
     return build_report(_run_path(run))
 

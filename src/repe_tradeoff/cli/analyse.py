@@ -41,7 +41,7 @@ def fit(
     for warning in fits.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
     if fits.get("joint") is not None:  # a joint run has no one-vector recommendation
-        from repe_tradeoff.report.joint import joint_answer_lines
+        from repe_tradeoff.reporting.joint import joint_answer_lines
         from repe_tradeoff.runs import read_fits
 
         for line in joint_answer_lines(read_fits(run)):
@@ -54,7 +54,7 @@ def fit(
 @app.command()
 def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fits.json).")):
     """(Re)build the plots and the HTML report from a run folder, without the model."""
-    from repe_tradeoff.report import build_report
+    from repe_tradeoff.reporting import build_report
 
     if not (run / "fits.json").exists():
         from repe_tradeoff.theory import fit_run

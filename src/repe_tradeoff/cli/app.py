@@ -128,7 +128,7 @@ def option_errors(err) -> str:
 
 def print_answer(run_dir: Path, verb: str, path: Path) -> None:
     """The recommendation (budgeted, conservative, λ rule; prompting baseline), then the path."""
-    from repe_tradeoff.report.answer import answer_lines
+    from repe_tradeoff.reporting.answer import answer_lines
 
     for line in answer_lines(run_dir):
         out_console.print(line, highlight=False, soft_wrap=True)

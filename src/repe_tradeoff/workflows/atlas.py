@@ -12,7 +12,7 @@
    ordinary sweep set-up (:func:`repe_tradeoff.workflows.prepare.prepare_sweep`).
 
 Writes ``atlas.json`` / ``atlas.csv`` (:mod:`repe_tradeoff.runs.schema.atlas`), ``probes.jsonl``
-(the probe's item records), ``vector.safetensors`` and the page (:mod:`repe_tradeoff.report.atlas`).
+(the probe's item records), ``vector.safetensors`` and the page (:mod:`repe_tradeoff.reporting.atlas`).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out
               progress=None, sweep_progress=None) -> Path:
     """Measure the atlas of ``layers`` into ``out`` (atlas.json, atlas.csv, probes.jsonl, page)."""
     from repe_tradeoff.engine.batching import default_batch_size
-    from repe_tradeoff.report.atlas import build_atlas_report
+    from repe_tradeoff.reporting.atlas import build_atlas_report
 
     out = Path(out)
     kinds = [t.kind for t in tasks]

@@ -75,6 +75,6 @@ def run_predict(lm, settings: SweepSettings, vector: SteeringVector, layers: lis
     blocks = run_response(out, norms=grid, target_h=h, n_boot=n_boot, warnings=warnings)
     write_response(out, ResponseFile.model_validate(
         {"command": command, "predicted_norms": grid, "tasks": blocks, "warnings": warnings}))
-    from repe_tradeoff.report.prediction import build_prediction_summary
+    from repe_tradeoff.reporting.prediction import build_prediction_summary
 
     return build_prediction_summary(out)

@@ -137,7 +137,7 @@ def run_study(cfg: StudyConfig, progress=None, command: str | None = None) -> tu
 
     ``command``, the command line that ran the study, is recorded in each experiment's config.json.
     """
-    from repe_tradeoff.report import build_comparison_report, build_report
+    from repe_tradeoff.reporting import build_comparison_report, build_report
 
     exps = experiments(cfg)
     _, rank, _ = process_group()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from repe_tradeoff.report._io import RunFiles
-from repe_tradeoff.report.content import fmt, fmt_ci
+from repe_tradeoff.reporting._io import RunFiles
+from repe_tradeoff.reporting.content import fmt, fmt_ci
 from repe_tradeoff.runs.schema import (
     A1Check,
     A3Check,
@@ -104,7 +104,7 @@ def _response_check(task: str, block: Any) -> Check:
     name = CHECK_NAMES["response"]
     if block is None:
         return Check(task, name, "n/a", "not computed: see the notes above")
-    from repe_tradeoff.report.prediction import response_lines
+    from repe_tradeoff.reporting.prediction import response_lines
 
     if not block.validation:
         return Check(task, name, "n/a", "the grid measured only the probe norms; "

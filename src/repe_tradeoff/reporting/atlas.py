@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repe_tradeoff.report.plots import OKABE_ITO, _new_figure, render
+from repe_tradeoff.reporting.plots import OKABE_ITO, _new_figure, render
 from repe_tradeoff.runs import atomic_write, read_atlas
 from repe_tradeoff.runs.schema.atlas import AtlasFile
 

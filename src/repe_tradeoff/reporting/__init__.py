@@ -1,12 +1,13 @@
 """Reports of a run folder: plots, an HTML page, summary.md and CSV tables.
 
+(Named ``reporting`` so that the package never shadows the public function ``rt.report``.)
 Works on run files only (``config.json``, ``points.jsonl``, ``items.jsonl``,
 ``generations.json``, ``fits.json``; see ``docs/run-files.md``), so a report can be
 rebuilt anywhere without the model. Fits are never recomputed: curves are evaluated
 from the parameters in ``fits.json``. A ``fits.json`` that does not match its schema is
 named among the report's notes and the report is drawn from the points alone.
 
->>> from repe_tradeoff.report import build_report
+>>> from repe_tradeoff.reporting import build_report
 >>> build_report("runs/harmfulness")  # doctest: +SKIP
 PosixPath('runs/harmfulness/report.html')
 """
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repe_tradeoff.report._io import ReportError, RunFiles, load_run
-from repe_tradeoff.report.joint import JOINT_PLOTS, build_joint_report
-from repe_tradeoff.report.page import comparison_html, run_html
-from repe_tradeoff.report.plot_fluency import plot_fluency
-from repe_tradeoff.report.plot_tradeoff import plot_diagnostics, plot_tradeoff
-from repe_tradeoff.report.plots import (
+from repe_tradeoff.reporting._io import ReportError, RunFiles, load_run
+from repe_tradeoff.reporting.joint import JOINT_PLOTS, build_joint_report
+from repe_tradeoff.reporting.page import comparison_html, run_html
+from repe_tradeoff.reporting.plot_fluency import plot_fluency
+from repe_tradeoff.reporting.plot_tradeoff import plot_diagnostics, plot_tradeoff
+from repe_tradeoff.reporting.plots import (
     Rendered,
     plot_alignment,
     plot_comparison,
@@ -28,7 +29,7 @@ from repe_tradeoff.report.plots import (
     render,
     style,
 )
-from repe_tradeoff.report.tables import summary_md, write_tables
+from repe_tradeoff.reporting.tables import summary_md, write_tables
 from repe_tradeoff.runs import atomic_write
 
 __all__ = ["PLOTS", "ReportError", "build_comparison_report", "build_report"]

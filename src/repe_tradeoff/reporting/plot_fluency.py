@@ -7,8 +7,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from repe_tradeoff.report._io import RunFiles
-from repe_tradeoff.report.plots import (
+from repe_tradeoff.reporting._io import RunFiles
+from repe_tradeoff.reporting.plots import (
     HELP_LABEL,
     OKABE_ITO,
     R_LABEL,

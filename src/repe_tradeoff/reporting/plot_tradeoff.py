@@ -9,9 +9,9 @@ import numpy as np
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from repe_tradeoff.report._io import RunFiles
-from repe_tradeoff.report.curves import a3_projections
-from repe_tradeoff.report.plots import (
+from repe_tradeoff.reporting._io import RunFiles
+from repe_tradeoff.reporting.curves import a3_projections
+from repe_tradeoff.reporting.plots import (
     ALIGN_LABEL,
     HELP_LABEL,
     METRIC_STYLE,

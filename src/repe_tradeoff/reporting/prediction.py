@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repe_tradeoff.report._io import ReportError
-from repe_tradeoff.report.content import fmt
+from repe_tradeoff.reporting._io import ReportError
+from repe_tradeoff.reporting.content import fmt
 from repe_tradeoff.runs import (
     RunFileError,
     atomic_write,

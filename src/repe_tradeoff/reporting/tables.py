@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from repe_tradeoff.report._io import RunFiles, _finite
-from repe_tradeoff.report.answer import prompting_note, prompting_rows
-from repe_tradeoff.report.checks import THRESHOLDS_NOTE, check_sentence, checks
-from repe_tradeoff.report.content import (
+from repe_tradeoff.reporting._io import RunFiles, _finite
+from repe_tradeoff.reporting.answer import prompting_note, prompting_rows
+from repe_tradeoff.reporting.checks import THRESHOLDS_NOTE, check_sentence, checks
+from repe_tradeoff.reporting.content import (
     PAPER_FORMS,
     config_rows,
     fmt,
@@ -131,7 +131,7 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
     lines += [f"![{Path(f).stem}]({f})" for f in sorted(plots, key=lambda f: order.get(f, 3))]
     responses = {t: b.response for t, b in run.fits.tasks.items() if b.response} if run.fits else {}
     if responses:
-        from repe_tradeoff.report.prediction import response_lines
+        from repe_tradeoff.reporting.prediction import response_lines
 
         lines += ["", "## Prediction from the probe norms", ""]
         lines += [f"- {_txt(x)}" for t, b in responses.items() for x in response_lines(t, b)]

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from repe_tradeoff.report.plots import Rendered, render, style
+from repe_tradeoff.reporting.plots import Rendered, render, style
 from repe_tradeoff.runs import RunData, RunFileError, atomic_write, read_fits, read_run
 from repe_tradeoff.runs.schema import FitsFile
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.report._io import RunFiles
-from repe_tradeoff.report.answer import prompting_note, prompting_rows
-from repe_tradeoff.report.checks import THRESHOLDS_NOTE, check_sentence, checks
-from repe_tradeoff.report.content import (
+from repe_tradeoff.reporting._io import RunFiles
+from repe_tradeoff.reporting.answer import prompting_note, prompting_rows
+from repe_tradeoff.reporting.checks import THRESHOLDS_NOTE, check_sentence, checks
+from repe_tradeoff.reporting.content import (
     PAPER_FORMS,
     config_rows,
     fmt,
@@ -32,7 +32,7 @@ from repe_tradeoff.report.content import (
     task_rows,
     title_names,
 )
-from repe_tradeoff.report.plots import Rendered
+from repe_tradeoff.reporting.plots import Rendered
 from repe_tradeoff.theory.laws.curves import MIN_BEST_R2
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"

@@ -13,8 +13,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from repe_tradeoff.report._io import RunFiles, _finite
-from repe_tradeoff.report.breakdown import breakdown_lines
+from repe_tradeoff.reporting._io import RunFiles, _finite
+from repe_tradeoff.reporting.breakdown import breakdown_lines
 from repe_tradeoff.runs.schema import (
     AlignmentTaskFits,
     FitBlock,

@@ -19,8 +19,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from repe_tradeoff.report._io import RunFiles
-from repe_tradeoff.report.curves import evaluate
+from repe_tradeoff.reporting._io import RunFiles
+from repe_tradeoff.reporting.curves import evaluate
 from repe_tradeoff.runs import Curve, atomic_write
 from repe_tradeoff.runs.schema import FitBlock
 
