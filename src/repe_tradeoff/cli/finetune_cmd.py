@@ -1,0 +1,61 @@
+"""The `finetune` command: a LoRA on the behavior's pairs, its checkpoints on the sweep's axes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from repe_tradeoff.cli.app import MODEL_HELP, SweepProgress, app, command_line, load_lm, option_errors, out_console
+
+
+@app.command()
+def finetune(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; resumed if it holds this run)."),
+    behavior: str = typer.Option("harmfulness", "--behavior", "-b", help="The behavior whose pairs train the LoRA."),
+    alignment: list[str] = typer.Option([], "--alignment", "-a", help="Behavior(s) to score [default: --behavior]."),
+    helpfulness: list[str] = typer.Option(["basic-qa"], "--helpfulness", help="Task(s): basic-qa, mmlu:SUBJECT, a file, …"),
+    fluency: list[str] = typer.Option([], "--fluency", help="Neutral text for kl and perplexity: neutral or a JSONL file"),
+    fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    layer_spec: str = typer.Option("middle", "--layers", "-l", help="Blocks LoRA adapts and the shift is measured at."),
+    steps: int = typer.Option(64, "--steps", min=1, help="Training steps."),
+    checkpoints: int = typer.Option(9, "--checkpoints", min=2, help="Checkpoints, step 0 included, log-spaced."),
+    method: str = typer.Option("lora", "--method", help="lora (the only method so far)"),
+    rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank."),
+    alpha: float = typer.Option(16.0, "--alpha", help="LoRA alpha (the update is scaled by alpha / rank)."),
+    targets: str = typer.Option("", "--target-modules", help="Comma list of linear-layer names [default: all linear layers of the blocks]."),
+    lr: float = typer.Option(5e-4, "--lr", help="AdamW learning rate."),
+    beta: float = typer.Option(0.1, "--beta", help="DPO temperature β."),
+    batch_pairs: int = typer.Option(8, "--batch-pairs", min=1, help="Pairs per step."),
+    seed: int = typer.Option(0, "--seed"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score the first N items of each task."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Train a LoRA on the behavior's pairs (DPO, aligned ≻ misaligned) and score each checkpoint
+    with the sweep's tasks, measuring its representation shift; writes points.jsonl and shift.jsonl."""
+    from pydantic import ValidationError
+
+    from repe_tradeoff.config import BehaviorSpec, SweepSettings
+    from repe_tradeoff.finetune_setup import finetune_model
+    from repe_tradeoff.finetune_train import LoraSettings
+
+    if method != "lora":
+        raise typer.BadParameter(f"--method {method!r}: only lora is implemented")
+    try:
+        settings = SweepSettings(dtype=dtype, limit=limit, norms="0", norm_unit="absolute",
+                                 behaviors=[BehaviorSpec(name=a) for a in (alignment or [behavior])],
+                                 helpfulness=[{"spec": h, "format": fmt} for h in helpfulness], fluency=fluency)
+    except ValidationError as err:
+        raise typer.BadParameter(option_errors(err)) from None
+    lora = LoraSettings(steps=steps, checkpoints=checkpoints, rank=rank, alpha=alpha, learning_rate=lr, beta=beta,
+                        batch_pairs=batch_pairs, seed=seed,
+                        target_modules=tuple(t.strip() for t in targets.split(",") if t.strip()))
+    lm = load_lm(model, dtype, device, trust_remote_code)
+    done = finetune_model(lm, settings, behavior, layer_spec, lora, out, model_name=model, command=command_line(),
+                          progress=SweepProgress("finetune"))
+    out_console.print(f"trained {done['trained_steps']} step(s), scored {len(done['scored'])} checkpoint(s); "
+                      f"wrote {out / 'points.jsonl'} and {out / 'shift.jsonl'}")
