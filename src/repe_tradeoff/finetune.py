@@ -114,8 +114,6 @@ def run_finetune(lm, tasks: list[Task], vector, sweep_plan, sweep_config: dict, 
     ``vector`` is the steering vector read from ``pairs`` at the sweep's layers; ``sweep_plan`` and
     ``sweep_config`` are those of a sweep of ``tasks`` at r = 0 (:func:`repe_tradeoff.prepare.prepare_sweep`).
     Returns what this call did: ``{"trained_steps", "scored", "seconds"}``."""
-    from repe_tradeoff.sweep import run_sweep
-
     out = Path(out)
     steps = checkpoint_steps(lora.steps, lora.checkpoints)
     config = finetune_config(sweep_config, lora, steps, behavior, command)
@@ -128,6 +126,20 @@ def run_finetune(lm, tasks: list[Task], vector, sweep_plan, sweep_config: dict, 
     reference_logps(model, encoded)
     peft_model = attach_lora(model, layers, lora)  # from here on `model` runs through the adapter
     peft_model.eval()
+    try:
+        done = _train_and_score(peft_model, model, tokenizer, vector, sweep_plan, sweep_config, encoded, lora, out,
+                                steps, prompts, base, limit, progress, on_checkpoint)
+    finally:
+        peft_model.unload()  # the caller's model is left as it was given: no adapter layers
+    collect(out)
+    return done
+
+
+def _train_and_score(peft_model, model, tokenizer, vector, sweep_plan, sweep_config: dict, encoded, lora: LoraSettings,
+                     out: Path, steps: list[int], prompts, base, limit, progress, on_checkpoint) -> dict:
+    from repe_tradeoff.sweep import run_sweep
+
+    layers = list(sweep_plan.layers)
     trainer = Trainer(peft_model, encoded, lora)
     folders = {s: step_folder(out, s) for s in steps}
     saved = [s for s in steps if is_saved(folders[s])]
@@ -181,7 +193,6 @@ def run_finetune(lm, tasks: list[Task], vector, sweep_plan, sweep_config: dict, 
         score(s, time.perf_counter() - t0)
         if on_checkpoint:
             on_checkpoint(s)
-    collect(out)
     return done
 
 

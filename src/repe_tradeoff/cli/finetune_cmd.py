@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from repe_tradeoff.cli.app import MODEL_HELP, SweepProgress, app, command_line, load_lm, option_errors, out_console
+from repe_tradeoff.cli.app import (
+    MODEL_HELP,
+    SweepProgress,
+    app,
+    command_line,
+    load_lm,
+    option_errors,
+    out_console,
+)
 
 
 @app.command()
@@ -19,7 +26,8 @@ def finetune(
     fluency: list[str] = typer.Option([], "--fluency", help="Neutral text for kl and perplexity: neutral or a JSONL file"),
     fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-    layer_spec: str = typer.Option("middle", "--layers", "-l", help="Blocks LoRA adapts and the shift is measured at."),
+    layer_spec: str | None = typer.Option(None, "--layers", "-l", help="Blocks LoRA adapts and the shift is measured at [default: the vector's, else middle]."),
+    vector: Path | None = typer.Option(None, "--vector", help="A vector `extract` read from the same pairs (else one is read)."),
     steps: int = typer.Option(64, "--steps", min=1, help="Training steps."),
     checkpoints: int = typer.Option(9, "--checkpoints", min=2, help="Checkpoints, step 0 included, log-spaced."),
     method: str = typer.Option("lora", "--method", help="lora (the only method so far)"),
@@ -30,9 +38,9 @@ def finetune(
     beta: float = typer.Option(0.1, "--beta", help="DPO temperature β."),
     batch_pairs: int = typer.Option(8, "--batch-pairs", min=1, help="Pairs per step."),
     seed: int = typer.Option(0, "--seed"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Score the first N items of each task."),
+    limit: int | None = typer.Option(None, "--limit", help="Score the first N items of each task."),
     dtype: str = typer.Option("float32", "--dtype"),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: str | None = typer.Option(None, "--device"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
     """Train a LoRA on the behavior's pairs (DPO, aligned ≻ misaligned) and score each checkpoint
@@ -56,6 +64,46 @@ def finetune(
                         target_modules=tuple(t.strip() for t in targets.split(",") if t.strip()))
     lm = load_lm(model, dtype, device, trust_remote_code)
     done = finetune_model(lm, settings, behavior, layer_spec, lora, out, model_name=model, command=command_line(),
-                          progress=SweepProgress("finetune"))
+                          progress=SweepProgress("finetune"), vector_path=vector)
     out_console.print(f"trained {done['trained_steps']} step(s), scored {len(done['scored'])} checkpoint(s); "
                       f"wrote {out / 'points.jsonl'} and {out / 'shift.jsonl'}")
+
+
+def is_finetune_run(run: Path) -> bool:
+    """Whether ``run``'s config.json records a fine-tuning run."""
+    import json
+
+    path = Path(run) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == "finetune"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def fit_finetune_cmd(run: Path, n_boot: int) -> None:
+    """`fit F` of a fine-tuning run: the laws against shift_norm and A1/A3; writes finetune_fits.json."""
+    from repe_tradeoff.theory.finetune_fit import FITS_FILE, fit_finetune
+
+    fits = fit_finetune(run, n_boot=n_boot)
+    a, h = fits["alignment"], fits["helpfulness"]
+    out_console.print(f"alignment ≈ {a['intercept']:.3g} + {a['slope']:.3g}·shift_norm (R² {a['r2']:.2f}); "
+                      f"helpfulness ≈ {h['p0']:.3g} − {h['quadratic_coefficient']:.3g}·shift_norm² (R² {h['r2']:.2f}); "
+                      f"A1 {fits['a1'].get('status')}, A3 {fits['a3'].get('status')}", highlight=False)
+    out_console.print(f"wrote {run / FITS_FILE}", highlight=False)
+
+
+def report_finetune_cmd(run: Path, against: Path | None) -> None:
+    """`report F [--against RUN]`: the fine-tuning report, with the steering comparison when given."""
+    from repe_tradeoff.report.finetune_report import build_finetune_report
+    from repe_tradeoff.theory.finetune_fit import read_finetune
+
+    if not is_finetune_run(run):
+        raise typer.BadParameter(f"--against compares a fine-tuning run with a steering run, and {run} is not a "
+                                 "fine-tuning run: give the folder `repe-tradeoff finetune --out` wrote")
+    read_finetune(run)  # a run that is not finished says so before anything is written
+    out = build_finetune_report(run, against)
+    md = run / "finetune.md"
+    for line in md.read_text(encoding="utf-8").splitlines():
+        if line.startswith("At the largest"):
+            out_console.print(line, highlight=False, soft_wrap=True)
+    out_console.print(f"wrote {out}", highlight=False)

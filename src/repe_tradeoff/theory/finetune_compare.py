@@ -1,0 +1,118 @@
+r"""Fine-tuning against steering at equal alignment gain: which buys alignment cheaper?
+
+Each method is a curve of (alignment gain, helpfulness loss) points against its own unchanged
+model: fine-tuning's checkpoints in training order (gain and loss against step 0), steering's
+norms ``r ≥ 0`` in increasing order (against ``r = 0``). The comparison gain ``G`` is the largest
+gain both curves reach. On each curve, the loss at ``G`` is read at the first point where the gain
+reaches ``G``, interpolating linearly between that point and the one before it.
+
+Intervals: a paired bootstrap over items — the same resampled alignment items and helpfulness
+items in both runs (they score the same items) — with ``G`` held at its measured value; a
+replicate in which a curve does not reach ``G`` gives no value for it (their number is reported).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repe_tradeoff.runfiles import read_jsonl, task_items
+
+from .errors import TheoryError
+from .finetune_fit import _clean, read_finetune, task_of
+from .fitting import percentile_ci
+from .replicates import rng_for
+
+
+def loss_at_gain(gain: np.ndarray, loss: np.ndarray, target: float) -> float:
+    """The loss where ``gain`` (in curve order) first reaches ``target``, linearly interpolated; NaN if never."""
+    hit = np.flatnonzero(gain >= target - 1e-12)
+    if hit.size == 0:
+        return float("nan")
+    j = int(hit[0])
+    if j == 0:
+        return float(loss[0])
+    g0, g1 = gain[j - 1], gain[j]
+    t = 0.0 if g1 == g0 else (target - g0) / (g1 - g0)
+    return float(loss[j - 1] + t * (loss[j] - loss[j - 1]))
+
+
+def _aligned(a, b, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of two TaskItems matched by item id (the items both runs scored)."""
+    ids_b = {json.dumps(i): k for k, i in enumerate(b.item_ids)}
+    rows = [(k, ids_b[json.dumps(i)]) for k, i in enumerate(a.item_ids) if json.dumps(i) in ids_b]
+    if len(rows) < 2:
+        raise TheoryError(f"the fine-tuning and steering runs share {len(rows)} {label} item(s): score the same "
+                          "tasks (and --limit) in both")
+    ia, ib = (np.array(x) for x in zip(*rows))
+    return ia, ib
+
+
+def _curves(align: np.ndarray, helpful: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gain and loss per point from per-item values (rows items, columns points; column 0 the start)."""
+    a, h = np.nanmean(align, axis=0), np.nanmean(helpful, axis=0)
+    return a - a[0], h[0] - h
+
+
+def steering_items(run_dir: Path, align_task: str, help_task: str):
+    path = Path(run_dir) / "items.jsonl"
+    if not path.is_file():
+        raise TheoryError(f"{run_dir} holds no items.jsonl: give --against a finished steering sweep folder")
+    items = task_items(read_jsonl(path), path)
+    return task_of(items, "alignment", align_task), task_of(items, "helpfulness", help_task)
+
+
+def compare_steering(ft_dir: Path, steer_dir: Path, *, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Both methods' helpfulness loss at the largest alignment gain both reach, with 95 % intervals."""
+    config, shifts, items = read_finetune(ft_dir)
+    fa, fh = task_of(items, "alignment"), task_of(items, "helpfulness")
+    sa, sh = steering_items(steer_dir, fa.task, fh.task)
+    order = [int(np.flatnonzero(np.isclose(fa.norms, s["shift_norm"], atol=1e-9))[0]) for s in shifts]
+    order_h = [int(np.flatnonzero(np.isclose(fh.norms, s["shift_norm"], atol=1e-9))[0]) for s in shifts]
+    pos_a, pos_h = np.flatnonzero(sa.norms >= 0), np.flatnonzero(sh.norms >= 0)
+    if sa.norm_index(0.0) is None or pos_a.size < 2:
+        raise TheoryError(f"{steer_dir} needs r = 0 and positive norms in its grid to compare with fine-tuning")
+    ia_f, ia_s = _aligned(fa, sa, "alignment")
+    ih_f, ih_s = _aligned(fh, sh, "helpfulness")
+    ft_a, ft_h = fa.values["alignment"][ia_f][:, order], fh.values["helpfulness"][ih_f][:, order_h]
+    st_a, st_h = sa.values["alignment"][ia_s][:, pos_a], sh.values["helpfulness"][ih_s][:, pos_h]
+    g_ft, l_ft = _curves(ft_a, ft_h)
+    g_st, l_st = _curves(st_a, st_h)
+    target = float(min(np.nanmax(g_ft), np.nanmax(g_st)))
+    if not target > 0:
+        raise TheoryError("one of the two methods never raises alignment above its start, so there is no "
+                          "common gain to compare at")
+    point = {"finetune": loss_at_gain(g_ft, l_ft, target), "steering": loss_at_gain(g_st, l_st, target)}
+    rng = rng_for(seed, "finetune", "compare")
+    reps = {"finetune": [], "steering": [], "difference": []}
+    for _ in range(n_boot):
+        ia = rng.integers(0, ft_a.shape[0], ft_a.shape[0])
+        ih = rng.integers(0, ft_h.shape[0], ft_h.shape[0])
+        f = loss_at_gain(*_curves(ft_a[ia], ft_h[ih]), target)
+        s = loss_at_gain(*_curves(st_a[ia], st_h[ih]), target)
+        reps["finetune"].append(f)
+        reps["steering"].append(s)
+        reps["difference"].append(f - s)
+    missing = {k: int(np.sum(~np.isfinite(v))) for k, v in reps.items() if k != "difference"}
+    diff = point["finetune"] - point["steering"]
+    ci = percentile_ci(reps["difference"])
+    cheaper = None
+    if ci is not None:
+        cheaper = "finetune" if ci[1] < 0 else "steering" if ci[0] > 0 else "neither (the interval contains 0)"
+    return _clean({
+        "gain": target, "n_boot": n_boot, "seed": seed, "ci_method": "paired-bootstrap-items",
+        "finetune": {"loss": point["finetune"], "loss_ci": percentile_ci(reps["finetune"]),
+                     "replicates_not_reaching": missing["finetune"], "max_gain": float(np.nanmax(g_ft)),
+                     "curve": [{"step": s["step"], "shift_norm": s["shift_norm"], "gain": g, "loss": lo}
+                               for s, g, lo in zip(shifts, g_ft, l_ft)]},
+        "steering": {"loss": point["steering"], "loss_ci": percentile_ci(reps["steering"]),
+                     "replicates_not_reaching": missing["steering"], "max_gain": float(np.nanmax(g_st)),
+                     "curve": [{"norm": float(r), "gain": g, "loss": lo}
+                               for r, g, lo in zip(sa.norms[pos_a], g_st, l_st)], "run": str(steer_dir)},
+        "difference": diff, "difference_ci": ci, "cheaper": cheaper,
+        "n_alignment_items": int(ft_a.shape[0]), "n_helpfulness_items": int(ft_h.shape[0]),
+        "alignment_task": fa.task, "helpfulness_task": fh.task, "behavior": config.get("behavior"),
+    })
