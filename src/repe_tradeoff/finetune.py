@@ -75,11 +75,15 @@ def finetune_config(sweep_config: dict, lora: LoraSettings, steps: list[int], be
     keys = ("model", "model_revision", "dtype", "vector", "layers", "tasks", "chunk_size", "limit")
     results = {**{k: sweep_config.get(k) for k in keys}, "behavior": behavior, "finetune": lora.describe(),
                "checkpoint_steps": steps}
-    import peft
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        peft_version = version("peft")
+    except PackageNotFoundError:
+        raise FinetuneError("fine-tuning needs peft: pip install 'repe-tradeoff[finetune]'") from None
     return {"format_version": 1, "kind": "finetune", **results, "abscissa": "shift_norm",
             "norm_scale": sweep_config.get("norm_scale"), "command": command,
-            "versions": {"repe_tradeoff": __version__, "torch": torch.__version__, "peft": peft.__version__,
+            "versions": {"repe_tradeoff": __version__, "torch": torch.__version__, "peft": peft_version,
                          "transformers": transformers.__version__, "python": platform.python_version()},
             "config_hash": _sha(results)}
 

@@ -164,8 +164,10 @@ def lora_targets(model: nn.Module, layers: Sequence[int], names: Sequence[str] =
 def attach_lora(model: nn.Module, layers: Sequence[int], settings: LoraSettings):
     """``model`` with a fresh LoRA adapter (initialised from ``settings.seed``) on ``layers``; peft
     injects the adapter layers into ``model`` itself, so ``model`` runs through them."""
-    from peft import LoraConfig, get_peft_model
-
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise FinetuneError("fine-tuning needs peft: pip install 'repe-tradeoff[finetune]'") from None
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0, bias="none",
                         target_modules=lora_targets(model, layers, settings.target_modules), task_type="CAUSAL_LM")
     torch.manual_seed(settings.seed)
