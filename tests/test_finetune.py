@@ -50,8 +50,8 @@ def _vector():
     return SteeringVector({layer: torch.randn(32, generator=g) for layer in LAYERS}).normalized()
 
 
-def _finetune(out, lora=LORA, **kw):
-    model = tiny_model("llama")
+def _finetune(out, lora=LORA, arch="llama", **kw):
+    model = tiny_model(arch)
     tasks, vector = _tasks(), _vector()
     plan = SweepPlan(norms=[0.0], tasks=tasks, layers=LAYERS, chunk_size=2, batch_size=12)
     config = run_config(plan, vector, model_name="tiny", model_revision=None, dtype="float32")
@@ -95,14 +95,19 @@ def test_sequence_logps_match_unpadded_forwards():
     assert bytes(t - 1 for t in pairs[0].prompt).decode() == "Q0: do bad 0? A: "
 
 
-def test_checkpoint_loads_with_plain_peft_and_reproduces_the_records(full_run):
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_checkpoint_loads_with_plain_peft_and_reproduces_the_records(full_run, tmp_path, arch):
     from peft import PeftModel
 
     out = full_run
+    if arch != "llama":  # GPT-2's linear layers are Conv1D
+        out = tmp_path / arch
+        _finetune(out, lora=LoraSettings(**{**LORA.describe(), "target_modules": (), "steps": 2,
+                                            "checkpoints": 2}), arch=arch)
     shifts = {json.loads(line)["step"]: json.loads(line) for line in (out / "shift.jsonl").read_text().splitlines()}
-    step = LORA.steps
-    base = tiny_model("llama")
-    tuned = PeftModel.from_pretrained(tiny_model("llama"), str(step_folder(out, step))).eval()
+    step = max(shifts)
+    base = tiny_model(arch)
+    tuned = PeftModel.from_pretrained(tiny_model(arch), str(step_folder(out, step))).eval()
     tok, items = ByteTok(), _tasks()[0].items
     sizes = []
     vector, along = _vector(), []

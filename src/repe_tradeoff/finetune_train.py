@@ -142,6 +142,15 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
+def _adaptable() -> tuple[type, ...]:
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers; peft adapts them too
+
+    return (nn.Linear, Conv1D)
+
+
+_ADAPTABLE = _adaptable()
+
+
 def lora_targets(model: nn.Module, layers: Sequence[int], names: Sequence[str] = ()) -> list[str]:
     """The full module names of the linear layers LoRA adapts: inside the decoder blocks ``layers``,
     those whose last name part is in ``names`` (every linear layer when ``names`` is empty)."""
@@ -153,7 +162,7 @@ def lora_targets(model: nn.Module, layers: Sequence[int], names: Sequence[str] =
         block = blocks[i]
         base = path_of[id(block)]
         for sub, module in block.named_modules():
-            if isinstance(module, nn.Linear) and (not names or sub.split(".")[-1] in names):
+            if isinstance(module, _ADAPTABLE) and (not names or sub.split(".")[-1] in names):
                 out.append(f"{base}.{sub}")
     if not out:
         raise FinetuneError(f"no linear layer named {', '.join(names) or '(any)'} in blocks {sorted(wanted)}; "
