@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from repe_tradeoff.runfiles import write_points
 from repe_tradeoff.theory.finetune_compare import compare_steering, loss_at_gain
 from repe_tradeoff.theory.finetune_fit import fit_finetune
 
@@ -17,6 +18,7 @@ SHIFT = [0.0, 0.5, 1.0, 2.0]
 def _write(folder, rows, config=None, shifts=None):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_points(folder)
     if config is not None:
         (folder / "config.json").write_text(json.dumps(config))
     if shifts is not None:
@@ -86,3 +88,35 @@ def test_comparison_needs_shared_items(tmp_path):
         compare_steering(ft, _write(tmp_path / "steer", rows))
     with pytest.raises(ValueError, match="not a fine-tuning run"):
         fit_finetune(tmp_path / "steer")
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "repe_tradeoff", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+
+
+def test_cli_fits_and_reports_against_a_steering_run(tmp_path):
+    ft_gain, ft_loss = [0.0, 0.2, 0.4, 0.6], [0.0, 0.01, 0.02, 0.05]
+    ft = _finetune_run(tmp_path / "ft", [[-0.4 + g + 0.01 * i for g in ft_gain] for i in range(4)],
+                       [[0.7 - x - 0.01 * i for x in ft_loss] for i in range(4)])
+    rows = []
+    for r, g, lo in zip([0.0, 1.0, 2.0], [0.0, 0.3, 0.5], [0.0, 0.06, 0.1]):
+        rows += [{"task": "harm", "kind": "alignment", "norm": r, "item": i, "alignment": -0.4 + g + 0.01 * i}
+                 for i in range(4)]
+        rows += [{"task": "qa", "kind": "helpfulness", "norm": r, "item": i, "answer": 0,
+                  "helpfulness": 0.7 - lo - 0.01 * i} for i in range(4)]
+    steer = _write(tmp_path / "steer", rows)
+    fitted = _cli("fit", ft)
+    assert fitted.returncode == 0, fitted.stderr
+    assert "A1 pass" in fitted.stdout and (ft / "finetune_fits.json").is_file()
+    reported = _cli("report", ft, "--against", steer)
+    assert reported.returncode == 0, reported.stderr
+    assert "At the largest alignment gain both reach, 0.5" in reported.stdout
+    assert (ft / "plots" / "finetune_tradeoff.png").is_file() and (ft / "finetune.html").is_file()
+    refused = _cli("report", steer, "--against", ft)
+    assert refused.returncode == 1 and "not a fine-tuning run" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -80,15 +80,20 @@ def is_finetune_run(run: Path) -> bool:
         return False
 
 
+def _g(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
 def fit_finetune_cmd(run: Path, n_boot: int) -> None:
     """`fit F` of a fine-tuning run: the laws against shift_norm and A1/A3; writes finetune_fits.json."""
     from repe_tradeoff.theory.finetune_fit import FITS_FILE, fit_finetune
 
     fits = fit_finetune(run, n_boot=n_boot)
     a, h = fits["alignment"], fits["helpfulness"]
-    out_console.print(f"alignment ≈ {a['intercept']:.3g} + {a['slope']:.3g}·shift_norm (R² {a['r2']:.2f}); "
-                      f"helpfulness ≈ {h['p0']:.3g} − {h['quadratic_coefficient']:.3g}·shift_norm² (R² {h['r2']:.2f}); "
-                      f"A1 {fits['a1'].get('status')}, A3 {fits['a3'].get('status')}", highlight=False)
+    out_console.print(f"alignment ≈ {_g(a['intercept'])} + {_g(a['slope'])}·shift_norm (R² {_g(a['r2'])}); "
+                      f"helpfulness ≈ {_g(h['p0'])} − {_g(h['quadratic_coefficient'])}·shift_norm² "
+                      f"(R² {_g(h['r2'])}); A1 {fits['a1'].get('status')}, A3 {fits['a3'].get('status')}",
+                      highlight=False)
     out_console.print(f"wrote {run / FITS_FILE}", highlight=False)
 
 
@@ -97,8 +102,10 @@ def report_finetune_cmd(run: Path, against: Path | None) -> None:
     from repe_tradeoff.report.finetune_report import build_finetune_report
     from repe_tradeoff.theory.finetune_fit import read_finetune
 
+    from repe_tradeoff.finetune_train import FinetuneError
+
     if not is_finetune_run(run):
-        raise typer.BadParameter(f"--against compares a fine-tuning run with a steering run, and {run} is not a "
+        raise FinetuneError(f"--against compares a fine-tuning run with a steering run, and {run} is not a "
                                  "fine-tuning run: give the folder `repe-tradeoff finetune --out` wrote")
     read_finetune(run)  # a run that is not finished says so before anything is written
     out = build_finetune_report(run, against)

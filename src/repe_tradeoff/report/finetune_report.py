@@ -25,6 +25,10 @@ def _ci(ci) -> str:
     return f" (95% CI {ci[0]:.3g} to {ci[1]:.3g})" if ci else ""
 
 
+def _g(x, fmt: str = ".4g") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
 def _laws_figure(run_dir: Path, fits: dict):
     curves, _ = read_points(run_dir / "points.jsonl", [])
     fig = _new_figure(9.0, 3.4)
@@ -37,10 +41,10 @@ def _laws_figure(run_dir: Path, fits: dict):
         xx = np.linspace(0, float(np.max(c.norms)), 200)
         if kind == "alignment":
             yy = block["slope"] * xx + block["intercept"]
-            label = f"linear, slope {block['slope']:.3g}, R² {block['r2']:.2f}"
+            label = f"linear, slope {_g(block['slope'], '.3g')}, R² {_g(block['r2'], '.2f')}"
         else:
             yy = block["p0"] - block["quadratic_coefficient"] * xx**2
-            label = f"p0 − c·s², c {block['quadratic_coefficient']:.3g}, R² {block['r2']:.2f}"
+            label = f"p0 − c·s², c {_g(block['quadratic_coefficient'], '.3g')}, R² {_g(block['r2'], '.2f')}"
         ax.plot(xx, yy, "-", label=label)
         ax.set_xlabel("shift_norm s (mean ‖h_ft − h_base‖ at the layers)")
         ax.set_ylabel("alignment E[B]" if kind == "alignment" else "helpfulness P(correct)")
@@ -89,9 +93,9 @@ def _summary(fits: dict, comparison: dict | None) -> list[str]:
         *[f"| {c['step']} | {c['shift_norm']:.4g} | {c.get('shift_along', float('nan')):.4g} | "
           f"{c.get('shift_rest', float('nan')):.4g} | {c['logit_shift']:.4g} |" for c in cps],
         "",
-        f"* Alignment against shift_norm (linear): slope {a['slope']:.4g}{_ci(a['slope_ci'])}, R² {a['r2']:.3f}.",
-        f"* Helpfulness against shift_norm (p0 − c·s²): c = {h['quadratic_coefficient']:.4g}"
-        f"{_ci(h['quadratic_coefficient_ci'])}, p0 {h['p0']:.4g}, R² {h['r2']:.3f}.",
+        f"* Alignment against shift_norm (linear): slope {_g(a['slope'])}{_ci(a['slope_ci'])}, R² {_g(a['r2'], '.3f')}.",
+        f"* Helpfulness against shift_norm (p0 − c·s²): c = {_g(h['quadratic_coefficient'])}"
+        f"{_ci(h['quadratic_coefficient_ci'])}, p0 {_g(h['p0'])}, R² {_g(h['r2'], '.3f')}.",
         f"* A1 (‖U·δ‖ linear in the shift): {a1.get('status')}; through-origin R² "
         f"{(a1.get('r2') or float('nan')):.3f}, saturates at {a1.get('saturates_at')}.",
         f"* A3 (answer-token projections Gaussian, σ·s): {a3.get('status')}; σ {a3.get('sigma') or float('nan'):.4g}"
