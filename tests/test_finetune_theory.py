@@ -120,3 +120,21 @@ def test_cli_fits_and_reports_against_a_steering_run(tmp_path):
     refused = _cli("report", steer, "--against", ft)
     assert refused.returncode == 1 and "not a fine-tuning run" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_run_config_takes_a_finetune_key(tmp_path):
+    from repe_tradeoff.config import ConfigError, load_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("finetune: {steps: 8, checkpoints: 4, learning_rate: 0.002}\n")
+    spec = load_config(good).finetune
+    assert (spec.steps, spec.checkpoints, spec.learning_rate, spec.batch_pairs) == (8, 4, 0.002, 4)
+    assert load_config(_yaml(tmp_path, "model: default\n")).finetune is None
+    with pytest.raises(ConfigError, match="finetune.stepz"):
+        load_config(_yaml(tmp_path, "finetune: {stepz: 8}\n"))
+
+
+def _yaml(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path

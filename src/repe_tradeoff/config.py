@@ -82,14 +82,14 @@ class FitSpec(_Strict):
 class FinetuneSpec(_Strict):
     """``finetune:`` in a run config: a LoRA on each experiment's behavior, compared with its steering."""
 
-    steps: int = Field(64, ge=1)
+    steps: int = Field(32, ge=1)
     checkpoints: int = Field(9, ge=2)
     rank: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0)
     target_modules: list[str] = Field(default_factory=list, description="linear-layer names; empty: all")
-    learning_rate: float = Field(5e-4, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
     beta: float = Field(0.1, gt=0)
-    batch_pairs: int = Field(8, ge=1)
+    batch_pairs: int = Field(4, ge=1)
     seed: int = 0
 
 

@@ -38,14 +38,14 @@ class FinetuneError(SweepError):
 class LoraSettings:
     """What is trained and how (recorded in ``config.json``'s ``finetune``)."""
 
-    steps: int = 64
+    steps: int = 32
     checkpoints: int = 9
     rank: int = 8
     alpha: float = 16.0
     target_modules: tuple[str, ...] = ()  # empty: every linear layer inside the trained blocks
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     beta: float = 0.1
-    batch_pairs: int = 8
+    batch_pairs: int = 4
     seed: int = 0
     method: str = "lora"
     objective: str = OBJECTIVE
