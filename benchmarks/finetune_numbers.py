@@ -50,6 +50,11 @@ def main(ft: Path, steer: Path) -> None:
     print(f"loss at gain: finetune {f['loss']:.4g} {_ci(f['loss_ci'])} (not reaching {f['replicates_not_reaching']}), "
           f"steering {s['loss']:.4g} {_ci(s['loss_ci'])} (not reaching {s['replicates_not_reaching']})")
     print(f"difference {comparison['difference']:.4g} {_ci(comparison['difference_ci'])}: cheaper {comparison['cheaper']}")
+    for c in comparison["at_smaller_gains"]:
+        print(f"at gain {c['gain']:.4g}: finetune {c['finetune']:.4g} {_ci(c['finetune_ci'])} "
+              f"(not reaching {c['finetune_not_reaching']}), steering {c['steering']:.4g} {_ci(c['steering_ci'])} "
+              f"(not reaching {c['steering_not_reaching']}); difference {c['difference']:.4g} "
+              f"{_ci(c['difference_ci'])}: cheaper {c['cheaper']}")
     print("steering curve:", [(round(p["norm"], 3), round(p["gain"], 4), round(p["loss"], 4)) for p in s["curve"]])
 
 

@@ -52,6 +52,10 @@ def test_laws_recover_known_coefficients(tmp_path):
     assert fits["a1"]["status"] == "pass" and fits["a1"]["slope"] == pytest.approx(3.0)
     assert fits["along_fraction"]["median"] == pytest.approx(0.25)
     assert (tmp_path / "ft" / "finetune_fits.json").is_file()
+    early = fit_finetune(tmp_path / "ft", n_boot=10, window=1.0)  # the checkpoints at s = 0, 0.5, 1
+    assert early["alignment"]["n_checkpoints"] == 3 and early["alignment"]["slope"] == pytest.approx(np.mean(slopes))
+    with pytest.raises(ValueError, match="wider window"):
+        fit_finetune(tmp_path / "ft", window=0.6)
 
 
 def test_loss_at_gain_interpolates_the_first_crossing():

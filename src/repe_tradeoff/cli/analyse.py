@@ -35,7 +35,7 @@ def fit(
     if _is_finetune(run):  # a fine-tuning run: the laws against its shift (finetune_fits.json)
         from repe_tradeoff.cli.finetune_cmd import fit_finetune_cmd
 
-        return fit_finetune_cmd(run, n_boot)
+        return fit_finetune_cmd(run, n_boot, window)
 
     kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot, "max_helpfulness_loss": max_loss,
               "command": " ".join(["repe-tradeoff", *sys.argv[1:]])}

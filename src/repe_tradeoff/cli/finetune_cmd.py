@@ -84,11 +84,11 @@ def _g(x) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
 
-def fit_finetune_cmd(run: Path, n_boot: int) -> None:
+def fit_finetune_cmd(run: Path, n_boot: int, window: Optional[float] = None) -> None:
     """`fit F` of a fine-tuning run: the laws against shift_norm and A1/A3; writes finetune_fits.json."""
     from repe_tradeoff.theory.finetune_fit import FITS_FILE, fit_finetune
 
-    fits = fit_finetune(run, n_boot=n_boot)
+    fits = fit_finetune(run, n_boot=n_boot, window=window)
     a, h = fits["alignment"], fits["helpfulness"]
     out_console.print(f"alignment ≈ {_g(a['intercept'])} + {_g(a['slope'])}·shift_norm (R² {_g(a['r2'])}); "
                       f"helpfulness ≈ {_g(h['p0'])} − {_g(h['quadratic_coefficient'])}·shift_norm² "

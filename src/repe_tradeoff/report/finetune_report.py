@@ -115,6 +115,10 @@ def _summary(fits: dict, comparison: dict | None) -> list[str]:
             f"{f['loss']:.4g}{_ci(f['loss_ci'])} of P(correct), steering {s['loss']:.4g}{_ci(s['loss_ci'])}; "
             f"difference (fine-tuning − steering) {comparison['difference']:.4g}{_ci(comparison['difference_ci'])}: "
             f"cheaper: {comparison['cheaper']}.",
+            "",
+            *[f"* At gain {c['gain']:.3g}: fine-tuning loses {_g(c['finetune'])}{_ci(c['finetune_ci'])}, steering "
+              f"{_g(c['steering'])}{_ci(c['steering_ci'])}; difference {_g(c['difference'])}{_ci(c['difference_ci'])}."
+              for c in comparison.get("at_smaller_gains", [])],
         ]
     return lines
 

@@ -57,6 +57,31 @@ def _curves(align: np.ndarray, helpful: np.ndarray) -> tuple[np.ndarray, np.ndar
     return a - a[0], h[0] - h
 
 
+def _at_gain(target: float, ft: tuple, st: tuple, values: tuple, n_boot: int, seed: int) -> dict[str, Any]:
+    """Both losses at ``target`` and their paired-bootstrap intervals (``values``: per-item arrays)."""
+    ft_a, ft_h, st_a, st_h = values
+    f0, s0 = loss_at_gain(*ft, target), loss_at_gain(*st, target)
+    rng = rng_for(seed, "finetune", "compare")  # the same resamples at every gain
+    reps: dict[str, list[float]] = {"finetune": [], "steering": [], "difference": []}
+    for _ in range(n_boot):
+        ia = rng.integers(0, ft_a.shape[0], ft_a.shape[0])
+        ih = rng.integers(0, ft_h.shape[0], ft_h.shape[0])
+        f = loss_at_gain(*_curves(ft_a[ia], ft_h[ih]), target)
+        s = loss_at_gain(*_curves(st_a[ia], st_h[ih]), target)
+        reps["finetune"].append(f)
+        reps["steering"].append(s)
+        reps["difference"].append(f - s)
+    ci = percentile_ci(reps["difference"])
+    cheaper = None
+    if ci is not None:
+        cheaper = "finetune" if ci[1] < 0 else "steering" if ci[0] > 0 else "neither (the interval contains 0)"
+    return {"gain": target, "finetune": f0, "finetune_ci": percentile_ci(reps["finetune"]),
+            "finetune_not_reaching": int(np.sum(~np.isfinite(reps["finetune"]))),
+            "steering": s0, "steering_ci": percentile_ci(reps["steering"]),
+            "steering_not_reaching": int(np.sum(~np.isfinite(reps["steering"]))),
+            "difference": f0 - s0, "difference_ci": ci, "cheaper": cheaper}
+
+
 def steering_items(run_dir: Path, align_task: str, help_task: str):
     path = Path(run_dir) / "items.jsonl"
     if not path.is_file():
@@ -85,34 +110,21 @@ def compare_steering(ft_dir: Path, steer_dir: Path, *, n_boot: int = 200, seed: 
     if not target > 0:
         raise TheoryError("one of the two methods never raises alignment above its start, so there is no "
                           "common gain to compare at")
-    point = {"finetune": loss_at_gain(g_ft, l_ft, target), "steering": loss_at_gain(g_st, l_st, target)}
-    rng = rng_for(seed, "finetune", "compare")
-    reps = {"finetune": [], "steering": [], "difference": []}
-    for _ in range(n_boot):
-        ia = rng.integers(0, ft_a.shape[0], ft_a.shape[0])
-        ih = rng.integers(0, ft_h.shape[0], ft_h.shape[0])
-        f = loss_at_gain(*_curves(ft_a[ia], ft_h[ih]), target)
-        s = loss_at_gain(*_curves(st_a[ia], st_h[ih]), target)
-        reps["finetune"].append(f)
-        reps["steering"].append(s)
-        reps["difference"].append(f - s)
-    missing = {k: int(np.sum(~np.isfinite(v))) for k, v in reps.items() if k != "difference"}
-    diff = point["finetune"] - point["steering"]
-    ci = percentile_ci(reps["difference"])
-    cheaper = None
-    if ci is not None:
-        cheaper = "finetune" if ci[1] < 0 else "steering" if ci[0] > 0 else "neither (the interval contains 0)"
+    at = {t: _at_gain(t, (g_ft, l_ft), (g_st, l_st), (ft_a, ft_h, st_a, st_h), n_boot, seed)
+          for t in (target, target / 2, target / 4)}
+    main = at[target]
     return _clean({
         "gain": target, "n_boot": n_boot, "seed": seed, "ci_method": "paired-bootstrap-items",
-        "finetune": {"loss": point["finetune"], "loss_ci": percentile_ci(reps["finetune"]),
-                     "replicates_not_reaching": missing["finetune"], "max_gain": float(np.nanmax(g_ft)),
+        "at_smaller_gains": [at[t] for t in (target / 2, target / 4)],
+        "finetune": {"loss": main["finetune"], "loss_ci": main["finetune_ci"],
+                     "replicates_not_reaching": main["finetune_not_reaching"], "max_gain": float(np.nanmax(g_ft)),
                      "curve": [{"step": s["step"], "shift_norm": s["shift_norm"], "gain": g, "loss": lo}
                                for s, g, lo in zip(shifts, g_ft, l_ft)]},
-        "steering": {"loss": point["steering"], "loss_ci": percentile_ci(reps["steering"]),
-                     "replicates_not_reaching": missing["steering"], "max_gain": float(np.nanmax(g_st)),
+        "steering": {"loss": main["steering"], "loss_ci": main["steering_ci"],
+                     "replicates_not_reaching": main["steering_not_reaching"], "max_gain": float(np.nanmax(g_st)),
                      "curve": [{"norm": float(r), "gain": g, "loss": lo}
                                for r, g, lo in zip(sa.norms[pos_a], g_st, l_st)], "run": str(steer_dir)},
-        "difference": diff, "difference_ci": ci, "cheaper": cheaper,
+        "difference": main["difference"], "difference_ci": main["difference_ci"], "cheaper": main["cheaper"],
         "n_alignment_items": int(ft_a.shape[0]), "n_helpfulness_items": int(ft_h.shape[0]),
         "alignment_task": fa.task, "helpfulness_task": fh.task, "behavior": config.get("behavior"),
     })

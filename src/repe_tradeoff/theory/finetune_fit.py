@@ -77,19 +77,27 @@ def _law(name: str, x: np.ndarray, values: np.ndarray, fit, coef: str, const: st
             "n_checkpoints": int(x.size), "n_items": int(values.shape[0]), "ci_method": "bootstrap-items"}
 
 
-def fit_finetune(run_dir: Path, *, n_boot: int = 200, seed: int = 0, write: bool = True) -> dict[str, Any]:
-    """The laws against shift_norm, A1 and A3 on the checkpoints; writes ``finetune_fits.json``."""
+def fit_finetune(run_dir: Path, *, n_boot: int = 200, seed: int = 0, window: float | None = None,
+                 write: bool = True) -> dict[str, Any]:
+    """The laws against shift_norm (on the checkpoints with ``shift_norm ≤ window`` when given), A1 and
+    A3 on all checkpoints; writes ``finetune_fits.json``."""
     config, shifts, items = read_finetune(run_dir)
     align, helpful = task_of(items, "alignment"), task_of(items, "helpfulness")
     out: dict[str, Any] = {"format_version": 1, "abscissa": "shift_norm", "n_boot": n_boot, "seed": seed,
+                           "window": window,
                            "checkpoints": [{k: v for k, v in s.items() if k != "logit_shift_items"} for s in shifts]}
-    x_a = align.norms
+    keep_a = align.norms <= (window if window is not None else np.inf) + 1e-12
+    keep_h = helpful.norms <= (window if window is not None else np.inf) + 1e-12
+    if min(keep_a.sum(), keep_h.sum()) < 3:
+        raise TheoryError(f"--window {window} keeps fewer than 3 checkpoints: give a wider window (the shift_norms "
+                          f"are {', '.join(f'{s:.4g}' for s in align.norms)})")
     out["alignment"] = {"task": align.task, **_law(
-        "linear", x_a, align.values["alignment"], _linear, "slope", "intercept",
+        "linear", align.norms[keep_a], align.values["alignment"][:, keep_a], _linear, "slope", "intercept",
         lambda x, a, b: a * x + b, rng_for(seed, "finetune", "alignment"), n_boot)}
     out["helpfulness"] = {"task": helpful.task, **_law(
-        "quadratic", helpful.norms, helpful.values["helpfulness"], _quadratic_loss, "quadratic_coefficient",
-        "p0", lambda x, c, p0: p0 - c * x**2, rng_for(seed, "finetune", "helpfulness"), n_boot)}
+        "quadratic", helpful.norms[keep_h], helpful.values["helpfulness"][:, keep_h], _quadratic_loss,
+        "quadratic_coefficient", "p0", lambda x, c, p0: p0 - c * x**2, rng_for(seed, "finetune", "helpfulness"),
+        n_boot)}
     norms = np.array([s["shift_norm"] for s in shifts])
     logit = np.array([s["logit_shift"] for s in shifts])
     order = np.argsort(norms)
