@@ -85,6 +85,25 @@ def test_comparison_at_the_largest_common_gain(tmp_path):
     assert [p["norm"] for p in out["steering"]["curve"]] == [0.0, 1.0, 2.0, 3.0]  # r >= 0 only
 
 
+def test_comparison_stops_where_the_model_stops_answering(tmp_path):
+    n = 3
+    ft = _finetune_run(tmp_path / "ft", [[-0.4 + g for g in (0.0, 0.2, 0.4, 0.6)]] * n,
+                       [[0.7 - x for x in (0.0, 0.01, 0.02, 0.05)]] * n)
+    rows = []
+    # at r = 3 the likelier response has lost 3 nats per token (> ln 10): the model no longer answers
+    for r, g, lo, lp in zip([0.0, 1.0, 2.0, 3.0], [0.0, 0.1, 0.3, 0.5], [0.0, 0.02, 0.06, 0.1], [-1, -1.5, -2, -4]):
+        rows += [{"task": "harm", "kind": "alignment", "norm": r, "item": i, "alignment": -0.4 + g,
+                  "response_logprob": lp} for i in range(n)]
+        rows += [{"task": "qa", "kind": "helpfulness", "norm": r, "item": i, "answer": 0, "helpfulness": 0.7 - lo}
+                 for i in range(n)]
+    steer = _write(tmp_path / "steer", rows)
+    out = compare_steering(ft, steer, n_boot=20)
+    assert out["points_used"] == {"finetune": 4, "steering": 3}
+    assert out["gain"] == pytest.approx(0.3) and out["steering"]["loss"] == pytest.approx(0.06)
+    assert out["finetune"]["loss"] == pytest.approx(0.015)  # halfway from (0.2, 0.01) to (0.4, 0.02)
+    assert compare_steering(ft, steer, n_boot=20, fluent_only=False)["gain"] == pytest.approx(0.5)
+
+
 def test_comparison_needs_shared_items(tmp_path):
     ft = _finetune_run(tmp_path / "ft", [[0.0, 0.1, 0.2, 0.3]] * 3, [[0.7] * 4] * 3)
     rows = [{"task": "other", "kind": "alignment", "norm": r, "item": 0, "alignment": 0.0} for r in (0.0, 1.0)]

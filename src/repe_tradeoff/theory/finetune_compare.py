@@ -21,6 +21,7 @@ import numpy as np
 
 from repe_tradeoff.runfiles import read_jsonl, task_items
 
+from .breakdown import RESPONSE_LOGPROB_DROP
 from .errors import TheoryError
 from .finetune_fit import _clean, read_finetune, task_of
 from .fitting import percentile_ci
@@ -90,8 +91,21 @@ def steering_items(run_dir: Path, align_task: str, help_task: str):
     return task_of(items, "alignment", align_task), task_of(items, "helpfulness", help_task)
 
 
-def compare_steering(ft_dir: Path, steer_dir: Path, *, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Both methods' helpfulness loss at the largest alignment gain both reach, with 95 % intervals."""
+def _fluent_points(logprob: np.ndarray | None, columns: list[int]) -> int:
+    """How many leading points (``columns`` in curve order) come before the first whose likelier
+    forced-choice response lost more than RESPONSE_LOGPROB_DROP nats per token against the first."""
+    if logprob is None:
+        return len(columns)
+    means = np.nanmean(logprob[:, columns], axis=0)
+    broken = np.flatnonzero(means < means[0] - RESPONSE_LOGPROB_DROP)
+    return int(broken[0]) if broken.size else len(columns)
+
+
+def compare_steering(ft_dir: Path, steer_dir: Path, *, n_boot: int = 200, seed: int = 0,
+                     fluent_only: bool = True) -> dict[str, Any]:
+    """Both methods' helpfulness loss at the largest alignment gain both reach, with 95 % intervals.
+    ``fluent_only``: each curve ends before its first point where the model no longer answers (the
+    likelier forced-choice response lost more than ln 10 nats per token, as in the sweep's breakdown)."""
     config, shifts, items = read_finetune(ft_dir)
     fa, fh = task_of(items, "alignment"), task_of(items, "helpfulness")
     sa, sh = steering_items(steer_dir, fa.task, fh.task)
@@ -104,6 +118,10 @@ def compare_steering(ft_dir: Path, steer_dir: Path, *, n_boot: int = 200, seed: 
     ih_f, ih_s = _aligned(fh, sh, "helpfulness")
     ft_a, ft_h = fa.values["alignment"][ia_f][:, order], fh.values["helpfulness"][ih_f][:, order_h]
     st_a, st_h = sa.values["alignment"][ia_s][:, pos_a], sh.values["helpfulness"][ih_s][:, pos_h]
+    # both curves end before the first point where the model stops answering (the sweep's breakdown rule)
+    cut_ft = _fluent_points(fa.values.get("response_logprob"), order) if fluent_only else len(order)
+    cut_st = _fluent_points(sa.values.get("response_logprob"), list(pos_a)) if fluent_only else pos_a.size
+    ft_a, ft_h, st_a, st_h = ft_a[:, :cut_ft], ft_h[:, :cut_ft], st_a[:, :cut_st], st_h[:, :cut_st]
     g_ft, l_ft = _curves(ft_a, ft_h)
     g_st, l_st = _curves(st_a, st_h)
     target = float(min(np.nanmax(g_ft), np.nanmax(g_st)))
@@ -115,11 +133,12 @@ def compare_steering(ft_dir: Path, steer_dir: Path, *, n_boot: int = 200, seed: 
     main = at[target]
     return _clean({
         "gain": target, "n_boot": n_boot, "seed": seed, "ci_method": "paired-bootstrap-items",
+        "fluent_only": fluent_only, "points_used": {"finetune": int(cut_ft), "steering": int(cut_st)},
         "at_smaller_gains": [at[t] for t in (target / 2, target / 4)],
         "finetune": {"loss": main["finetune"], "loss_ci": main["finetune_ci"],
                      "replicates_not_reaching": main["finetune_not_reaching"], "max_gain": float(np.nanmax(g_ft)),
                      "curve": [{"step": s["step"], "shift_norm": s["shift_norm"], "gain": g, "loss": lo}
-                               for s, g, lo in zip(shifts, g_ft, l_ft)]},
+                               for s, g, lo in zip(shifts[:cut_ft], g_ft, l_ft)]},
         "steering": {"loss": main["steering"], "loss_ci": main["steering_ci"],
                      "replicates_not_reaching": main["steering_not_reaching"], "max_gain": float(np.nanmax(g_st)),
                      "curve": [{"norm": float(r), "gain": g, "loss": lo}
