@@ -117,7 +117,7 @@ def run_finetune(lm, tasks: list[Task], vector, sweep_plan, sweep_config: dict, 
 
     ``vector`` is the steering vector read from ``pairs`` at the sweep's layers; ``sweep_plan`` and
     ``sweep_config`` are those of a sweep of ``tasks`` at r = 0 (:func:`repe_tradeoff.prepare.prepare_sweep`).
-    Returns what this call did: ``{"trained_steps", "scored", "seconds"}``."""
+    Returns what this call did: ``{"trained_steps": n, "scored": [steps]}``."""
     out = Path(out)
     steps = checkpoint_steps(lora.steps, lora.checkpoints)
     config = finetune_config(sweep_config, lora, steps, behavior, command)
@@ -147,7 +147,6 @@ def _train_and_score(peft_model, model, tokenizer, vector, sweep_plan, sweep_con
     trainer = Trainer(peft_model, encoded, lora)
     folders = {s: step_folder(out, s) for s in steps}
     saved = [s for s in steps if is_saved(folders[s])]
-    last_saved = max(saved) if saved else None
     # keep only a saved prefix: a checkpoint after a gap cannot be continued from, so it is retrained
     prefix = [s for s in steps if s in saved and all(t in saved for t in steps if t < s)]
     last_saved = prefix[-1] if prefix else None
@@ -158,7 +157,7 @@ def _train_and_score(peft_model, model, tokenizer, vector, sweep_plan, sweep_con
     todo_train = lora.steps - (last_saved or 0) if last_saved is not None else lora.steps
     if progress:
         progress.start(lora.steps + len(steps), (lora.steps - todo_train) + sum(scored(s) for s in steps))
-    done = {"trained_steps": 0, "scored": [], "seconds": {}}
+    done: dict = {"trained_steps": 0, "scored": []}
 
     def score(step: int, train_seconds: float) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
