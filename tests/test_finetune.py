@@ -181,3 +181,27 @@ def test_other_settings_are_refused(full_run):
     with pytest.raises(ValueError, match="other settings"):
         _finetune(full_run, lora=LoraSettings(**{**LORA.describe(), "target_modules": (), "rank": 4}))
     assert (full_run / "items.jsonl").read_bytes() == before  # nothing computed is lost
+
+
+def test_a_run_config_fine_tunes_beside_its_sweep(tmp_path):
+    from repe_tradeoff.config import RunConfig
+    from repe_tradeoff.pipeline import run_study
+    from tests.test_cli_errors import save_tiny_model
+
+    model = str(save_tiny_model(tmp_path / "tiny-llama"))
+    cfg = RunConfig(model=model, out=tmp_path / "study", norms="0,1,2", norm_unit="absolute", limit=3,
+                    layer_sets=["1-2"], fit={"n_boot": 5}, max_new_tokens=2, baseline_prompt="none",
+                    finetune={"steps": 2, "checkpoints": 3, "learning_rate": 0.01})
+    run_study(cfg)
+    ft = cfg.out / "finetune"
+    config = json.loads((ft / "config.json").read_text())
+    assert config["checkpoint_steps"] == [0, 1, 2] and config["layers"] == [1, 2]
+    assert config["finetune"]["objective"] == "dpo" and config["finetune"]["learning_rate"] == 0.01
+    # the study's own vector measured the shift, and the report compared against the study's sweep
+    assert (ft / "vector.safetensors").read_bytes() == (cfg.out / "vector.safetensors").read_bytes()
+    assert (ft / "finetune.html").is_file() and (ft / "finetune_fits.json").is_file()
+    summary = (ft / "finetune.md").read_text()  # compared, or says why not (a random model may not gain)
+    assert (ft / "finetune_comparison.json").is_file() or "No comparison with the steering run" in summary
+    from peft import PeftModel
+
+    PeftModel.from_pretrained(tiny_model("llama"), str(step_folder(ft, 2)))  # peft's own format

@@ -71,4 +71,4 @@ def finetune_experiment(lm, cfg, exp, folder: Path, progress=None, command: str 
     out = folder / "finetune"
     finetune_model(lm, settings, exp.behavior, None, lora, out, model_name=exp.model, command=command,
                    progress=progress, vector_path=folder / "vector.safetensors")
-    return build_finetune_report(out, against=folder, n_boot=cfg.fit.n_boot)
+    return build_finetune_report(out, against=folder, n_boot=cfg.fit.n_boot, strict=False)

@@ -124,15 +124,24 @@ def _summary(fits: dict, comparison: dict | None) -> list[str]:
 
 
 def build_finetune_report(run_dir: Path | str, against: Path | str | None = None, *, n_boot: int = 200,
-                          formats: tuple[str, ...] = ("png", "svg")) -> Path:
-    """Fit (when not yet fitted), compare with ``against`` (a steering run) and write the report."""
+                          formats: tuple[str, ...] = ("png", "svg"), strict: bool = True) -> Path:
+    """Fit (when not yet fitted), compare with ``against`` (a steering run) and write the report.
+    With ``strict=False`` a comparison that cannot be made is reported in ``finetune.md`` instead of raised."""
+    from repe_tradeoff.theory.errors import TheoryError
+
     run_dir = Path(run_dir)
     path = run_dir / FITS_FILE
     fits = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else fit_finetune(run_dir, n_boot=n_boot)
-    comparison = None
+    comparison, why = None, None
     if against is not None:
-        comparison = compare_steering(run_dir, Path(against), n_boot=n_boot)
-        atomic_write(run_dir / COMPARISON_FILE, json.dumps(comparison, indent=2, sort_keys=True))
+        try:
+            comparison = compare_steering(run_dir, Path(against), n_boot=n_boot)
+        except TheoryError as err:
+            if strict:
+                raise
+            why = f"No comparison with the steering run {against}: {err}."
+        else:
+            atomic_write(run_dir / COMPARISON_FILE, json.dumps(comparison, indent=2, sort_keys=True))
     plots = run_dir / "plots"
     rendered = []
     with style():
@@ -142,7 +151,7 @@ def build_finetune_report(run_dir: Path | str, against: Path | str | None = None
             fig = _tradeoff_figure(comparison, read_baseline(Path(against)))
             rendered.append(render(fig, "finetune_tradeoff", plots, formats,
                                    "Alignment gain against helpfulness loss: fine-tuning and steering"))
-    lines = _summary(fits, comparison)
+    lines = _summary(fits, comparison) + (["", why] if why else [])
     atomic_write(run_dir / "finetune.md", "\n".join(lines) + "\n")
     body = "".join(f"<figure><img src='data:image/png;base64,{base64.b64encode(r.png).decode()}' "
                    f"alt='{html.escape(r.caption)}'><figcaption>{html.escape(r.caption)}</figcaption></figure>"
