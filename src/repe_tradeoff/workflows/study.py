@@ -152,6 +152,10 @@ def run_study(cfg: StudyConfig, progress=None, command: str | None = None) -> tu
         runs.append(run_experiment(lm, cfg, exp, folder, progress, command))
         if rank == 0:
             build_report(folder)
+        if cfg.finetune is not None and rank == 0:
+            from repe_tradeoff.workflows.finetune_setup import finetune_experiment
+
+            finetune_experiment(lm, cfg, exp, folder, progress, command)
         done[(exp.model, exp.layer_set, exp.method, exp.behavior)] = folder
         joint = _joint_due(cfg, exp, done)
         if joint is not None:
