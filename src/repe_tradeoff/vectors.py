@@ -128,10 +128,19 @@ class SteeringVector:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> SteeringVector:
-        path = Path(path)
+    def load(cls, path: str | Path, layers: list[int] | None = None) -> SteeringVector:
+        """Read a vector file of any supported format, by content (docs/vector-formats.md).
+
+        ``layers`` (or a ``FILE@11-18`` suffix) says which blocks the rows of a bare matrix steer."""
+        from repe_tradeoff import vector_formats
+
+        path, suffix_layers = vector_formats.split_layer_suffix(path)
+        layers = layers if layers is not None else suffix_layers
         if not path.is_file():
             raise VectorError(f"vector file {str(path)!r} does not exist; create one with `repe-tradeoff extract`")
+        kind = vector_formats.detect_container(path)
+        if layers is not None or kind != vector_formats.SAFETENSORS or not vector_formats.is_own_safetensors(path):
+            return vector_formats.read_vector_file(path, layers)
         try:
             tensors = load_file(path)
             from safetensors import safe_open
@@ -172,6 +181,20 @@ class SteeringVector:
             return cls(directions, metadata)
         except VectorError as err:
             raise VectorError(f"{str(path)!r}: {err}") from None
+
+    @classmethod
+    def from_steering_vectors(cls, obj) -> SteeringVector:
+        """A steering-vectors ``SteeringVector`` (layer N = the output of block N, as here)."""
+        from repe_tradeoff.vector_formats import from_steering_vectors
+
+        return from_steering_vectors(obj)
+
+    @classmethod
+    def from_repeng(cls, obj) -> SteeringVector:
+        """A repeng ``ControlVector`` (``directions[N]`` is added to block N's output, as here)."""
+        from repe_tradeoff.vector_formats import from_repeng
+
+        return from_repeng(obj)
 
     def to_lm_eval(self, path: str | Path, model, norm: float) -> Path:
         """Write the ``.pt`` that lm-evaluation-harness's ``steered`` model reads.

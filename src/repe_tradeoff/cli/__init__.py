@@ -7,7 +7,7 @@ import sys
 import typer
 
 # Importing a command module registers its commands; this order is --help's.
-from repe_tradeoff.cli import measure, analyse, study  # noqa: F401, I001
+from repe_tradeoff.cli import measure, analyse, study, vector_io  # noqa: F401, I001
 from repe_tradeoff.cli.app import STATE, app, console
 
 __all__ = ["app", "main"]
