@@ -62,7 +62,8 @@ def detect_container(path: Path) -> str:
         return TORCH
     raise VectorError(
         f"{str(path)!r} is not a steering vector file this library reads (safetensors, a llama.cpp "
-        "control-vector .gguf, an lm-eval steer .pt, .pt, .npy or .npz); see docs/vector-formats.md"
+        "control-vector .gguf, an lm-eval steer .pt, .pt, .npy or .npz; see docs/vector-formats.md), "
+        "or make one with `repe-tradeoff extract`"
     )
 
 

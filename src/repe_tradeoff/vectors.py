@@ -138,7 +138,9 @@ class SteeringVector:
         layers = layers if layers is not None else suffix_layers
         if not path.is_file():
             raise VectorError(f"vector file {str(path)!r} does not exist; create one with `repe-tradeoff extract`")
-        kind = vector_formats.detect_container(path)
+        # a .safetensors name is a promise: such a file is never read by another reader
+        own_name = path.suffix == ".safetensors"
+        kind = vector_formats.SAFETENSORS if own_name else vector_formats.detect_container(path)
         if layers is not None or kind != vector_formats.SAFETENSORS or not vector_formats.is_own_safetensors(path):
             return vector_formats.read_vector_file(path, layers)
         try:
