@@ -338,3 +338,48 @@ def test_import_errors_name_the_problem_and_the_fix(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(VectorError, match="repe-tradeoff extract"):
         SteeringVector.load(tmp_path / "notes.txt")
+
+
+# --------------------------------------------------------------------------- the command line
+def _cli(monkeypatch, capsys, *args) -> tuple[int, str]:
+    import sys
+
+    from repe_tradeoff.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["repe-tradeoff", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as stop:
+        code = stop.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_export_command(tmp_path, monkeypatch, capsys):
+    import gguf
+
+    from tests.test_cli_errors import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    rows = torch.stack([_direction(7, 1.0), _direction(8, 1.0)])
+    np.save(tmp_path / "v.npy", rows.numpy())
+    vector = f"{tmp_path / 'v.npy'}@2-3"
+    code, out = _cli(monkeypatch, capsys, "export", "--format", "llama.cpp", "--vector", vector, "--norm", 2,
+                     "--out", tmp_path / "o.gguf", "--model", model_dir)
+    assert code == 0 and "--control-vector" in out
+    tensors = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(tmp_path / "o.gguf").tensors}
+    np.testing.assert_allclose(tensors["direction.3"], 2 * rows[1].numpy(), rtol=1e-6)
+    code, _ = _cli(monkeypatch, capsys, "export", "--format", "lm-eval", "--vector", vector, "--norm", 2,
+                   "--out", tmp_path / "o.pt", "--model", model_dir, "--layers", "3")
+    payload = torch.load(tmp_path / "o.pt", weights_only=True)
+    assert code == 0 and set(payload) == {"layers.3"} and payload["layers.3"]["steering_coefficient"] == 2.0
+    code, _ = _cli(monkeypatch, capsys, "export-lm-eval", "--vector", vector, "--norm", 2,
+                   "--out", tmp_path / "alias.pt", "--model", model_dir)
+    assert code == 0 and set(torch.load(tmp_path / "alias.pt", weights_only=True)) == {"layers.2", "layers.3"}
+    code, out = _cli(monkeypatch, capsys, "export", "--format", "onnx", "--vector", vector, "--norm", 2,
+                     "--out", tmp_path / "x", "--model", model_dir)
+    assert code == 2 and "llama.cpp, lm-eval, safetensors" in out
+    code, out = _cli(monkeypatch, capsys, "export", "--format", "llama.cpp", "--vector", tmp_path / "v.npy",
+                     "--norm", 2, "--out", tmp_path / "x.gguf", "--model", model_dir)
+    assert code == 1 and "v.npy@" in out and "Traceback" not in out
