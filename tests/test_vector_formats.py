@@ -383,3 +383,22 @@ def test_export_command(tmp_path, monkeypatch, capsys):
     code, out = _cli(monkeypatch, capsys, "export", "--format", "llama.cpp", "--vector", tmp_path / "v.npy",
                      "--norm", 2, "--out", tmp_path / "x.gguf", "--model", model_dir)
     assert code == 1 and "v.npy@" in out and "Traceback" not in out
+
+
+def test_fit_prints_the_export_commands_under_the_recommendation(tmp_path):
+    """On the authors' curves (a run folder with a vector beside it), the answer's lines end with
+    one export command per target at the recommended norm."""
+    from repe_tradeoff.report.answer import answer_lines
+    from repe_tradeoff.theory import fit_run, import_paper_curves
+
+    paper = Path(__file__).resolve().parent / "fixtures" / "paper-curves"
+    run = import_paper_curves(paper / "international_law_Llama-2-13b-chat_harmfulness.json",
+                              paper / "behavior_harmful_Llama-2-13b-chat_harmfulness.json", tmp_path / "run")
+    SteeringVector({1: _direction()}).save(run / "vector.safetensors")
+    fits = fit_run(run, n_boot=5)
+    norm = fits["recommendation"]["norm"]
+    lines = answer_lines(run)
+    start = lines.index(f"take r = {norm:.3g} with you:")
+    assert lines[0].startswith("recommendation:") and start > 0
+    assert lines[start + 1] == (f"  repe-tradeoff export --format llama.cpp --vector {run / 'vector.safetensors'} "
+                                f"--norm {norm:.6g} --model Llama-2-13b-chat --out steer-r{norm:.3g}.gguf")
