@@ -95,8 +95,14 @@ def compare(ours, theirs) -> list[dict]:
     rows = []
     for (p0, p1), (q0, q1) in zip(ours, theirs):
         ds, dl = p1 - p0, q1 - q0
+        first, second = np.argsort(p1)[::-1][:2]
         rows.append({"shift_correlation": float(np.corrcoef(ds, dl)[0, 1]),
-                     "argmax_ours": int(p1.argmax()), "argmax_llama_cpp": int(q1.argmax()),
+                     "shift_relative_error": float(np.linalg.norm(ds - dl) / np.linalg.norm(dl)),
+                     "argmax_ours": int(first), "argmax_llama_cpp": int(q1.argmax()),
+                     # how decided each runtime's choice is: our top-two gap, and llama.cpp's gap
+                     # between the same two tokens
+                     "top2_margin_ours": float(p1[first] - p1[second]),
+                     "same_top2_margin_llama_cpp": float(q1[first] - q1[second]),
                      "shift_norm_ours": float(np.linalg.norm(ds)), "shift_norm_llama_cpp": float(np.linalg.norm(dl)),
                      "unsteered_correlation": float(np.corrcoef(p0, q0)[0, 1])})
     return rows
@@ -132,11 +138,14 @@ def measure(lm, gguf_model: str | Path, workdir: Path, vector=None, norm: float 
     shifted = {}
     for offset in (-1, 1):
         moved = SteeringVector({k + offset: v for k, v in vector.directions.items()})
-        shifted[offset] = [r["shift_correlation"] for r in compare(our_logits(lm.model, tokens, moved, norm), theirs)]
+        shifted[offset] = compare(our_logits(lm.model, tokens, moved, norm), theirs)
     return {"norm": norm, "layers": vector.layers, "prompts": PROMPTS, "rows": rows,
             "min_shift_correlation": min(r["shift_correlation"] for r in rows),
+            "max_shift_relative_error": max(r["shift_relative_error"] for r in rows),
             "argmax_agree": sum(r["argmax_ours"] == r["argmax_llama_cpp"] for r in rows),
-            "off_by_one_max_correlation": {str(k): max(v) for k, v in shifted.items()}}
+            "off_by_one": {str(k): {"max_shift_correlation": max(r["shift_correlation"] for r in v),
+                                    "min_shift_relative_error": min(r["shift_relative_error"] for r in v)}
+                           for k, v in shifted.items()}}
 
 
 def main() -> None:
