@@ -228,7 +228,7 @@ CASES = [
          ("fits.json", "format_version 99"), ("repe-tradeoff fit",), no_out="old_fits/report.html"),
     Case("export: infinite norm", ("export-lm-eval", "--vector", "{vec}/ok.safetensors", "--norm", "inf",
                                    "--model", "{tiny}", "--out", "{tmp}/steer_inf.pt"),
-         ("--norm", "inf"), ("finite",), no_out="steer_inf.pt"),
+         ("norm inf",), ("finite",), no_out="steer_inf.pt"),
 ]
 
 

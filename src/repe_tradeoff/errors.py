@@ -19,3 +19,7 @@ class SpecError(RepeTradeoffError):
 
 class SweepError(RepeTradeoffError):
     """A sweep that cannot start, continue or resume; the message says what to do."""
+
+
+class VectorError(RepeTradeoffError):
+    """A vector file or vector that cannot be used; the message says what to do."""

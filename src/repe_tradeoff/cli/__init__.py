@@ -7,7 +7,7 @@ import sys
 import typer
 
 # Importing a command module registers its commands; this order is --help's.
-from repe_tradeoff.cli import measure, analyse, study, finetune_cmd  # noqa: F401, I001
+from repe_tradeoff.cli import measure, analyse, study, vector_io, finetune_cmd  # noqa: F401, I001
 from repe_tradeoff.cli.app import STATE, app, console
 
 __all__ = ["app", "main"]

@@ -1,8 +1,7 @@
-"""The commands that work on run folders: fit, report, off-target, import-paper, export-lm-eval."""
+"""The commands that work on run folders: fit, report, off-target, import-paper."""
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,10 +11,8 @@ from rich.table import Table
 
 from repe_tradeoff.cli.app import (
     BUDGET_HELP,
-    MODEL_HELP,
     app,
     console,
-    load_lm,
     out_console,
     print_answer,
 )
@@ -121,22 +118,3 @@ def import_paper(
 
     command = " ".join(["repe-tradeoff", *sys.argv[1:]])
     out_console.print(f"wrote {import_paper_curves(helpfulness_json, behavior_json, out, command=command)}")
-
-
-@app.command("export-lm-eval")
-def export_lm_eval(
-    vector: Path = typer.Option(..., "--vector"),
-    norm: float = typer.Option(..., "--norm", "-r"),
-    out: Path = typer.Option(..., "--out", "-o", help="The .pt file for lm-eval's `steered` model."),
-    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
-):
-    """Write a vector at norm r in the format lm-evaluation-harness's `steered` model reads."""
-    from repe_tradeoff.vectors.vector import SteeringVector, VectorError
-
-    if not math.isfinite(norm):
-        raise VectorError(f"--norm {norm}: the norm must be a finite number, e.g. the recommended r* of `fit`")
-    vec = SteeringVector.load(vector)
-    lm = load_lm(model, "float32", None, False)
-    vec.check_model(lm.model, str(vector))
-    vec.to_lm_eval(out, lm.model, norm)
-    out_console.print(f"wrote {out}")

@@ -51,6 +51,10 @@ def answer_lines(run_dir) -> list[str]:
     run = load_run(run_dir)
     rec = recommendation(run)
     lines = [f"recommendation: {rec.text}", *rec.extras]
+    if run.fits is not None and run.fits.recommendation is not None and run.fits.recommendation.norm is not None:
+        from repe_tradeoff.vectors.export import export_commands
+
+        lines += export_commands(run.run_dir, run.config, run.fits.recommendation.norm)
     for row in prompting_rows(run):
         lines.append(f"  {row.condition}: alignment {row.alignment}, helpfulness {row.helpfulness}")
     return lines

@@ -13,15 +13,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from repe_tradeoff.errors import RepeTradeoffError
+from repe_tradeoff.errors import VectorError
 from repe_tradeoff.runs import atomic_write
+from repe_tradeoff.vectors import formats as vector_formats
 
 FORMAT_VERSION = 1
 _KEY = "layer."
-
-
-class VectorError(RepeTradeoffError):
-    """A vector file or vector that cannot be used; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -129,10 +126,19 @@ class SteeringVector:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> SteeringVector:
-        path = Path(path)
+    def load(cls, path: str | Path, layers: list[int] | None = None) -> SteeringVector:
+        """Read a vector file of any supported format, by content (docs/vector-formats.md).
+
+        ``layers`` (or a ``FILE@11-18`` suffix) says which blocks the rows of a bare matrix steer."""
+        path, suffix_layers = vector_formats.split_layer_suffix(path)
+        layers = layers if layers is not None else suffix_layers
         if not path.is_file():
             raise VectorError(f"vector file {str(path)!r} does not exist; create one with `repe-tradeoff extract`")
+        # a .safetensors name is a promise: such a file is never read by another reader
+        own_name = path.suffix == ".safetensors"
+        kind = vector_formats.SAFETENSORS if own_name else vector_formats.detect_container(path)
+        if layers is not None or kind != vector_formats.SAFETENSORS or not vector_formats.is_own_safetensors(path):
+            return cls._imported(vector_formats.read_vector_file(path, layers))
         try:
             tensors = load_file(path)
             from safetensors import safe_open
@@ -173,6 +179,23 @@ class SteeringVector:
             return cls(directions, metadata)
         except VectorError as err:
             raise VectorError(f"{str(path)!r}: {err}") from None
+
+    @classmethod
+    def from_steering_vectors(cls, obj) -> SteeringVector:
+        """A steering-vectors ``SteeringVector`` (layer N = the output of block N, as here)."""
+        return cls._imported(vector_formats.from_steering_vectors(obj))
+
+    @classmethod
+    def from_repeng(cls, obj) -> SteeringVector:
+        """A repeng ``ControlVector`` (``directions[N]`` is added to block N's output, as here)."""
+        return cls._imported(vector_formats.from_repeng(obj))
+
+    @classmethod
+    def _imported(cls, imported: vector_formats.Imported) -> SteeringVector:
+        try:
+            return cls(imported.directions, imported.metadata)
+        except VectorError as err:
+            raise VectorError(f"{imported.where}: {err}") from None
 
     def to_lm_eval(self, path: str | Path, model, norm: float) -> Path:
         """Write the ``.pt`` that lm-evaluation-harness's ``steered`` model reads.

@@ -65,6 +65,15 @@ def _vector_info(vector: SteeringVector) -> dict:
     return {"sha256": vector.sha256(), "layers": vector.layers, "method": vector.metadata.get("method")}
 
 
+def _sources(vectors: list[SteeringVector]) -> dict:
+    """Where imported vectors came from (format, file hash, mapping, lengths); outside the
+    config hash, so a moved or re-exported file with the same numbers still resumes."""
+    sources = [v.metadata.get("source") for v in vectors]
+    if not any(sources):
+        return {}
+    return {"vector_source": sources[0]} if len(vectors) == 1 else {"vector_sources": sources}
+
+
 def _joint_grids(plan: SweepPlan) -> dict[str, list[float]]:
     return {name: sorted({p[i] for p in plan.norms}) for i, name in enumerate(plan.vector_names)}
 
@@ -128,6 +137,7 @@ def run_config(plan: SweepPlan, vector: SteeringVector | Sequence[SteeringVector
         **({} if plan.joint else {"grid_history": [{"source": "grid", "added": plan.norms}]}),
         "versions": {"repe_tradeoff": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
+        **_sources(vectors),
         **(extra or {}),
         "config_hash": _sha(results),
     }

@@ -24,6 +24,16 @@ class TaskConfig(Open):
     instruction: str | None = None
 
 
+class VectorSource(Open):
+    """Where an imported vector came from (docs/vector-formats.md)."""
+
+    format: Literal["llama.cpp", "lm-eval", "tensors", "steering-vectors", "repeng"]
+    layer_mapping: str
+    file: str | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    direction_norms: dict[str, float] | None = None
+
+
 class VectorInfo(Open):
     sha256: str | None = None
     layers: list[int] | None = None
@@ -89,6 +99,8 @@ class RunConfig(Open):
     model: str | None = None
     vector: VectorInfo | None = None
     vectors: list[JointVectorInfo] = []
+    vector_source: VectorSource | None = None
+    vector_sources: list[VectorSource | None] = []
     orthogonalize: bool = False
     cosines: dict[str, float] = {}
     cosines_before: dict[str, float] = {}
