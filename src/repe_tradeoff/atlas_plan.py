@@ -121,7 +121,11 @@ def parse_probe_items(spec: str) -> dict[str, int | None]:
     parts = [p for p in spec.split(",") if p.strip()]
     if len(parts) not in (1, 2):
         raise AtlasPlanError(f"--probe-items {spec!r}: give ALIGNMENT,HELPFULNESS item counts, e.g. 16,32, or all")
-    values = [parse_items(p, "--probe-items") for p in parts]
+    try:
+        values = [parse_items(p, "--probe-items") for p in parts]
+    except AtlasPlanError:
+        raise AtlasPlanError(f"--probe-items {spec!r}: give a whole number of items or all for each of "
+                             "ALIGNMENT,HELPFULNESS, e.g. 16,32") from None
     return {"alignment": values[0], "helpfulness": values[-1]}
 
 
