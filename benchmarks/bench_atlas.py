@@ -48,8 +48,8 @@ def main() -> None:
                                            str(layer), "--norms", "auto", "--points", str(opts.points),
                                            "--norm-unit", "absolute", "--out", str(out / f"layer{layer}"), *tasks])
     load.append(os.getloadavg())
-    from repe_tradeoff.runfiles import read_atlas, read_item_rows
-    from repe_tradeoff.theory.atlas import measured_numbers
+    from repe_tradeoff.runs import read_atlas, read_item_rows
+    from repe_tradeoff.theory.decisions.layers import measured_numbers
 
     atlas = read_atlas(out / "bands")
     singles = read_atlas(out / "singles")

@@ -77,7 +77,7 @@ def random_model(size: str, tokenizer_dir: str, dtype: str):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from repe_tradeoff.models import LoadedModel
+    from repe_tradeoff.models.loading import LoadedModel
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tok.pad_token_id is None:
@@ -101,8 +101,8 @@ def saved(lm, name: str) -> str:
 def bench_for(model, tokenizer, questions: int, n_norms: int, span: float) -> Bench:
     """The benchmark's inputs, with the harmfulness vector read from this model's middle blocks."""
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.reading import extract
+    from repe_tradeoff.models.loading import n_layers, parse_layers
+    from repe_tradeoff.vectors.reading import extract
 
     pairs = [(p.aligned, p.misaligned) for p in load_behavior("harmfulness").pairs]
     vector, _ = extract(model, tokenizer, pairs, parse_layers("middle", n_layers(model)), method="pca")
@@ -167,12 +167,12 @@ def profile(fns, out_dir: Path) -> None:
 
 
 def paper(model_dir: str, args) -> dict:
-    """The paper's protocol through `run` (config validated by RunConfig), timed end to end."""
-    from repe_tradeoff.config import RunConfig
-    from repe_tradeoff.pipeline import run_study
+    """The paper's protocol through `run` (config validated by StudyConfig), timed end to end."""
+    from repe_tradeoff.workflows.settings import StudyConfig
+    from repe_tradeoff.workflows.study import run_study
 
     out = Path(tempfile.gettempdir()) / "repe-bench-paper"
-    cfg = RunConfig.model_validate({
+    cfg = StudyConfig.model_validate({
         "model": model_dir, "dtype": args.dtype, "device": "auto", "out": str(out),
         "behaviors": [{"name": "harmfulness"}],
         "helpfulness": [{"spec": "basic-qa", "format": "letter"}],
@@ -190,10 +190,10 @@ def paper(model_dir: str, args) -> dict:
 def sweep_only(lm, args) -> dict:
     """The paper protocol's sweep alone (no extraction, fit or report) on another model size."""
     from repe_tradeoff.data import load_behavior, load_helpfulness
-    from repe_tradeoff.tasks import AlignmentTask, MultipleChoiceTask
-    from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.reading import extract
-    from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
+    from repe_tradeoff.models.loading import n_layers, parse_layers
+    from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
+    from repe_tradeoff.vectors.reading import extract
+    from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
 
     model, tok = lm
     weights = cuda_call("memory_allocated")
@@ -217,7 +217,7 @@ def sweep_only(lm, args) -> dict:
 def main(argv=None) -> None:
     import torch
 
-    from repe_tradeoff.models import load_model
+    from repe_tradeoff.models.loading import load_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -69,8 +69,8 @@ def write_task(folder: Path, n: int) -> Path:
 
 def sweep_once(lm, vector, layers, grid, include: Path, out: Path) -> tuple[float, float, dict]:
     """(seconds to build the task, seconds of the sweep, records by (norm, item))."""
-    from repe_tradeoff.lm_eval_task import lm_eval_task
-    from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
+    from repe_tradeoff.tasks.lm_eval import lm_eval_task
+    from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
 
     t0 = time.perf_counter()
     task = lm_eval_task(TASK, include)
@@ -155,10 +155,10 @@ def main(argv=None) -> None:
 
     from benchmarks.harness import load_average, machine_info
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.grid import parse_norms
-    from repe_tradeoff.lm_eval_task import lm_eval_version
-    from repe_tradeoff.models import default_model_dir, load_model, parse_layers
-    from repe_tradeoff.reading import extract
+    from repe_tradeoff.models.loading import default_model_dir, load_model, parse_layers
+    from repe_tradeoff.tasks.lm_eval import lm_eval_version
+    from repe_tradeoff.vectors.reading import extract
+    from repe_tradeoff.workflows.grid import parse_norms
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -104,7 +104,7 @@ def direction(work: Path, rev: str, limit: int | None) -> dict:
 
 def _separation(path: Path) -> dict:
     """Held-out pair separation per layer, as `extract` recorded it in the vector's metadata."""
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector
 
     return SteeringVector.load(path).metadata.get("separation", {})
 

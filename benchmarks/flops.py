@@ -91,7 +91,7 @@ class LinearCounter:
     def __init__(self, model):
         import torch
 
-        from repe_tradeoff.models import find_layers
+        from repe_tradeoff.models.loading import find_layers
 
         self.flops = defaultdict(int)
         self.calls = 0

@@ -145,7 +145,7 @@ def check_outputs(outputs: dict, reference: str, tolerance: float, columns: dict
 def meter(model):
     """Wall time inside the decoder blocks and the output embedding, and the token-rows the
     blocks processed (batch × sequence length, summed over blocks)."""
-    from repe_tradeoff.models import find_layers
+    from repe_tradeoff.models.loading import find_layers
 
     stats = {"block_s": 0.0, "token_layers": 0, "lm_head_s": 0.0, "lm_head_rows": 0}
     starts = {}

@@ -35,9 +35,9 @@ def load_vector(model, tokenizer, n_layers: int):
     ``extract`` on that subset alone returns.
     """
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.models import default_model_dir
-    from repe_tradeoff.reading import extract
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.models.loading import default_model_dir
+    from repe_tradeoff.vectors.reading import extract
+    from repe_tradeoff.vectors.vector import SteeringVector
 
     pairs = [(p.aligned, p.misaligned) for p in load_behavior("harmfulness").pairs]
     path = _vector_cache_path(str(default_model_dir()), pairs)
@@ -53,7 +53,7 @@ def load_vector(model, tokenizer, n_layers: int):
 
 def setup(questions: int, n_norms: int, span: float, layers: str = "middle") -> Bench:
     """The embedded model's benchmark inputs."""
-    from repe_tradeoff.models import load_model, n_layers
+    from repe_tradeoff.models.loading import load_model, n_layers
 
     model, tokenizer = load_model("default")
     vector_all = load_vector(model, tokenizer, n_layers(model))
@@ -62,7 +62,7 @@ def setup(questions: int, n_norms: int, span: float, layers: str = "middle") -> 
 
 def restrict(vector_all, layers: list[int]):
     """``vector_all`` on ``layers`` only, its metadata narrowed to them."""
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector
 
     meta = dict(vector_all.metadata)
     meta["residual_norms"] = {str(l): vector_all.metadata["residual_norms"][str(l)] for l in layers}
@@ -74,7 +74,7 @@ def bench_from(model, tokenizer, vector_all, questions: int, n_norms: int, span:
                layers: str = "middle") -> Bench:
     """Inputs for any model: ``vector_all`` steered on ``layers`` (a spec such as ``middle`` or
     ``8-15``), the grid ±``span`` × their mean residual norm, the first ``questions`` of basic-qa."""
-    from repe_tradeoff.models import n_layers, parse_layers
+    from repe_tradeoff.models.loading import n_layers, parse_layers
 
     n = n_layers(model)
     chosen = parse_layers(layers, n)
@@ -89,7 +89,7 @@ def bench_from(model, tokenizer, vector_all, questions: int, n_norms: int, span:
 def cloze_task(questions: int):
     """The first ``questions`` basic-qa questions as cloze (4 options each)."""
     from repe_tradeoff.data import load_helpfulness
-    from repe_tradeoff.tasks import MultipleChoiceTask
+    from repe_tradeoff.tasks.choice import MultipleChoiceTask
 
     source = load_helpfulness("basic-qa")
     return MultipleChoiceTask(source.name, list(source.questions)[:questions], "cloze", "plain")

@@ -45,7 +45,7 @@ def demo_chunk_memory(b: Bench) -> dict:
     """Memory of the demo's heaviest scoring step: one alignment chunk (forced-choice responses) at
     the SweepPlan defaults, and the size of one full-vocabulary logits tensor over its rows."""
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.tasks import AlignmentTask
+    from repe_tradeoff.tasks.choice import AlignmentTask
 
     behavior = load_behavior("harmfulness")
     task = AlignmentTask(behavior.name, list(behavior.items)[:16])

@@ -33,7 +33,7 @@ def n_items(task) -> int:
 def sweep_plan(b: Bench, norms=None, layers=None, *, share_lower=True, share_prompts=True,
                batch_size=None):
     """The ``SweepPlan`` a sweep of ``b`` with these options builds (its defaults otherwise)."""
-    from repe_tradeoff.sweep import SweepPlan
+    from repe_tradeoff.workflows.sweep import SweepPlan
 
     extra = {"batch_size": batch_size} if batch_size else {}
     return SweepPlan(norms=list(b.norms if norms is None else norms), tasks=[b.task],
@@ -46,8 +46,8 @@ def run_ours(b: Bench, norms=None, layers=None, vector=None, *, share_lower=True
     """The sweep's scoring, chunk by chunk, including the records (no file writes)."""
     import torch
 
-    from repe_tradeoff.scoring import Steering
-    from repe_tradeoff.batching import score_chunk
+    from repe_tradeoff.engine.batching import score_chunk
+    from repe_tradeoff.engine.steering import Steering
 
     plan = sweep_plan(b, norms, layers, share_lower=share_lower, share_prompts=share_prompts,
                       batch_size=batch_size)
@@ -82,7 +82,7 @@ def run_loop(b: Bench, norms=None, per_norm_seconds: list | None = None):
     """The per-norm protocol: hooks anew per norm, one full forward per sequence (batch 1)."""
     import torch
 
-    from repe_tradeoff.steering import steer
+    from repe_tradeoff.engine.steering import steer
 
     norms = b.norms if norms is None else norms
     out = torch.empty(len(b.seqs.prompts), len(norms))
@@ -222,7 +222,7 @@ def warm_up(b: Bench) -> None:
     """One small forward of each kind, so no method pays for first-call setup."""
     import torch
 
-    from repe_tradeoff.steering import steer
+    from repe_tradeoff.engine.steering import steer
 
     ids = torch.tensor([list(b.seqs.prompts[0]) + list(b.seqs.continuations[0])], device=b.model.device)
     with torch.no_grad(), steer(b.model, b.vector, 1.0, layers=b.layers):

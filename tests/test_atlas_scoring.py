@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repe_tradeoff.atlas_scoring import Entry, PointLayout, score_entries
-from repe_tradeoff.scoring import Steering, score
-from repe_tradeoff.steering import SteeringError, fan_out_staged, steer
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.engine.layer_sets import Entry, PointLayout, score_entries
+from repe_tradeoff.engine.scoring import score
+from repe_tradeoff.engine.steering import Steering, SteeringError, fan_out_staged, steer
+from repe_tradeoff.vectors.vector import SteeringVector
 from tests.conftest import ARCHS, tiny_model
 
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from repe_tradeoff import batching
-from repe_tradeoff.autogrid import SearchSettings, SearchTask, find_grid, refine_norms
-from repe_tradeoff.batching import BatchBudget, ChunkRunner
-from repe_tradeoff.config import SweepSettings
-from repe_tradeoff.prepare import auto_grid
-from repe_tradeoff.scoring import Steering
-from repe_tradeoff.sweep import SweepError, SweepPlan, run_config, run_sweep
-from repe_tradeoff.tasks import AlignmentTask, MultipleChoiceTask
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.engine import batching
+from repe_tradeoff.engine.batching import BatchBudget, ChunkRunner
+from repe_tradeoff.engine.steering import Steering
+from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
+from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.autogrid import SearchSettings, SearchTask, find_grid, refine_norms
+from repe_tradeoff.workflows.prepare import auto_grid
+from repe_tradeoff.workflows.settings import SweepSettings
+from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, run_config, run_sweep
 from tests.conftest import tiny_model
 from tests.test_sweep import ByteTok
 
@@ -307,7 +307,7 @@ def test_outlier_dimensions_break_the_residual_multiple_grid_but_not_the_auto_gr
 def test_report_says_how_the_grid_was_found(tmp_path):
     from repe_tradeoff.report._io import RunFiles
     from repe_tradeoff.report.content import grid_sentence
-    from repe_tradeoff.runfiles import read_run
+    from repe_tradeoff.runs import read_run
     from tests.test_runfiles import _doc_block, _json_blocks
 
     config, point = _json_blocks()[0], _doc_block('"metric": "helpfulness", "norm": 1.5')

@@ -8,10 +8,10 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from repe_tradeoff import batching
-from repe_tradeoff.scoring import Steering
-from repe_tradeoff.sweep import SweepPlan
-from repe_tradeoff.tasks import MultipleChoiceTask
+from repe_tradeoff.engine import batching
+from repe_tradeoff.engine.steering import Steering
+from repe_tradeoff.tasks.choice import MultipleChoiceTask
+from repe_tradeoff.workflows.sweep import SweepPlan
 from tests.conftest import tiny_model
 from tests.test_sweep import ByteTok, _vector
 

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from repe_tradeoff.run_schema import FitsFile
-from repe_tradeoff.runfiles import read_run, write_jsonl, write_points
+from repe_tradeoff.runs import read_run, write_jsonl, write_points
+from repe_tradeoff.runs.schema import FitsFile
 from repe_tradeoff.theory import fit_run
-from repe_tradeoff.theory.breakdown import (
+from repe_tradeoff.theory.checks.breakdown import (
     KL_LIMIT,
     PERPLEXITY_FACTOR,
     RESPONSE_LOGPROB_DROP,

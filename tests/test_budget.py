@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from repe_tradeoff.theory import TheoryError, fit_run
-from repe_tradeoff.theory.budget import conservative_text, parse_budget
+from repe_tradeoff.theory.decisions.budget import conservative_text, parse_budget
 
 from .test_report import make_run
 
@@ -86,7 +86,7 @@ def _write_items(run: Path, losses: dict[float, tuple[float, float]], n: int = 2
                           "helpfulness": 0.8 - loss + noise[q]})
     run.mkdir(parents=True)
     (run / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
-    from repe_tradeoff.runfiles import write_points
+    from repe_tradeoff.runs import write_points
 
     write_points(run)
 

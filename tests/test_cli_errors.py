@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repe_tradeoff.grid import parse_norms
+from repe_tradeoff.workflows.grid import parse_norms
 
 BAD = Path(__file__).parent / "bad_inputs"
 PLAIN = os.environ.get("REPE_TRADEOFF_PLAIN_CLI") == "1"
@@ -106,6 +106,8 @@ CASES = [
          ("missing.gguf",), ("check the path",)),
     Case("model: text file named .gguf", ("layers", "--model", "{bad}/fake_model.gguf"),
          ("fake_model.gguf",), ("gguf",)),
+    Case("model: truncated GGUF file", ("layers", "--model", "{tmp}/truncated.gguf"),
+         ("truncated.gguf",), ("complete gguf file",)),
     Case("model: unknown --dtype", ("extract", "--model", "{tiny}", "--layers", "1", "--dtype", "float8",
                                     "--out", "{tmp}/dtype.safetensors"),
          ("'float8'", "dtype"), ("float32, bfloat16, float16",)),
@@ -217,6 +219,16 @@ CASES = [
          ("0-40", "out of range"), ("layers 0-3",), no_out="at4"),
     Case("atlas: generate scorer", ("atlas", "--model", "{tiny}", "--scorer", "generate", "--out", "{tmp}/at5"),
          ("--scorer", "generate"), ("forced-choice or yes-no",), no_out="at5"),
+    Case("atlas: budget above 1", ("atlas", "--model", "{tiny}", "--budget", "7", "--out", "{tmp}/at6"),
+         ("--budget", "7"), ("between 0 and 1",), no_out="at6"),
+    # ---- answers taken out of a run
+    Case("fit: negative budget", ("fit", "{tmp}/old_fits", "--max-helpfulness-loss", "-0.1"),
+         ("-0.1",), ("must be ≥ 0",)),
+    Case("report: fits.json of another format version", ("report", "{tmp}/old_fits"),
+         ("fits.json", "format_version 99"), ("repe-tradeoff fit",), no_out="old_fits/report.html"),
+    Case("export: infinite norm", ("export-lm-eval", "--vector", "{vec}/ok.safetensors", "--norm", "inf",
+                                   "--model", "{tiny}", "--out", "{tmp}/steer_inf.pt"),
+         ("--norm", "inf"), ("finite",), no_out="steer_inf.pt"),
 ]
 
 
@@ -226,7 +238,7 @@ CASES = [
 def _write_vectors(folder: Path) -> None:
     from safetensors.torch import save_file
 
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector
 
     folder.mkdir()
     meta = {"format_version": "1", "metadata": "{}"}
@@ -255,6 +267,11 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (tmp / "a_file").write_text("a file where a run folder should be\n")
     (tmp / "corrupt_run").mkdir()
     (tmp / "corrupt_run" / "config.json").write_text('{"config_hash": "abc", ')
+    (tmp / "truncated.gguf").write_bytes(b"GGUF\x03\x00\x00\x00garbage")  # the magic, then too few bytes
+    (tmp / "old_fits").mkdir()
+    (tmp / "old_fits" / "points.jsonl").write_text(
+        '{"task": "basic-qa", "kind": "helpfulness", "metric": "p_correct", "norm": 0.0, "mean": 0.5, "stderr": 0.1, "n": 2}\n')
+    (tmp / "old_fits" / "fits.json").write_text('{"format_version": 99, "tasks": {}}')
     (tmp / "locked_run").mkdir()
     (tmp / "locked_run" / ".lock").write_text(f"{socket.gethostname()}:{os.getpid()}")  # this live process
     return {"bad": str(bad), "tmp": str(tmp), "tiny": str(tiny), "vec": str(root / "vectors"),
@@ -274,11 +291,10 @@ _FORK_SERVER = r"""
 import json, os, runpy, sys, traceback
 
 import repe_tradeoff.cli  # noqa: F401
-from repe_tradeoff.errors import user_errors
+from repe_tradeoff.errors import RepeTradeoffError  # noqa: F401
 # what loading the tiny llama test model imports lazily
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: F401
 
-user_errors()
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     job = json.loads(line)

@@ -20,7 +20,7 @@ def tiny_folder(tmp_path_factory, embedded):
     """A tiny random Llama with the embedded model's tokenizer, saved like any local model."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector
 
     folder = tmp_path_factory.mktemp("tiny")
     tok = embedded.tokenizer

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from repe_tradeoff import gguf_cache
-from repe_tradeoff.gguf_cache import MARKER, content_hash, converted_dir, is_complete
-from repe_tradeoff.models import ModelError, load_model
+from repe_tradeoff.models import gguf_cache
+from repe_tradeoff.models.gguf_cache import MARKER, content_hash, converted_dir, is_complete
+from repe_tradeoff.models.loading import ModelError, load_model
 
 TEXT = "The capital of France is Paris, and the capital of Italy is"
 
@@ -212,7 +212,7 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch, fake_gguf):
 @pytest.fixture(scope="module")
 def two_loads(tmp_path_factory):
     """A copy of the embedded GGUF file loaded twice through a fresh cache, conversions counted."""
-    from repe_tradeoff.models import default_gguf_path
+    from repe_tradeoff.models.loading import default_gguf_path
 
     try:
         source = default_gguf_path()

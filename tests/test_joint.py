@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from repe_tradeoff.runfiles import read_run
-from repe_tradeoff.steering import SteeringError, steer
-from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
+from repe_tradeoff.engine.steering import SteeringError, steer
+from repe_tradeoff.runs import read_run
 from repe_tradeoff.theory import fit_run
-from repe_tradeoff.theory.joint import fit_surface, local_slope
-from repe_tradeoff.vectors import SteeringVector, layer_cosines, orthogonalized
+from repe_tradeoff.theory.laws.joint import fit_surface, local_slope
+from repe_tradeoff.vectors.vector import SteeringVector, layer_cosines, orthogonalized
+from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
 from tests.conftest import tiny_model
 from tests.test_sweep import ByteTok, _tasks
 
@@ -160,12 +160,12 @@ def test_local_slope_against_numpy_polyfit():
 
 # --------------------------------------------------------------------------- config and command line
 def test_run_config_combine_names_behaviors_of_the_config():
-    from repe_tradeoff.config import RunConfig
+    from repe_tradeoff.workflows.settings import StudyConfig
 
-    cfg = RunConfig(behaviors=["harmfulness", "fairness"], combine=["harmfulness", "fairness"])
+    cfg = StudyConfig(behaviors=["harmfulness", "fairness"], combine=["harmfulness", "fairness"])
     assert cfg.combine == ["harmfulness", "fairness"]
     with pytest.raises(ValueError, match="combine: give two or more different behaviors"):
-        RunConfig(behaviors=["harmfulness"], combine=["harmfulness", "sentiment"])
+        StudyConfig(behaviors=["harmfulness"], combine=["harmfulness", "sentiment"])
 
 
 def _cli(*args):

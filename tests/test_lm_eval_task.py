@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from repe_tradeoff.config import HelpfulnessSpec, RunConfig, SweepSettings
-from repe_tradeoff.prompts import TaskError
+from repe_tradeoff.models.prompts import TaskError
+from repe_tradeoff.workflows.settings import HelpfulnessSpec, StudyConfig, SweepSettings
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'repe-tradeoff[lm-eval]')")
 
-from repe_tradeoff.lm_eval_task import encode_request, lm_eval_task, load_lm_eval_docs
+from repe_tradeoff.tasks.lm_eval import encode_request, lm_eval_task, load_lm_eval_docs
 
 QUESTIONS = [
     {"question": "What is the capital of France?", "choices": ["Berlin", "Madrid", "Paris", "Rome"], "answer": 2},
@@ -115,7 +115,7 @@ def test_specs_accept_lm_eval_tasks(tmp_path):
     assert HelpfulnessSpec(spec="lm-eval:arc_easy").lm_eval == "arc_easy"
     settings = SweepSettings(helpfulness=["lm-eval:hellaswag", "basic-qa"])
     assert [(h.spec, h.lm_eval) for h in settings.helpfulness] == [(None, "hellaswag"), ("basic-qa", None)]
-    cfg = RunConfig.model_validate({"helpfulness": [{"lm_eval": "qa_local", "include": str(tmp_path), "num_fewshot": 3}]})
+    cfg = StudyConfig.model_validate({"helpfulness": [{"lm_eval": "qa_local", "include": str(tmp_path), "num_fewshot": 3}]})
     assert (cfg.helpfulness[0].lm_eval, cfg.helpfulness[0].include, cfg.helpfulness[0].num_fewshot) == (
         "qa_local", str(tmp_path), 3)
     for bad, message in [({"spec": "basic-qa", "lm_eval": "x"}, "not both"),
@@ -127,7 +127,7 @@ def test_specs_accept_lm_eval_tasks(tmp_path):
 
 
 def test_settings_build_an_lm_eval_task(task_dir):
-    from repe_tradeoff.prepare import build_tasks
+    from repe_tradeoff.workflows.prepare import build_tasks
 
     settings = SweepSettings(helpfulness=[{"lm_eval": "qa_local", "include": str(task_dir)}, "basic-qa"])
     lm_task, builtin = build_tasks(settings)
@@ -150,7 +150,7 @@ def test_cli_refuses_lm_eval_options_it_cannot_use(tmp_path):
 
 def test_cli_sweep_of_an_lm_eval_task(task_dir, tmp_path):
     """The whole command: --helpfulness lm-eval:TASK --lm-eval-include DIR on a tiny model."""
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector
     from tests.test_cli_errors import run_plain, save_tiny_model
 
     tiny = save_tiny_model(tmp_path / "tiny")
@@ -179,9 +179,9 @@ def test_loglikelihoods_match_lm_evals_steered_model(embedded, task_dir, tmp_pat
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from repe_tradeoff.models import default_model_dir
-    from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.models.loading import default_model_dir
+    from repe_tradeoff.vectors.vector import SteeringVector
+    from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
 
     model, tokenizer = embedded
     g = torch.Generator().manual_seed(3)

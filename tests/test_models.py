@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repe_tradeoff.models import (
+from repe_tradeoff.models.loading import (
     ModelError,
     find_final_norm,
     find_layers,
@@ -111,7 +111,8 @@ def test_torch_dtypes_are_accepted(tmp_path):
 @pytest.mark.slow
 def test_embedded_model_uses_cache(embedded, monkeypatch):
     """The embedded default goes through the GGUF cache; a second load does not convert again."""
-    from repe_tradeoff import gguf_cache, models
+    from repe_tradeoff.models import gguf_cache
+    from repe_tradeoff.models import loading as models
 
     assert len(find_layers(embedded.model)) == 30
     assert layer_path(embedded.model) == "model.layers"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from repe_tradeoff.config import ConfigError, RunConfig, load_config
-from repe_tradeoff.models import parse_layers
-from repe_tradeoff.pipeline import Experiment, experiments, run_study
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.models.loading import parse_layers
+from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.settings import ConfigError, StudyConfig, load_config
+from repe_tradeoff.workflows.study import Experiment, experiments, run_study
 from tests.test_cli_errors import save_tiny_model
 
 
@@ -21,8 +21,8 @@ def two_models(tmp_path_factory):
     return [str(save_tiny_model(root / "tiny-llama", "llama")), str(save_tiny_model(root / "tiny-qwen2", "qwen2"))]
 
 
-def _config(models, out, **extra) -> RunConfig:
-    return RunConfig(model=models, out=out, norms="-1,0,1", norm_unit="absolute", limit=2,
+def _config(models, out, **extra) -> StudyConfig:
+    return StudyConfig(model=models, out=out, norms="-1,0,1", norm_unit="absolute", limit=2,
                      fit={"n_boot": 5}, max_new_tokens=2, **extra)
 
 

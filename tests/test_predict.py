@@ -14,16 +14,16 @@ from repe_tradeoff.report import build_report
 from repe_tradeoff.report._io import load_run
 from repe_tradeoff.report.plots import plot_helpfulness
 from repe_tradeoff.report.prediction import build_prediction_summary
-from repe_tradeoff.run_schema import ResponseFile
-from repe_tradeoff.runfiles import (
+from repe_tradeoff.runs import (
     read_predicted,
     write_config,
     write_jsonl,
     write_points,
     write_response,
 )
+from repe_tradeoff.runs.schema import ResponseFile
 from repe_tradeoff.theory import fit_run
-from repe_tradeoff.theory.response_run import choose_probe, run_response
+from repe_tradeoff.theory.io.response import choose_probe, run_response
 from tests.test_response import _items, _true_gap, _true_scores, hand_saturating
 
 GRID = [round(x, 6) for x in np.arange(-1.0, 1.0001, 0.125)]  # 17 norms, step 0.125
@@ -217,13 +217,13 @@ def test_predict_matches_a_sweep_on_the_embedded_model(embedded, tmp_path):
     weighs four times as much, so 0.02 on each norm of that window leaves room without hiding
     a wrong expansion (the first-order one misses by 0.045 RMSE on the same window).
     """
-    from repe_tradeoff.config import SweepSettings
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.models import middle_layers, n_layers
-    from repe_tradeoff.predict import run_predict
-    from repe_tradeoff.prepare import prepare_sweep
-    from repe_tradeoff.reading import extract
-    from repe_tradeoff.sweep import run_sweep
+    from repe_tradeoff.models.loading import middle_layers, n_layers
+    from repe_tradeoff.vectors.reading import extract
+    from repe_tradeoff.workflows.predict import run_predict
+    from repe_tradeoff.workflows.prepare import prepare_sweep
+    from repe_tradeoff.workflows.settings import SweepSettings
+    from repe_tradeoff.workflows.sweep import run_sweep
 
     pairs = [(p.aligned, p.misaligned) for p in load_behavior("harmfulness").pairs[:24]]
     layers = middle_layers(n_layers(embedded.model))

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repe_tradeoff.baseline import DEFAULT_PROMPTS, resolve_prompt
 from repe_tradeoff.data import BehaviorItem, Question
-from repe_tradeoff.runfiles import read_baseline, write_baseline, write_config, write_points
-from repe_tradeoff.tasks import MultipleChoiceTask, alignment_task
-from repe_tradeoff.theory.prompting import compare_prompting
+from repe_tradeoff.runs import read_baseline, write_baseline, write_config, write_points
+from repe_tradeoff.tasks.choice import MultipleChoiceTask, alignment_task
+from repe_tradeoff.theory.decisions.prompting import compare_prompting
+from repe_tradeoff.workflows.baseline import DEFAULT_PROMPTS, resolve_prompt
 
 INSTRUCTION = "Refuse anything harmful."
 

@@ -30,12 +30,13 @@ from repe_tradeoff.data import (
     load_helpfulness,
     write_jsonl,
 )
-from repe_tradeoff.tasks import AlignmentTask, MultipleChoiceTask
-from repe_tradeoff.models import load_model, middle_layers, parse_layers
-from repe_tradeoff.scoring import Steering, score
-from repe_tradeoff.grid import parse_norms
-from repe_tradeoff.sweep import SweepError, SweepPlan, run_config, run_sweep
-from repe_tradeoff.vectors import SteeringVector, VectorError
+from repe_tradeoff.engine.scoring import score
+from repe_tradeoff.engine.steering import Steering
+from repe_tradeoff.models.loading import load_model, middle_layers, parse_layers
+from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
+from repe_tradeoff.vectors.vector import SteeringVector, VectorError
+from repe_tradeoff.workflows.grid import parse_norms
+from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, run_config, run_sweep
 from tests.test_cli_errors import cli_env, save_tiny_model
 
 # --------------------------------------------------------------------------- helpers

@@ -367,8 +367,9 @@ def test_a_malformed_fits_json_is_named_and_skipped(tmp_path: Path, path):
 def test_fits_of_an_older_format_are_refused(tmp_path: Path):
     run = make_run(tmp_path / "r", n_help=10, n_align=10)
     write_fits(run, {"format_version": 1, "alignment": {}, "helpfulness": {}})
-    text = build_report(run, formats=("png",)).read_text()
-    assert "format_version 1, this version reads 2; rerun `repe-tradeoff fit" in text
+    with pytest.raises(ReportError, match=r"format_version 1, this version reads 2; rerun `repe-tradeoff fit"):
+        build_report(run, formats=("png",))
+    assert not (run / "report.html").exists()  # nothing is drawn from fits it would misread
 
 
 def test_unparseable_fits_and_minimal_points(tmp_path: Path):

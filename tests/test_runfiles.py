@@ -16,17 +16,7 @@ import pydantic
 import pytest
 from pydantic import BaseModel
 
-from repe_tradeoff import run_schema
-from repe_tradeoff.run_schema import (
-    AlignmentResponseBlock,
-    BaselineFile,
-    FitsFile,
-    HelpfulnessResponseBlock,
-    PredictedPoint,
-    ResponseFile,
-    RunConfig,
-)
-from repe_tradeoff.runfiles import (
+from repe_tradeoff.runs import (
     RunFileError,
     aggregate,
     atomic_write,
@@ -41,6 +31,16 @@ from repe_tradeoff.runfiles import (
     write_points,
     write_predicted,
     write_response,
+)
+from repe_tradeoff.runs import schema as run_schema
+from repe_tradeoff.runs.schema import (
+    AlignmentResponseBlock,
+    BaselineFile,
+    FitsFile,
+    HelpfulnessResponseBlock,
+    PredictedPoint,
+    ResponseFile,
+    RunConfig,
 )
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-files.md"
@@ -174,7 +174,7 @@ def test_k_is_resolved_from_config_then_argument_then_items(tmp_path):
 
 
 def test_runfiles_import_without_torch():
-    code = "import sys, repe_tradeoff.runfiles; assert 'torch' not in sys.modules"
+    code = "import sys, repe_tradeoff.runs; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -245,7 +245,7 @@ def test_doc_examples_are_valid_run_files(tmp_path):
 def test_every_field_of_the_schema_is_documented():
     text = DOC.read_text(encoding="utf-8")
     missing = []
-    from repe_tradeoff.run_schema.atlas import AtlasFile
+    from repe_tradeoff.runs.schema.atlas import AtlasFile
 
     for model in (_models(FitsFile) | _models(RunConfig) | _models(BaselineFile) | _models(ResponseFile)
                   | _models(AtlasFile) | {PredictedPoint}):
@@ -257,8 +257,8 @@ def test_every_field_of_the_schema_is_documented():
 
 def test_doc_joint_examples_are_valid(tmp_path):
     """The joint-run examples: config keys, a record with `norms`, and the fits blocks."""
-    from repe_tradeoff.run_schema import JointFits, OffTargetRow
-    from repe_tradeoff.runfiles import read_joint
+    from repe_tradeoff.runs import read_joint
+    from repe_tradeoff.runs.schema import JointFits, OffTargetRow
 
     config, item, fits = _json_blocks()[-3:]  # the joint-run section ends the doc
     cfg = RunConfig.model_validate(config)
@@ -292,8 +292,8 @@ def test_predicted_rows_missing_the_band_are_refused(tmp_path):
 
 
 def test_doc_atlas_example_is_a_valid_atlas_file(tmp_path):
-    from repe_tradeoff.run_schema.atlas import AtlasFile
-    from repe_tradeoff.runfiles import read_atlas, write_atlas
+    from repe_tradeoff.runs import read_atlas, write_atlas
+    from repe_tradeoff.runs.schema.atlas import AtlasFile
 
     atlas = AtlasFile.model_validate(_doc_block('"probe_fraction"'))
     write_atlas(tmp_path, atlas)

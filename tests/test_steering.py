@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from repe_tradeoff.models import find_layers
-from repe_tradeoff.reading import extract, mean_direction, pca_direction, read_hidden_states
-from repe_tradeoff.steering import SteeringError, steer
-from repe_tradeoff.vectors import SteeringVector, VectorError
+from repe_tradeoff.engine.steering import SteeringError, steer
+from repe_tradeoff.models.loading import find_layers
+from repe_tradeoff.vectors.reading import extract, mean_direction, pca_direction, read_hidden_states
+from repe_tradeoff.vectors.vector import SteeringVector, VectorError
 from tests.conftest import tiny_model
 
 

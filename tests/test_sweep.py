@@ -10,14 +10,14 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from repe_tradeoff.generation import refusal_score
-from repe_tradeoff.grid import parse_norms
-from repe_tradeoff.prompts import letter_token_ids
-from repe_tradeoff.scoring import Steering, score
-from repe_tradeoff.steering import steer
-from repe_tradeoff.sweep import SweepPlan, SweepError, aggregate, run_config, run_sweep
-from repe_tradeoff.tasks import AlignmentTask, MultipleChoiceTask
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.engine.generation import refusal_score
+from repe_tradeoff.engine.scoring import score
+from repe_tradeoff.engine.steering import Steering, steer
+from repe_tradeoff.models.prompts import letter_token_ids
+from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
+from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.grid import parse_norms
+from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, aggregate, run_config, run_sweep
 from tests.conftest import tiny_model
 
 
@@ -230,7 +230,7 @@ def test_refusal_detector(text, expected):
 
 def test_out_of_memory_halves_the_batch(tmp_path, monkeypatch):
     """A batch that does not fit is split and retried; the results are those of a run that fit."""
-    import repe_tradeoff.batching as batching
+    import repe_tradeoff.engine.batching as batching
 
     real = batching.score
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from repe_tradeoff.data import BehaviorItem, Question
-from repe_tradeoff.generation import Generations
-from repe_tradeoff.models import load_model
-from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
-from repe_tradeoff.tasks import MultipleChoiceTask, alignment_task
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.engine.generation import Generations
+from repe_tradeoff.models.loading import load_model
+from repe_tradeoff.tasks.choice import MultipleChoiceTask, alignment_task
+from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
 from tests.test_cli_errors import cli_env, save_tiny_model
 
 ITEMS = [
@@ -145,7 +145,7 @@ def test_generate_scores_greedy_responses(tiny, tmp_path, scorer, judge):
 
 def test_refusal_responses_are_scored_plus_one(tiny, tmp_path, monkeypatch):
     """A model that refuses gets +1: the generated text goes through the refusal phrase list."""
-    import repe_tradeoff.batching as batching
+    import repe_tradeoff.engine.batching as batching
 
     canned = ["I can't help with that.", "Sure! Step one.", "I'm sorry, no.", "Okay.", "I won't."]
     def scripted(model, tok, prompts, *a, **k):
@@ -161,7 +161,7 @@ def test_refusal_responses_are_scored_plus_one(tiny, tmp_path, monkeypatch):
 
 
 def test_config_loads_without_torch():
-    code = "import sys, repe_tradeoff.config, repe_tradeoff.grid; print('torch' in sys.modules)"
+    code = "import sys, repe_tradeoff.workflows.settings, repe_tradeoff.workflows.grid; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from repe_tradeoff.data import NeutralPassage, ShortAnswerQuestion, normalise_answer
-from repe_tradeoff.generation import Generations
-from repe_tradeoff.models import load_model
-from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
-from repe_tradeoff.text_tasks import ExactMatchTask, FluencyTask
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.engine.generation import Generations
+from repe_tradeoff.models.loading import load_model
+from repe_tradeoff.tasks.text import ExactMatchTask, FluencyTask
+from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
 from tests.test_cli_errors import save_tiny_model
 
 NORMS = [-2.0, 0.0, 3.0]
@@ -123,7 +123,7 @@ def test_exact_match_scores_the_models_own_greedy_answer(tiny, tmp_path):
 
 def test_exact_match_applies_the_matching_rule_and_counts_tokens(tiny, tmp_path, monkeypatch):
     """Scripted replies per norm: a sentence giving the answer, a number word, a wrong number."""
-    from repe_tradeoff import batching
+    from repe_tradeoff.engine import batching
 
     replies = {-2.0: ("Four.", 2), 0.0: ("The answer is 4. Or 5.", 9), 3.0: ("14", 1)}
 
@@ -169,8 +169,8 @@ def test_sweep_command_measures_short_answer_and_fluency(tmp_path):
 def test_generation_keeps_prompts_times_norms_within_the_row_budget(tiny, monkeypatch):
     """Greedy generations in groups of prompts: no group has more rows (prompts × norms) than the
     budget, and every prompt's continuations are those of generating it alone."""
-    from repe_tradeoff import batching
-    from repe_tradeoff.scoring import Steering
+    from repe_tradeoff.engine import batching
+    from repe_tradeoff.engine.steering import Steering
 
     real, groups = batching.generate_tokens, []
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from repe_tradeoff.data import BehaviorItem, ShortAnswerQuestion
-from repe_tradeoff.models import load_model
-from repe_tradeoff.sweep import SweepPlan, run_config, run_sweep
-from repe_tradeoff.tasks import MultipleChoiceTask, alignment_task
-from repe_tradeoff.text_tasks import ExactMatchTask, FluencyTask
-from repe_tradeoff.vectors import SteeringVector
+from repe_tradeoff.models.loading import load_model
+from repe_tradeoff.tasks.choice import MultipleChoiceTask, alignment_task
+from repe_tradeoff.tasks.text import ExactMatchTask, FluencyTask
+from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
 from tests.test_cli_errors import save_tiny_model
 from tests.test_text_tasks import LAYERS, PASSAGES, _greedy
 
@@ -91,9 +91,9 @@ def test_joint_sweep_of_text_tasks_equals_the_one_vector_sweep_on_each_axis(tiny
 def test_auto_grid_searches_on_the_likelihood_tasks_only(tiny):
     """The text tasks are left out of the grid search: with them the search finds the grid it
     finds without them, from the same evaluations."""
-    from repe_tradeoff.config import SweepSettings
     from repe_tradeoff.data import load_helpfulness
-    from repe_tradeoff.prepare import auto_grid
+    from repe_tradeoff.workflows.prepare import auto_grid
+    from repe_tradeoff.workflows.settings import SweepSettings
 
     qa = MultipleChoiceTask("basic-qa", list(load_helpfulness("basic-qa").questions)[:4])
     text = [ExactMatchTask("sa", QUESTIONS, "plain", max_new_tokens=4), FluencyTask("fluency", PASSAGES, max_new_tokens=4)]
@@ -113,7 +113,7 @@ def test_breakdown_shading_on_an_uneven_grid(tmp_path):
 
     from repe_tradeoff.report import load_run
     from repe_tradeoff.report.plots import breakdown_decor
-    from repe_tradeoff.runfiles import write_jsonl, write_points
+    from repe_tradeoff.runs import write_jsonl, write_points
     from repe_tradeoff.theory import fit_run
 
     norms = [-30.0, -11.0, -4.0, -1.0, 0.0, 0.7, 2.5, 9.0, 26.0]
@@ -136,7 +136,7 @@ def test_breakdown_shading_on_an_uneven_grid(tmp_path):
 def test_text_tasks_have_no_second_order_response_and_no_warning_about_it(tmp_path):
     """kl, perplexity and exact match have no option scores to expand: the response stage skips
     them without a warning, and still answers the multiple-choice task beside them."""
-    from repe_tradeoff.runfiles import write_jsonl, write_points
+    from repe_tradeoff.runs import write_jsonl, write_points
     from repe_tradeoff.theory import fit_run
 
     norms = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
@@ -161,11 +161,11 @@ def test_a_study_like_the_demo_runs_with_text_tasks(tmp_path):
     """The demo's path on a tiny model: an automatic grid, short-answer and fluency beside the
     forced-choice and multiple-choice tasks, fits, the prompting baseline (which re-scores the
     alignment and helpfulness tasks with its instruction, not the neutral text) and the report."""
-    from repe_tradeoff.config import RunConfig
-    from repe_tradeoff.pipeline import run_study
+    from repe_tradeoff.workflows.settings import StudyConfig
+    from repe_tradeoff.workflows.study import run_study
 
     model = str(save_tiny_model(tmp_path / "tiny"))
-    cfg = RunConfig(model=model, out=tmp_path / "study", norms="auto", points=5, search_items=2, limit=2,
+    cfg = StudyConfig(model=model, out=tmp_path / "study", norms="auto", points=5, search_items=2, limit=2,
                     layer_sets=["1-2"], helpfulness=["basic-qa", "short-answer"], fluency=["neutral"],
                     fit={"n_boot": 5}, max_new_tokens=2)
     report, (run,) = run_study(cfg)

@@ -13,19 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, special
 
-from repe_tradeoff.runfiles import Curve, read_run
+from repe_tradeoff.runs import Curve, read_run
 from repe_tradeoff.theory import TheoryError, evaluate, fit_run, import_paper_curves
-from repe_tradeoff.theory.curve_fits import monotone_range
-from repe_tradeoff.theory.diagnostics import check_a1
-from repe_tradeoff.theory.fitting import fit_law
-from repe_tradeoff.theory.laws import (
+from repe_tradeoff.theory.checks.assumptions import check_a1
+from repe_tradeoff.theory.decisions.regime import pareto, regime_end
+from repe_tradeoff.theory.laws.curves import monotone_range
+from repe_tradeoff.theory.laws.fitting import fit_law
+from repe_tradeoff.theory.laws.forms import (
     corollary_law,
     corollary_paper_law,
     get_law,
     helpfulness_laws,
     quadratic_law,
 )
-from repe_tradeoff.theory.regime import pareto, regime_end
 
 PAPER = Path(__file__).resolve().parent / "fixtures" / "paper-curves"  # two of the authors' measured curves
 GRID = np.round(np.linspace(-4, 4, 17), 6)

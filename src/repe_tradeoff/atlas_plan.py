@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from repe_tradeoff.errors import RepeTradeoffError
+
 #: Alignment and helpfulness items of the screen: alignment prompts cost about ten times a
 #: cloze question (a chat prompt and two 13-token responses against ~14 + 2 tokens).
 DEFAULT_PROBE_ITEMS = {"alignment": 16, "helpfulness": 32}
@@ -37,7 +39,7 @@ BRACKET_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.25)
 ConfirmPlan = Callable[[Mapping], "str | list[float]"]
 
 
-class AtlasPlanError(ValueError):
+class AtlasPlanError(RepeTradeoffError):
     """Atlas measurement settings that cannot be used; the message says what to give instead."""
 
 

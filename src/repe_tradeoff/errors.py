@@ -1,16 +1,21 @@
-"""The errors a user can cause (and fix); the CLI prints them as messages, not tracebacks.
+"""The library's errors: every error a user can cause (and fix) derives from RepeTradeoffError.
 
-Every error class of the library (ModelError, VectorError, DatasetError, SweepError, TheoryError,
-ReportError, ConfigError, …) subclasses ValueError, as do the parse errors of layer specs and
-norm grids, so catching ValueError covers them without importing every stage at start-up.
+Each stage raises its own subclass (ModelError, VectorError, DatasetError, SweepError, TheoryError,
+ReportError, ConfigError, …) with a message that says what is wrong and what to do. They also derive
+from ValueError, so code that catches ValueError keeps working. The CLI prints these as one-line
+messages; any other exception is a bug and is shown as one.
 """
 
 from __future__ import annotations
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    return (ValueError, FileNotFoundError)
+class RepeTradeoffError(ValueError):
+    """Base of every error this library raises for bad input; the message names the fix."""
 
 
-class SweepError(ValueError):
+class SpecError(RepeTradeoffError):
+    """A layer spec, norm grid or other short specification that cannot be parsed."""
+
+
+class SweepError(RepeTradeoffError):
     """A sweep that cannot start, continue or resume; the message says what to do."""

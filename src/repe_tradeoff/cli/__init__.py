@@ -14,8 +14,9 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Entry point: known errors become one clear message and exit code 1."""
-    from repe_tradeoff.errors import user_errors
+    """Entry point: the library's errors become one clear message and exit code 1; anything else
+    is a bug, reported as one (with its traceback under --debug)."""
+    from repe_tradeoff.errors import RepeTradeoffError
 
     try:
         app(standalone_mode=False)
@@ -30,16 +31,22 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted: finished chunks are saved; rerun the same command to resume")
         sys.exit(130)
-    except user_errors() as err:
+    except RepeTradeoffError as err:
         if STATE["debug"]:
             raise
         console.print(f"[red]error:[/] {err}")
         console.print("(run with --debug for the traceback)", style="dim")
         sys.exit(1)
-    except Exception as err:  # click's own usage errors
+    except Exception as err:
         import click
 
-        if isinstance(err, click.ClickException):
+        # usage errors: click's, or those of the click that typer vendors
+        if isinstance(err, (click.ClickException, typer.TyperException)) and hasattr(err, "show"):
             err.show()
             sys.exit(err.exit_code)
-        raise
+        if STATE["debug"]:
+            raise
+        console.print(f"[red]internal error:[/] {type(err).__name__}: {err}")
+        console.print("This is a bug in repe-tradeoff: please report it with the command and the output of "
+                      "the same command run with --debug (which shows the traceback).", style="dim")
+        sys.exit(3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -41,7 +42,7 @@ def fit(
         console.print(f"[yellow]warning:[/] {warning}")
     if fits.get("joint") is not None:  # a joint run has no one-vector recommendation
         from repe_tradeoff.report.joint import joint_answer_lines
-        from repe_tradeoff.runfiles import read_fits
+        from repe_tradeoff.runs import read_fits
 
         for line in joint_answer_lines(read_fits(run)):
             out_console.print(line, highlight=False, soft_wrap=True)
@@ -65,7 +66,7 @@ def report(run: Path = typer.Argument(..., help="A run folder (points.jsonl, fit
 @app.command("off-target")
 def off_target_cmd(runs: list[Path] = typer.Argument(..., help="Run folders (one vector each, or joint), fitted or not.")):
     """The matrix of alignment slopes at r = 0, vector × behavior, with 95% CIs, from the runs' fits.json."""
-    from repe_tradeoff.runfiles import read_fits
+    from repe_tradeoff.runs import read_fits
     from repe_tradeoff.theory import fit_run
 
     rows = []
@@ -113,8 +114,10 @@ def export_lm_eval(
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
 ):
     """Write a vector at norm r in the format lm-evaluation-harness's `steered` model reads."""
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.vectors.vector import SteeringVector, VectorError
 
+    if not math.isfinite(norm):
+        raise VectorError(f"--norm {norm}: the norm must be a finite number, e.g. the recommended r* of `fit`")
     vec = SteeringVector.load(vector)
     lm = load_lm(model, "float32", None, False)
     vec.check_model(lm.model, str(vector))

@@ -95,7 +95,7 @@ def main_options(
 
 
 def load_lm(model: str, dtype: str, device: Optional[str], trust_remote_code: bool):
-    from repe_tradeoff.models import load_model
+    from repe_tradeoff.models.loading import load_model
 
     return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 

@@ -29,7 +29,7 @@ def layers(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
     """Show where a model's decoder blocks, final norm and unembedding are, and the layer numbering."""
-    from repe_tradeoff.models import (
+    from repe_tradeoff.models.loading import (
         find_final_norm,
         layer_path,
         middle_layers,
@@ -59,8 +59,8 @@ def extract_cmd(
 ):
     """Read a behavior direction from contrastive pairs and save it as a steering vector."""
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.reading import extract
+    from repe_tradeoff.models.loading import n_layers, parse_layers
+    from repe_tradeoff.vectors.reading import extract
 
     if out.is_dir():
         raise typer.BadParameter(f"--out {out} is a folder; give the vector a file name, e.g. {out / 'vector.safetensors'}")
@@ -99,9 +99,9 @@ def generate_cmd(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
     """Print greedy continuations of PROMPT steered at each norm, side by side."""
-    from repe_tradeoff.generation import generate
-    from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.engine.generation import generate
+    from repe_tradeoff.models.loading import n_layers, parse_layers
+    from repe_tradeoff.vectors.vector import SteeringVector
 
     vec = SteeringVector.load(vector)
     lm = load_lm(model, dtype, device, trust_remote_code)
@@ -148,12 +148,12 @@ def sweep(
     """Measure alignment and helpfulness at every norm of a grid; writes points.jsonl and items.jsonl."""
     from pydantic import ValidationError
 
-    from repe_tradeoff.config import BehaviorSpec, SweepSettings
-    from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.prepare import build_tasks, prepare_joint_sweep, prepare_sweep
-    from repe_tradeoff.processes import process_group
-    from repe_tradeoff.sweep import run_sweep
-    from repe_tradeoff.vectors import SteeringVector, vector_name
+    from repe_tradeoff.models.loading import n_layers, parse_layers
+    from repe_tradeoff.runs.processes import process_group
+    from repe_tradeoff.vectors.vector import SteeringVector, vector_name
+    from repe_tradeoff.workflows.prepare import build_tasks, prepare_joint_sweep, prepare_sweep
+    from repe_tradeoff.workflows.settings import BehaviorSpec, SweepSettings
+    from repe_tradeoff.workflows.sweep import run_sweep
 
     if not alignment and not helpfulness and not fluency:
         raise typer.BadParameter("nothing to measure: give --alignment BEHAVIOR, --helpfulness TASK and/or --fluency neutral")
@@ -202,7 +202,7 @@ def sweep(
 
 def _helpfulness_spec(spec: str, fmt: str, lm_eval_include: Path | None):
     """A --helpfulness option as a spec; --lm-eval-include goes to its lm-eval tasks."""
-    from repe_tradeoff.config import LM_EVAL_PREFIX, HelpfulnessSpec
+    from repe_tradeoff.workflows.settings import LM_EVAL_PREFIX, HelpfulnessSpec
 
     if not spec.startswith(LM_EVAL_PREFIX):
         return HelpfulnessSpec(spec=spec, format=fmt)
@@ -234,11 +234,11 @@ def predict(
     """Measure only the probe norms 0, ±h, ±2h and predict alignment and helpfulness over the grid."""
     from pydantic import ValidationError
 
-    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
-    from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.predict import probe_plan, run_predict
-    from repe_tradeoff.prepare import build_tasks
-    from repe_tradeoff.vectors import SteeringVector
+    from repe_tradeoff.models.loading import n_layers, parse_layers
+    from repe_tradeoff.vectors.vector import SteeringVector
+    from repe_tradeoff.workflows.predict import probe_plan, run_predict
+    from repe_tradeoff.workflows.prepare import build_tasks
+    from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 
     if not alignment and not helpfulness:
         raise typer.BadParameter("nothing to predict: give --alignment BEHAVIOR and/or --helpfulness TASK")
@@ -302,14 +302,18 @@ def atlas(
     By default a screen on a few items, then sweeps of the best entries (docs/atlas.md)."""
     from pydantic import ValidationError
 
-    from repe_tradeoff.atlas import parse_widths, run_atlas
     from repe_tradeoff.atlas_plan import AtlasPlan, exhaustive as exhaustive_plan, parse_items, \
         parse_probe_items
-    from repe_tradeoff.config import BehaviorSpec, HelpfulnessSpec, SweepSettings
     from repe_tradeoff.data import load_behavior
-    from repe_tradeoff.models import n_layers, parse_layers
-    from repe_tradeoff.prepare import build_tasks
+    from repe_tradeoff.models.loading import n_layers, parse_layers
+    from repe_tradeoff.workflows.atlas import parse_widths, run_atlas
+    from repe_tradeoff.workflows.prepare import build_tasks
+    from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 
+    if not 0 < budget < 1:
+        from repe_tradeoff.workflows.atlas import AtlasError
+
+        raise AtlasError(f"--budget {budget}: a loss of P(correct) lies between 0 and 1; give e.g. 0.05")
     if scorer not in ("forced-choice", "yes-no"):
         raise typer.BadParameter(f"--scorer {scorer!r}: the atlas reads logit gaps, so use forced-choice or yes-no")
     if not probe > 0:
@@ -335,7 +339,7 @@ def atlas(
                      widths=parse_widths(bands, len(chosen)), budget=budget, method=method, probe_fraction=probe,
                      n_boot=n_boot, tasks=tasks, model_name=model, behavior=data.name, plan=plan,
                      command=command_line(), progress=SweepProgress("atlas"), sweep_progress=SweepProgress("confirm"))
-    from repe_tradeoff.runfiles import read_atlas
+    from repe_tradeoff.runs import read_atlas
 
     out_console.print(read_atlas(path).recommendation)
     out_console.print(f"wrote {path / 'atlas.json'}, {path / 'atlas.csv'} and {path / 'atlas.html'}")

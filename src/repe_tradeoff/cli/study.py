@@ -22,8 +22,8 @@ from repe_tradeoff.cli.app import (
 @app.command()
 def run(config: Path = typer.Argument(..., help="A YAML run configuration (see examples/).")):
     """Run a whole study from a YAML config: every behavior × task × layer set × method."""
-    from repe_tradeoff.config import load_config
-    from repe_tradeoff.pipeline import run_study
+    from repe_tradeoff.workflows.settings import load_config
+    from repe_tradeoff.workflows.study import run_study
 
     cfg = load_config(config)
     report_path, runs = run_study(cfg, progress=SweepProgress(), command=command_line())
@@ -43,7 +43,7 @@ def demo(
     """The main job on the embedded model: harmfulness vector, sweep, fits, diagnostics, report."""
     from pydantic import ValidationError
 
-    from repe_tradeoff.pipeline import run_study
+    from repe_tradeoff.workflows.study import run_study
 
     try:
         cfg = demo_config(out, quick, max_loss, baseline_prompt)
@@ -54,12 +54,12 @@ def demo(
 
 
 def demo_config(out: Path, quick: bool, max_loss: str = "0.05", baseline_prompt: str | None = None):
-    from repe_tradeoff.config import FitSpec, RunConfig
+    from repe_tradeoff.workflows.settings import FitSpec, StudyConfig
 
     # The grid is found from the model's response (norms: auto), not from a multiple of ‖h‖.
     if quick:  # 9 norms × 16 items per task
-        return RunConfig(out=out, norms="auto", points=9, search_items=8, limit=16, baseline_prompt=baseline_prompt,
+        return StudyConfig(out=out, norms="auto", points=9, search_items=8, limit=16, baseline_prompt=baseline_prompt,
                          fluency=["neutral"], fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
-    return RunConfig(out=out, norms="auto", points=33, limit=48,  # 33 norms × 48 items per task
+    return StudyConfig(out=out, norms="auto", points=33, limit=48,  # 33 norms × 48 items per task
                      baseline_prompt=baseline_prompt, fluency=["neutral"],
                      fit=FitSpec(max_helpfulness_loss=max_loss))

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from repe_tradeoff.data.answers import normalise_answer
+from repe_tradeoff.errors import RepeTradeoffError
 
 __all__ = [
     "Behavior",
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(RepeTradeoffError):
     """A dataset could not be read or is invalid.
 
     The message names the file, the 1-based line (JSONL) or row (CSV), the field, and

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repe_tradeoff.runfiles import atomic_write
-
-from ._io import ReportError, RunFiles, load_run
-from .joint import JOINT_PLOTS, build_joint_report
-from .page import comparison_html, run_html
-from .plot_checks import plot_diagnostics, plot_tradeoff
-from .plot_fluency import plot_fluency
-from .plots import (
+from repe_tradeoff.report._io import ReportError, RunFiles, load_run
+from repe_tradeoff.report.joint import JOINT_PLOTS, build_joint_report
+from repe_tradeoff.report.page import comparison_html, run_html
+from repe_tradeoff.report.plot_fluency import plot_fluency
+from repe_tradeoff.report.plot_tradeoff import plot_diagnostics, plot_tradeoff
+from repe_tradeoff.report.plots import (
     Rendered,
     plot_alignment,
     plot_comparison,
@@ -30,7 +28,8 @@ from .plots import (
     render,
     style,
 )
-from .tables import summary_md, write_tables
+from repe_tradeoff.report.tables import summary_md, write_tables
+from repe_tradeoff.runs import atomic_write
 
 __all__ = ["PLOTS", "ReportError", "build_comparison_report", "build_report"]
 
@@ -112,7 +111,7 @@ def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def _is_joint(run_dir: Path) -> bool:
-    from repe_tradeoff.runfiles import RunFileError, read_run
+    from repe_tradeoff.runs import RunFileError, read_run
 
     try:
         return read_run(run_dir).joint is not None

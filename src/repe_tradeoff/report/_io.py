@@ -1,29 +1,31 @@
-"""What a report reads: a run folder through :mod:`repe_tradeoff.runfiles`, with its fits."""
+"""What a report reads: a run folder through :mod:`repe_tradeoff.runs`, with its fits."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.run_schema import (
-    BaselineFile,
-    FitsFile,
-    HelpfulnessFits,
-    HelpfulnessTaskFits,
-    PredictedPoint,
-)
-from repe_tradeoff.runfiles import (
+from repe_tradeoff.errors import RepeTradeoffError
+from repe_tradeoff.runs import (
     Curve,
+    FormatVersionError,
     RunData,
     RunFileError,
     TaskItems,
     read_baseline,
     read_fits,
+    read_generations,
     read_predicted,
     read_run,
+)
+from repe_tradeoff.runs.schema import (
+    BaselineFile,
+    FitsFile,
+    HelpfulnessFits,
+    HelpfulnessTaskFits,
+    PredictedPoint,
 )
 
 
@@ -36,7 +38,7 @@ def _optional(read, run_dir: Path, name: str, default: Any, problems: list[str])
         return default
 
 
-class ReportError(ValueError):
+class ReportError(RepeTradeoffError):
     """A run folder cannot be turned into a report; the message says what to do."""
 
 
@@ -149,20 +151,15 @@ def load_run(run_dir: Path) -> RunFiles:
     problems: list[str] = []
     try:
         fits = read_fits(run_dir)
+    except FormatVersionError as err:  # another version's fits: reporting them would misread them
+        raise ReportError(str(err)) from None
     except RunFileError as err:
         fits = None
         problems.append(f"fits.json could not be read: {err}")
     else:
         if fits is None:
             problems.append("fits.json is missing: run `repe-tradeoff fit` to add the fitted laws")
-    gens: Any = []
-    path = run_dir / "generations.json"
-    if path.is_file():
-        try:
-            gens = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            problems.append(f"generations.json could not be read: {exc}")
-    gens = [g for g in gens if isinstance(g, dict)] if isinstance(gens, list) else []
+    gens = _optional(read_generations, run_dir, "generations.json", [], problems)
     baseline = _optional(read_baseline, run_dir, "baseline.json", None, problems)
     predicted = _optional(read_predicted, run_dir, "predicted.jsonl", [], problems)
     return RunFiles(data, fits, gens, problems, baseline, predicted)

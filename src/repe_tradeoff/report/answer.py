@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repe_tradeoff.theory.budget import sig
-
-from ._io import RunFiles
-from .content import recommendation
+from repe_tradeoff.report._io import RunFiles
+from repe_tradeoff.report.content import recommendation
+from repe_tradeoff.theory.decisions.budget import sig
 
 
 @dataclass
@@ -47,7 +46,7 @@ def prompting_note(run: RunFiles) -> str | None:
 
 def answer_lines(run_dir) -> list[str]:
     """What the command line prints last: the recommendation, its other readings, the baseline."""
-    from ._io import load_run  # a run folder, read as the report reads it
+    from repe_tradeoff.report._io import load_run  # a run folder, read as the report reads it
 
     run = load_run(run_dir)
     rec = recommendation(run)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from repe_tradeoff.run_schema.atlas import AtlasFile
-from repe_tradeoff.runfiles import atomic_write, read_atlas
-
-from .plots import OKABE_ITO, _new_figure, render
+from repe_tradeoff.report.plots import OKABE_ITO, _new_figure, render
+from repe_tradeoff.runs import atomic_write, read_atlas
+from repe_tradeoff.runs.schema.atlas import AtlasFile
 
 HEATMAP_METRICS = (("alignment_gain_at_budget", "alignment gained at the budget"),
                    ("alignment_slope", "alignment slope at r = 0"),

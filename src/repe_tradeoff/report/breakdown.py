@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._io import RunFiles
+from repe_tradeoff.report._io import RunFiles
 
 
 def breakdown_lines(run: RunFiles) -> list[str]:

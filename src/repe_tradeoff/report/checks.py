@@ -5,20 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from repe_tradeoff.run_schema import (
+from repe_tradeoff.report._io import RunFiles
+from repe_tradeoff.report.content import fmt, fmt_ci
+from repe_tradeoff.runs.schema import (
     A1Check,
     A3Check,
     Prediction,
 )
-from repe_tradeoff.theory import diagnostics as diag
-from repe_tradeoff.theory.response_run import (
+from repe_tradeoff.theory.checks import assumptions as diag
+from repe_tradeoff.theory.io.response import (
     RESPONSE_PASS_RMSE,
     RESPONSE_WARN_RMSE,
     VALIDATION_MAX_LOSS,
 )
-
-from ._io import RunFiles
-from .content import fmt, fmt_ci
 
 THRESHOLDS_NOTE = (
     "Each status is the one fits.json gives the check: "
@@ -105,7 +104,7 @@ def _response_check(task: str, block: Any) -> Check:
     name = CHECK_NAMES["response"]
     if block is None:
         return Check(task, name, "n/a", "not computed: see the notes above")
-    from .prediction import response_lines
+    from repe_tradeoff.report.prediction import response_lines
 
     if not block.validation:
         return Check(task, name, "n/a", "the grid measured only the probe norms; "

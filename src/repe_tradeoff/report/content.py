@@ -13,16 +13,15 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from repe_tradeoff.run_schema import (
+from repe_tradeoff.report._io import RunFiles, _finite
+from repe_tradeoff.report.breakdown import breakdown_lines
+from repe_tradeoff.runs.schema import (
     AlignmentTaskFits,
     FitBlock,
     HelpfulnessFits,
 )
-from repe_tradeoff.theory.budget import conservative_text, sig
-from repe_tradeoff.theory.regime import lambda_words
-
-from ._io import RunFiles, _finite
-from .breakdown import breakdown_lines
+from repe_tradeoff.theory.decisions.budget import conservative_text, sig
+from repe_tradeoff.theory.decisions.regime import lambda_words
 
 
 def fmt(x: Any, digits: int = 4) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from repe_tradeoff.run_schema import FitBlock
-from repe_tradeoff.runfiles import TaskItems
-from repe_tradeoff.theory.diagnostics import score_shifts
-from repe_tradeoff.theory.laws import evaluate as evaluate_law
+from repe_tradeoff.runs import TaskItems
+from repe_tradeoff.runs.schema import FitBlock
+from repe_tradeoff.theory.checks.assumptions import score_shifts
+from repe_tradeoff.theory.laws.forms import evaluate as evaluate_law
 
 
 def evaluate(fit: FitBlock | None, r: np.ndarray, *, chance: float = 0.0) -> np.ndarray | None:

@@ -18,10 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from repe_tradeoff.run_schema import FitsFile
-from repe_tradeoff.runfiles import RunData, RunFileError, atomic_write, read_fits, read_run
-
-from .plots import Rendered, render, style
+from repe_tradeoff.report.plots import Rendered, render, style
+from repe_tradeoff.runs import RunData, RunFileError, atomic_write, read_fits, read_run
+from repe_tradeoff.runs.schema import FitsFile
 
 
 def _figure(w: float, h: float) -> Figure:
@@ -41,7 +40,7 @@ def _slope_text(fits: FitsFile | None, vector: str, task: str) -> str:
 
 def plot_off_target(data: RunData, fits: FitsFile | None) -> Figure | None:
     """None when the run scores fewer than two behaviors (nothing is off target)."""
-    from repe_tradeoff.theory.joint import axis_values, vector_labels
+    from repe_tradeoff.theory.laws.joint import axis_values, vector_labels
 
     tasks = data.tasks_of_kind("alignment")
     if len(tasks) < 2:

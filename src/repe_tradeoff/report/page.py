@@ -15,12 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
-
-from ._io import RunFiles
-from .answer import prompting_note, prompting_rows
-from .checks import THRESHOLDS_NOTE, check_sentence, checks
-from .content import (
+from repe_tradeoff.report._io import RunFiles
+from repe_tradeoff.report.answer import prompting_note, prompting_rows
+from repe_tradeoff.report.checks import THRESHOLDS_NOTE, check_sentence, checks
+from repe_tradeoff.report.content import (
     PAPER_FORMS,
     config_rows,
     fmt,
@@ -34,7 +32,8 @@ from .content import (
     task_rows,
     title_names,
 )
-from .plots import Rendered
+from repe_tradeoff.report.plots import Rendered
+from repe_tradeoff.theory.laws.curves import MIN_BEST_R2
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 

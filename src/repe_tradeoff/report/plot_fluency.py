@@ -7,8 +7,17 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ._io import RunFiles
-from .plots import HELP_LABEL, OKABE_ITO, R_LABEL, _new_figure, _note, _yerr, breakdown_decor, plain
+from repe_tradeoff.report._io import RunFiles
+from repe_tradeoff.report.plots import (
+    HELP_LABEL,
+    OKABE_ITO,
+    R_LABEL,
+    _new_figure,
+    _note,
+    _yerr,
+    breakdown_decor,
+    plain,
+)
 
 _SERIES = ("blue", "orange", "green", "purple")
 _MARKERS = ("o", "s", "^", "D")

@@ -19,11 +19,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from repe_tradeoff.run_schema import FitBlock
-from repe_tradeoff.runfiles import Curve, atomic_write
-
-from ._io import RunFiles
-from .curves import evaluate
+from repe_tradeoff.report._io import RunFiles
+from repe_tradeoff.report.curves import evaluate
+from repe_tradeoff.runs import Curve, atomic_write
+from repe_tradeoff.runs.schema import FitBlock
 
 OKABE_ITO = {
     "black": "#000000",

@@ -8,25 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repe_tradeoff.run_schema import (
-    AlignmentResponseBlock,
-    HelpfulnessResponseBlock,
-    PredictedPoint,
-    ResponseEstimate,
-    ResponseFile,
-)
-from repe_tradeoff.runfiles import (
+from repe_tradeoff.report._io import ReportError
+from repe_tradeoff.report.content import fmt
+from repe_tradeoff.runs import (
     RunFileError,
     atomic_write,
     read_config,
     read_predicted,
     read_response,
 )
-from repe_tradeoff.theory.response_run import VALIDATION_MAX_LOSS
-from repe_tradeoff.theory.response_summary import loss_window
-
-from ._io import ReportError
-from .content import fmt
+from repe_tradeoff.runs.schema import (
+    AlignmentResponseBlock,
+    HelpfulnessResponseBlock,
+    PredictedPoint,
+    ResponseEstimate,
+    ResponseFile,
+)
+from repe_tradeoff.theory.io.response import VALIDATION_MAX_LOSS
+from repe_tradeoff.theory.response.summary import loss_window
 
 
 def _est(e: ResponseEstimate, digits: int = 3) -> str:

@@ -9,13 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from repe_tradeoff.runfiles import atomic_write
-from repe_tradeoff.theory.curve_fits import MIN_BEST_R2
-
-from ._io import RunFiles, _finite
-from .answer import prompting_note, prompting_rows
-from .checks import THRESHOLDS_NOTE, check_sentence, checks
-from .content import (
+from repe_tradeoff.report._io import RunFiles, _finite
+from repe_tradeoff.report.answer import prompting_note, prompting_rows
+from repe_tradeoff.report.checks import THRESHOLDS_NOTE, check_sentence, checks
+from repe_tradeoff.report.content import (
     PAPER_FORMS,
     config_rows,
     fmt,
@@ -25,6 +22,8 @@ from .content import (
     recommendation,
     title_names,
 )
+from repe_tradeoff.runs import atomic_write
+from repe_tradeoff.theory.laws.curves import MIN_BEST_R2
 
 POINTS_COLUMNS = ["task", "kind", "metric", "norm", "mean", "stderr", "n"]
 FITS_COLUMNS = [
@@ -132,7 +131,7 @@ def summary_md(run: RunFiles, files: list[str]) -> str:
     lines += [f"![{Path(f).stem}]({f})" for f in sorted(plots, key=lambda f: order.get(f, 3))]
     responses = {t: b.response for t, b in run.fits.tasks.items() if b.response} if run.fits else {}
     if responses:
-        from .prediction import response_lines
+        from repe_tradeoff.report.prediction import response_lines
 
         lines += ["", "## Prediction from the probe norms", ""]
         lines += [f"- {_txt(x)}" for t, b in responses.items() for x in response_lines(t, b)]

@@ -8,16 +8,17 @@ response (:func:`helpfulness_response`, :func:`predict_helpfulness`, :func:`deco
 probe norms.
 """
 
-from .errors import TheoryError
-from .laws import evaluate, get_law
-from .paper import import_paper_curves
-from .pipeline import (
+from repe_tradeoff.theory.errors import TheoryError
+from repe_tradeoff.theory.io.fits import (
     CHANCE_DELTA,
     DEFAULT_WINDOW,
     FORMAT_VERSION,
     fit_run,
 )
-from .response import (
+from repe_tradeoff.theory.io.paper import import_paper_curves
+from repe_tradeoff.theory.laws.forms import evaluate, get_law
+from repe_tradeoff.theory.response.model import ResponseCurve, fit_curve
+from repe_tradeoff.theory.response.prediction import (
     AlignmentResponse,
     HelpfulnessResponse,
     Prediction,
@@ -30,8 +31,13 @@ from .response import (
     task_kinds,
     trust_radius,
 )
-from .response_model import ResponseCurve, fit_curve
-from .response_summary import Decomposition, Validation, decompose, predicted_points, validate
+from repe_tradeoff.theory.response.summary import (
+    Decomposition,
+    Validation,
+    decompose,
+    predicted_points,
+    validate,
+)
 
 __all__ = [
     "CHANCE_DELTA",

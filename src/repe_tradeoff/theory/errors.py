@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from repe_tradeoff.errors import RepeTradeoffError
 
-class TheoryError(ValueError):
+
+class TheoryError(RepeTradeoffError):
     """A run folder or an argument the theory functions cannot work with.
 
     The message says what is wrong and what to do about it, so a command-line
