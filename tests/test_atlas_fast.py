@@ -102,10 +102,11 @@ def test_runner_keeps_passes_within_the_row_budget_and_equals_plain_scoring(arch
 
     monkeypatch.setattr(scoring_module, "score_entries", counting)
     seqs = _sequences()
-    runner = AtlasRunner(model, None, vector, layout, rows_per_pass=21)
+    runner = AtlasRunner(model, None, vector, layout, rows_per_pass=5)
     runner.tokenizer = type("Tok", (), {"pad_token_id": 0})()
     got = runner.score(seqs, list(range(len(seqs.prompts))))
-    assert passes and max(passes) <= 21  # 3 sequences × at most 7 points (0 and 3 entries' ±h)
+    # a prompt's 3 sequences × 15 points exceed SPLIT_FACTOR × 5 rows: groups of 2 entries (5 points)
+    assert passes and max(passes) <= scoring_module.SPLIT_FACTOR * 5 and len(passes) == 3 * 4
     for e, entry in enumerate(entries):
         band = SteeringVector({layer: vector[layer] for layer in entry.layers})
         want = score(model, 0, seqs.prompts, seqs.continuations, [0.0, entry.h, -entry.h],
