@@ -218,8 +218,9 @@ class AtlasRunner:
 
 
 #: How far one prompt's rows may exceed the row budget before entries are split. Splitting at
-#: 1× halved the speed of short prompts (cloze questions: more, smaller passes; one process on the
-#: embedded model) for 9 % less peak memory on the full 161-point layout (2.14 against 2.36 GiB).
+#: 1× made short prompts 1.3–2.2× slower (cloze questions: more, smaller passes; two alternating
+#: rounds in one process on the embedded model) for 9 % less peak memory on the full 161-point
+#: layout (2.14 against 2.36 GiB).
 SPLIT_FACTOR = 4
 
 
