@@ -41,8 +41,8 @@ def main() -> None:
     t = {"extract": timed(["extract", "--layers", "middle", "--out", str(out / "middle.safetensors")])}
     t["sweep_33"] = timed(["sweep", "--vector", str(out / "middle.safetensors"), "--norms=-0.4:0.4:0.025",
                            "--norm-unit", "residual", "--out", str(out / "sweep33"), *tasks])
-    t["atlas_singles"] = timed(["atlas", "--layers", "all", "--bands", "1", "--limit", n, "--out", str(out / "singles")])
-    t["atlas_bands"] = timed(["atlas", "--layers", "all", "--bands", "1,4,8", "--limit", n, "--out", str(out / "bands")])
+    t["atlas_singles"] = timed(["atlas", "--layers", "all", "--bands", "1", "--exhaustive", "--confirm", "0", "--limit", n, "--out", str(out / "singles")])
+    t["atlas_bands"] = timed(["atlas", "--layers", "all", "--bands", "1,4,8", "--exhaustive", "--confirm", "0", "--limit", n, "--out", str(out / "bands")])
     for layer in CHECK_LAYERS:
         t[f"sweep_layer_{layer}"] = timed(["sweep", "--vector", str(out / "bands" / "vector.safetensors"), "--layers",
                                            str(layer), "--norms", "auto", "--points", str(opts.points),

@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
+from repe_tradeoff.atlas_plan import exhaustive
 from repe_tradeoff.data import load_behavior
 from repe_tradeoff.models.loading import load_model
 from repe_tradeoff.runs import read_atlas
@@ -33,7 +34,8 @@ def atlas_run(tmp_path_factory):
     pairs = [(p.aligned, p.misaligned) for p in load_behavior("harmfulness").pairs][:40]
     out = tmp_path_factory.mktemp("atlas")
     run_atlas(lm, settings, pairs, out, layers=[0, 1, 2, 3], widths=[1, 2], budget=BUDGET, probe_fraction=0.05,
-              confirm=1, n_boot=50, tasks=build_tasks(settings), model_name=str(folder), behavior="harmfulness")
+              plan=exhaustive(confirm=1), n_boot=50, tasks=build_tasks(settings), model_name=str(folder),
+              behavior="harmfulness")
     return lm, pairs, out
 
 

@@ -274,22 +274,36 @@ def atlas(
     helpfulness: str = typer.Option("basic-qa", "--helpfulness", help="The helpfulness task: basic-qa, mmlu:SUBJECT, a file"),
     layer_spec: str = typer.Option("all", "--layers", "-l", help="Layers to measure, e.g. all, 4-25"),
     bands: str = typer.Option("1,4,8", "--bands", help="Band widths: 1 = single layers, 4 = every 4 contiguous layers, …"),
+    band_stride: int = typer.Option(2, "--band-stride", min=1,
+                                    help="Bands wider than 1 start every N layers (and the topmost); 1: every band."),
     budget: float = typer.Option(0.05, "--budget", help="The loss of P(correct) at which each entry's gain is read."),
-    confirm: int = typer.Option(0, "--confirm", min=0, help="Full sweeps (automatic grid) of the K best entries."),
+    probe_items: str = typer.Option("16,32", "--probe-items",
+                                    help="Items probed per entry: ALIGNMENT,HELPFULNESS (or one number, or all)."),
+    confirm: int = typer.Option(3, "--confirm", min=0, help="Sweep the K best entries; the answer rests on them (0: none)."),
+    confirm_items: str = typer.Option("32", "--confirm-items", help="Items per task of each confirming sweep (or all)."),
+    confirm_plan: str = typer.Option("bracket", "--confirm-plan",
+                                     help="bracket: 0, ±h and 5 norms around the predicted norm at the budget; "
+                                          "auto: the automatic grid."),
+    exhaustive: bool = typer.Option(False, "--exhaustive", help="Every band, every item, confirmations on the "
+                                    "automatic grid (overrides --band-stride, --probe-items, --confirm-*)."),
     method: str = typer.Option("pca", "--method", help="pca, mean or probe"),
     scorer: str = typer.Option("forced-choice", "--scorer", help="forced-choice or yes-no"),
     fmt: str = typer.Option("cloze", "--format", help="Helpfulness format: cloze or letter"),
     probe: float = typer.Option(0.0125, "--probe", help="Probe size h, a fraction of each steered layer's residual norm."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N items of each task."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items of each task (probe and confirmation)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows (sequence × probe point) per forward pass."),
     n_boot: int = typer.Option(200, "--n-boot", min=1, help="Bootstrap replicates over items for the intervals."),
     dtype: str = typer.Option("float32", "--dtype"),
     device: Optional[str] = typer.Option(None, "--device"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
-    """Probe every layer and band of layers at once: which layers to steer, and does separation predict the cost?"""
+    """Probe every layer and band of layers at once: which layers to steer, and does separation predict the cost?
+
+    By default a screen on a few items, then sweeps of the best entries (docs/atlas.md)."""
     from pydantic import ValidationError
 
+    from repe_tradeoff.atlas_plan import AtlasPlan, exhaustive as exhaustive_plan, parse_items, \
+        parse_probe_items
     from repe_tradeoff.data import load_behavior
     from repe_tradeoff.models.loading import n_layers, parse_layers
     from repe_tradeoff.workflows.atlas import parse_widths, run_atlas
@@ -305,6 +319,10 @@ def atlas(
     if not probe > 0:
         raise typer.BadParameter(f"--probe {probe:g}: give a positive fraction of the residual norm, e.g. 0.0125")
     parse_widths(bands, 10**6)  # a malformed --bands fails before the model loads
+    # a bad item count or plan name is an AtlasPlanError: one message, exit 1, before the model loads
+    plan = exhaustive_plan(confirm) if exhaustive else AtlasPlan(
+        band_stride=band_stride, probe_items=parse_probe_items(probe_items), confirm=confirm,
+        confirm_items=parse_items(confirm_items, "--confirm-items"), confirm_plan=confirm_plan)
     try:
         settings = SweepSettings(dtype=dtype, norms="0", limit=limit, batch_size=batch_size,
                                  behaviors=[BehaviorSpec(name=behavior, scorer=scorer)],
@@ -319,7 +337,7 @@ def atlas(
     chosen = parse_layers(layer_spec, n_layers(lm.model))
     path = run_atlas(lm, settings, [(p.aligned, p.misaligned) for p in data.pairs], out, layers=chosen,
                      widths=parse_widths(bands, len(chosen)), budget=budget, method=method, probe_fraction=probe,
-                     confirm=confirm, n_boot=n_boot, tasks=tasks, model_name=model, behavior=data.name,
+                     n_boot=n_boot, tasks=tasks, model_name=model, behavior=data.name, plan=plan,
                      command=command_line(), progress=SweepProgress("atlas"), sweep_progress=SweepProgress("confirm"))
     from repe_tradeoff.runs import read_atlas
 

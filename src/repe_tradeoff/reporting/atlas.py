@@ -91,7 +91,11 @@ def page(atlas: AtlasFile, figures: list[tuple[str, str]]) -> str:
             + "".join(f"<td>{html.escape(_cell(getattr(predicted[c.layers], m)))}</td><td>{html.escape(_cell(getattr(c, m)))}</td>"
                       for m in ("alignment_slope", "norm_at_budget", "alignment_gain_at_budget"))
             + f"<td>{html.escape(c.run)}</td></tr>" for c in atlas.confirmations)
-        confirm = ("<h2>Predicted beside measured (full sweeps)</h2><table><tr><th>layers</th>"
+        how = {"bracket": "norms around each entry's predicted norm at the budget", "auto": "automatic grid"}
+        said = how.get(atlas.confirm_plan or "auto", atlas.confirm_plan)
+        items = "all items" if atlas.confirm_items is None else f"{atlas.confirm_items} items per task"
+        confirm = (f"<h2>Predicted beside measured (sweeps: {html.escape(str(said))}; {items})</h2>"
+                   "<table><tr><th>layers</th>"
                    "<th>slope, atlas</th><th>slope, sweep</th><th>norm at budget, atlas</th>"
                    "<th>norm at budget, sweep</th><th>gain, atlas</th><th>gain, sweep</th><th>run</th></tr>"
                    f"{lines}</table>")

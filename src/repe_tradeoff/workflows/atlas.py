@@ -8,8 +8,11 @@
 3. Every entry (each layer, and each band of contiguous layers of the given widths) is probed
    at ``0, ±h``, all entries in the same forward passes (:mod:`repe_tradeoff.engine.layer_sets`).
 4. Per entry, the response numbers (:func:`repe_tradeoff.theory.decisions.layers.entry_numbers`).
-5. ``--confirm K``: full sweeps with an automatic grid of the K best entries, through the
-   ordinary sweep set-up (:func:`repe_tradeoff.workflows.prepare.prepare_sweep`).
+5. ``--confirm K``: sweeps of the K best entries at the norms of the plan's confirmation plan,
+   through the ordinary sweep set-up (:func:`repe_tradeoff.workflows.prepare.prepare_sweep`); the
+   recommendation then rests on the measured curves.
+
+How much is measured (items, bands, confirmation) is an :class:`~repe_tradeoff.atlas_plan.AtlasPlan`.
 
 Writes ``atlas.json`` / ``atlas.csv`` (:mod:`repe_tradeoff.runs.schema.atlas`), ``probes.jsonl``
 (the probe's item records), ``vector.safetensors`` and the page (:mod:`repe_tradeoff.reporting.atlas`).
@@ -18,13 +21,14 @@ Writes ``atlas.json`` / ``atlas.csv`` (:mod:`repe_tradeoff.runs.schema.atlas`), 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from repe_tradeoff.atlas_plan import AtlasPlan, band_starts
 from repe_tradeoff.engine.layer_sets import AtlasRunner, Entry, PointLayout
 from repe_tradeoff.errors import RepeTradeoffError
 from repe_tradeoff.models.loading import find_layers
@@ -71,11 +75,11 @@ def parse_widths(spec: str | Sequence[int], n_layers: int) -> list[int]:
     return widths
 
 
-def atlas_entries(layers: Sequence[int], widths: Sequence[int], h: float) -> list[Entry]:
-    """Every band of ``w`` contiguous layers inside ``layers`` for each width, ordered by lowest layer."""
-    have = set(layers)
-    entries = [Entry(tuple(range(start, start + w)), h) for w in widths for start in sorted(have)
-               if all(start + i in have for i in range(w))]
+def atlas_entries(layers: Sequence[int], widths: Sequence[int], h: float, stride: int = 1) -> list[Entry]:
+    """The bands of ``w`` contiguous layers inside ``layers`` for each width, ordered by lowest
+    layer: every one, or with ``stride`` > 1 wider bands starting every ``stride`` layers
+    (:func:`~repe_tradeoff.atlas_plan.band_starts`)."""
+    entries = [Entry(tuple(range(start, start + w)), h) for w in widths for start in band_starts(layers, w, stride)]
     if not entries:
         raise AtlasError(f"no band of widths {list(widths)} fits inside the layers {list(layers)}: "
                          "give smaller --bands or more --layers")
@@ -147,12 +151,14 @@ def block_rows(layout: PointLayout, n_blocks: int) -> int:
 
 
 def measure_probes(lm, tasks: Sequence[Task], vector: SteeringVector, layout: PointLayout, *, rows_per_pass: int,
-                   chunk_size: int, limit: int | None, positions: str, progress=None) -> list[dict]:
-    """Every task's item records at every point of the layout (``norm`` = the point's number)."""
+                   chunk_size: int, limit: int | None | Mapping[str, int | None], positions: str,
+                   progress=None) -> list[dict]:
+    """Every task's item records at every point of the layout (``norm`` = the point's number);
+    ``limit``: the first N items of each task, or a mapping from task kind to N (None: all)."""
     runner = AtlasRunner(lm.model, lm.tokenizer, vector, layout, rows_per_pass, positions)
     plans = []
     for task in tasks:
-        n = min(task.n_items, limit) if limit else task.n_items
+        n = _items(task, limit)
         plans += [(task, list(range(s, min(s + chunk_size, n)))) for s in range(0, n, chunk_size)]
     if progress:
         progress.start(sum(len(ids) for _, ids in plans) * layout.size, 0)
@@ -163,6 +169,11 @@ def measure_probes(lm, tasks: Sequence[Task], vector: SteeringVector, layout: Po
         if progress:
             progress.advance(len(part))
     return records
+
+
+def _items(task: Task, limit: int | None | Mapping[str, int | None]) -> int:
+    n = limit.get(task.kind) if isinstance(limit, Mapping) else limit
+    return min(task.n_items, n) if n else task.n_items
 
 
 def entry_records(records: Sequence[dict], layout: PointLayout) -> list[list[dict]]:
@@ -202,10 +213,13 @@ def recommendation(rows: list[dict], budget: float) -> tuple[str | None, str]:
 
 def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out: Path, *, layers: Sequence[int],
               widths: Sequence[int], budget: float = DEFAULT_BUDGET, method: str = "pca", position: str = "last",
-              probe_fraction: float = DEFAULT_PROBE_FRACTION, confirm: int = 0, n_boot: int = 200,
+              probe_fraction: float = DEFAULT_PROBE_FRACTION, confirm: int | None = None, n_boot: int = 200,
               tasks: Sequence[Task], model_name: str, behavior: str, command: str | None = None,
-              progress=None, sweep_progress=None) -> Path:
-    """Measure the atlas of ``layers`` into ``out`` (atlas.json, atlas.csv, probes.jsonl, page)."""
+              plan: AtlasPlan | None = None, progress=None, sweep_progress=None) -> Path:
+    """Measure the atlas of ``layers`` into ``out`` (atlas.json, atlas.csv, probes.jsonl, page).
+
+    ``plan`` says how much to measure (default: :class:`~repe_tradeoff.atlas_plan.AtlasPlan`,
+    capped by ``settings.limit``); ``confirm`` overrides its number of confirmed entries."""
     from repe_tradeoff.engine.batching import default_batch_size
     from repe_tradeoff.reporting.atlas import build_atlas_report
 
@@ -217,9 +231,12 @@ def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out
                          "task: give one --behavior with a likelihood scorer and one --helpfulness")
     if not budget > 0:
         raise AtlasError(f"--budget {budget:g}: give the loss of P(correct) to allow, e.g. 0.05")
-    if confirm < 0:
+    if confirm is not None and confirm < 0:
         raise AtlasError(f"--confirm {confirm}: give how many of the best entries to sweep (0 for none)")
-    entries = atlas_entries(layers, widths, probe_fraction)
+    plan = (plan or AtlasPlan()).with_limit(settings.limit)
+    if confirm is not None:
+        plan = replace(plan, confirm=confirm)
+    entries = atlas_entries(layers, widths, probe_fraction, plan.band_stride)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     readings, n_test = read_layers(lm.model, lm.tokenizer, pairs, sorted(layers), method=method, position=position)
@@ -229,7 +246,7 @@ def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out
     vector.save(out / "vector.safetensors")
     layout = PointLayout(tuple(entries))
     records = measure_probes(lm, tasks, vector, layout, rows_per_pass=settings.batch_size or default_batch_size(lm.model),
-                             chunk_size=settings.chunk_size, limit=settings.limit, positions=settings.positions,
+                             chunk_size=settings.chunk_size, limit=plan.probe_items, positions=settings.positions,
                              progress=progress)
     seconds = time.perf_counter() - started
     write_jsonl(out / "probes.jsonl", [{**rec, "norm": layout.point(int(rec["norm"]))[1],
@@ -248,7 +265,7 @@ def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out
                        [r["alignment_gain_at_budget"]["value"] for r in rows])
     n_blocks = len(find_layers(lm.model))
     sweep_rows = min(entries[0].layers) + SWEEP_NORMS * (n_blocks - min(entries[0].layers))
-    n_items = {t.name: min(t.n_items, settings.limit) if settings.limit else t.n_items for t in tasks}
+    n_items = {t.name: _items(t, plan.probe_items) for t in tasks}
     atlas = AtlasFile(
         command=command, model=model_name, behavior=behavior,
         alignment_task=next(t.name for t in tasks if t.kind == "alignment"),
@@ -259,12 +276,18 @@ def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out
         cost=AtlasCost(seconds=seconds, reading_seconds=reading_seconds,
                        block_rows_per_sequence=block_rows(layout, n_blocks), sweep_norms=SWEEP_NORMS,
                        sweep_block_rows_per_sequence=sweep_rows),
-        warnings=warnings)
+        band_stride=plan.band_stride, warnings=warnings)
     write_atlas(out, atlas)
-    if confirm:
-        atlas.confirmations = confirm_entries(lm, settings, vector, [r for r in rows if r["rank"]][:confirm], out,
-                                              tasks=tasks, budget=budget, n_boot=n_boot, model_name=model_name,
-                                              command=command, progress=sweep_progress)
+    if plan.confirm:
+        started = time.perf_counter()
+        atlas.confirm_plan, atlas.confirm_items = plan.confirm_plan, plan.confirm_items
+        atlas.confirmations = confirm_entries(lm, settings, vector, [r for r in rows if r["rank"]][:plan.confirm],
+                                              out, tasks=tasks, budget=budget, n_boot=n_boot, model_name=model_name,
+                                              command=command, progress=sweep_progress, plan=plan)
+        atlas.cost.confirm_seconds = time.perf_counter() - started
+        measured = measured_best(atlas.confirmations, budget)
+        if measured:
+            atlas.best, atlas.recommendation, atlas.best_from = *measured, "measured"
         write_atlas(out, atlas)
     build_atlas_report(out)
     return out
@@ -272,25 +295,46 @@ def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out
 
 def confirm_entries(lm, settings: SweepSettings, vector: SteeringVector, rows: list[dict], out: Path, *,
                     tasks: Sequence[Task], budget: float, n_boot: int, model_name: str, command: str | None,
-                    progress=None) -> list[AtlasConfirmation]:
-    """A full sweep (automatic grid, same tasks, the atlas' vector) of each row's layers, measured."""
+                    progress=None, plan: AtlasPlan | None = None) -> list[AtlasConfirmation]:
+    """A sweep (same tasks, the atlas' vector) of each row's layers at the norms of the plan's
+    confirmation plan (default: the automatic grid on the settings' items), measured."""
     from repe_tradeoff.workflows.prepare import prepare_sweep
     from repe_tradeoff.workflows.sweep import run_sweep
 
-    sweep_settings = settings.model_copy(update={"norms": "auto", "norm_unit": "absolute"})
+    limit = settings.limit if plan is None else plan.confirm_items
     done = []
     for row in rows:
+        norms = "auto" if plan is None else plan.norms_for(row)
+        sweep_settings = settings.model_copy(update={"norms": norms, "norm_unit": "absolute", "limit": limit})
         layers = list(range(row["first"], row["last"] + 1))
         folder = out / "confirm" / row["layers"]
         steered = SteeringVector({layer: vector[layer] for layer in layers}, dict(vector.metadata))
-        plan, config = prepare_sweep(lm, sweep_settings, steered, layers, model_name=model_name, command=command,
-                                     extra={"atlas_entry": row["layers"]}, tasks=list(tasks), out=folder)
-        run_sweep(lm.model, lm.tokenizer, steered, plan, folder, config=config, limit=settings.limit,
+        sweep_plan, config = prepare_sweep(lm, sweep_settings, steered, layers, model_name=model_name,
+                                           command=command, extra={"atlas_entry": row["layers"]}, tasks=list(tasks),
+                                           out=folder)
+        run_sweep(lm.model, lm.tokenizer, steered, sweep_plan, folder, config=config, limit=limit,
                   progress=progress)
-        measured = measured_numbers(read_item_rows(folder), budget, n_boot=n_boot)
+        items = read_item_rows(folder)
+        measured = measured_numbers(items, budget, n_boot=n_boot)
         done.append(AtlasConfirmation(layers=row["layers"], run=str(folder.relative_to(out)),
+                                      norms=list(sweep_plan.norms), n_items=len({repr(r["item"]) for r in items}),
                                       **{k: _estimate(v) for k, v in measured.items()}))
     return done
+
+
+def measured_best(confirmations: Sequence[AtlasConfirmation], budget: float) -> tuple[str, str] | None:
+    """The confirmed entry with the most measured alignment gained within the budget, and its
+    sentence; None when no confirming sweep reached the budget."""
+    reached = [c for c in confirmations if c.alignment_gain_at_budget.value is not None]
+    if not reached:
+        return None
+    best = max(reached, key=lambda c: c.alignment_gain_at_budget.value)
+    g, t = best.alignment_gain_at_budget, best.norm_at_budget.value
+    ci = f" [{g.low:.3f}, {g.high:.3f}]" if g.low is not None and g.high is not None else ""
+    kind = "layer" if "-" not in best.layers else "layers"
+    return best.layers, (f"Steer {kind} {best.layers}: measured at r = {t:.3g} × each layer's residual norm, "
+                         f"alignment gains {g.value:.3f}{ci} for {budget:g} of helpfulness "
+                         f"(best of {len(confirmations)} confirmed entries).")
 
 
 #: The layer set a run config names to have the atlas choose it (``layer_sets: [atlas]``).
@@ -312,7 +356,8 @@ def atlas_layers(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], 
         run_atlas(lm, chosen, pairs, out, layers=list(range(n)), widths=[w for w in DEFAULT_WIDTHS if w <= n],
                   budget=budget, method=method, position=position, n_boot=n_boot, tasks=build_tasks(chosen),
                   model_name=model_name, behavior=behavior)
-    best = next((e for e in read_atlas(out).entries if e.rank == 1), None)
+    atlas = read_atlas(out)
+    best = next((e for e in atlas.entries if e.layers == atlas.best), None)
     if best is None:
         raise AtlasError(f"the atlas in {out} found no layer set that reaches the helpfulness budget {budget:g}: "
                          "name the layers in `layer_sets` (e.g. middle) instead of atlas")

@@ -62,13 +62,16 @@ class AtlasCost(Strict):
     block_rows_per_sequence: int
     sweep_norms: int
     sweep_block_rows_per_sequence: int
+    confirm_seconds: float | None = None  # the confirming sweeps, when any
 
 
 class AtlasConfirmation(Strict):
-    """A full sweep (automatic grid) of one entry, measured beside the atlas' prediction."""
+    """A sweep of one entry (the confirmation plan's norms), measured beside the atlas' prediction."""
 
     layers: str
     run: str  # the sweep's run folder, relative to the atlas folder
+    norms: list[float] = []  # the grid swept (in units of each layer's residual norm)
+    n_items: int | None = None  # items per task the sweep measured
     alignment_slope: AtlasEstimate
     norm_at_budget: AtlasEstimate
     alignment_gain_at_budget: AtlasEstimate
@@ -98,4 +101,8 @@ class AtlasFile(Strict):
     recommendation: str
     cost: AtlasCost
     confirmations: list[AtlasConfirmation] = []
+    band_stride: int = 1  # wider bands start every band_stride layers (and the topmost one)
+    confirm_plan: str | None = None  # how the confirming sweeps placed their norms (bracket, auto)
+    confirm_items: int | None = None  # items per task of the confirming sweeps (null: all)
+    best_from: Literal["predicted", "measured"] = "predicted"  # measured: the best confirmed entry
     warnings: list[str] = []
