@@ -67,9 +67,9 @@ def screen_from_probes(atlas_dir: Path, n_align: int, n_help: int, stride: int) 
     own ranking of all its entries and items."""
     from scipy.stats import spearmanr
 
-    from repe_tradeoff.workflows.atlas import atlas_entries
     from repe_tradeoff.runs import read_atlas
     from repe_tradeoff.theory.decisions.layers import entry_numbers
+    from repe_tradeoff.workflows.atlas import atlas_entries
 
     atlas = read_atlas(atlas_dir)
     rows = [json.loads(line) for line in (atlas_dir / "probes.jsonl").read_text().splitlines()]

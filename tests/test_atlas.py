@@ -12,12 +12,12 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from repe_tradeoff.atlas_plan import exhaustive
 from repe_tradeoff.data import load_behavior
 from repe_tradeoff.models.loading import load_model
 from repe_tradeoff.runs import read_atlas
 from repe_tradeoff.runs.schema.atlas import ATLAS_METRICS
 from repe_tradeoff.workflows.atlas import AtlasError, atlas_entries, parse_widths, run_atlas
+from repe_tradeoff.workflows.atlas_plan import exhaustive
 from repe_tradeoff.workflows.prepare import build_tasks
 from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 from tests.test_cli_errors import save_tiny_model

@@ -12,13 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from repe_tradeoff.atlas_plan import (
-    AtlasPlan,
-    AtlasPlanError,
-    bracket_norms,
-    exhaustive,
-    parse_probe_items,
-)
 from repe_tradeoff.data import load_behavior
 from repe_tradeoff.engine.layer_sets import AtlasRunner, Entry, PointLayout
 from repe_tradeoff.engine.scoring import TaskSequences, score
@@ -28,6 +21,13 @@ from repe_tradeoff.runs import read_atlas
 from repe_tradeoff.runs.schema.atlas import AtlasConfirmation, AtlasEstimate
 from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.atlas import atlas_entries, measured_best, run_atlas
+from repe_tradeoff.workflows.atlas_plan import (
+    AtlasPlan,
+    AtlasPlanError,
+    bracket_norms,
+    exhaustive,
+    parse_probe_items,
+)
 from repe_tradeoff.workflows.prepare import build_tasks
 from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 from tests.conftest import tiny_model

@@ -302,11 +302,11 @@ def atlas(
     By default a screen on a few items, then sweeps of the best entries (docs/atlas.md)."""
     from pydantic import ValidationError
 
-    from repe_tradeoff.atlas_plan import AtlasPlan, exhaustive as exhaustive_plan, parse_items, \
-        parse_probe_items
     from repe_tradeoff.data import load_behavior
     from repe_tradeoff.models.loading import n_layers, parse_layers
     from repe_tradeoff.workflows.atlas import parse_widths, run_atlas
+    from repe_tradeoff.workflows.atlas_plan import AtlasPlan, parse_items, parse_probe_items
+    from repe_tradeoff.workflows.atlas_plan import exhaustive as exhaustive_plan
     from repe_tradeoff.workflows.prepare import build_tasks
     from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
 

@@ -12,7 +12,7 @@
    through the ordinary sweep set-up (:func:`repe_tradeoff.workflows.prepare.prepare_sweep`); the
    recommendation then rests on the measured curves.
 
-How much is measured (items, bands, confirmation) is an :class:`~repe_tradeoff.atlas_plan.AtlasPlan`.
+How much is measured (items, bands, confirmation) is an :class:`~repe_tradeoff.workflows.atlas_plan.AtlasPlan`.
 
 Writes ``atlas.json`` / ``atlas.csv`` (:mod:`repe_tradeoff.runs.schema.atlas`), ``probes.jsonl``
 (the probe's item records), ``vector.safetensors`` and the page (:mod:`repe_tradeoff.reporting.atlas`).
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repe_tradeoff.atlas_plan import AtlasPlan, band_starts
 from repe_tradeoff.engine.layer_sets import AtlasRunner, Entry, PointLayout
 from repe_tradeoff.errors import RepeTradeoffError
 from repe_tradeoff.models.loading import find_layers
@@ -51,6 +50,7 @@ from repe_tradeoff.theory.decisions.layers import (
 from repe_tradeoff.theory.io.response import DEFAULT_PROBE_FRACTION
 from repe_tradeoff.vectors.reading import METHODS, orient, read_hidden_states
 from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.atlas_plan import AtlasPlan, band_starts
 from repe_tradeoff.workflows.settings import SweepSettings
 
 DEFAULT_WIDTHS = (1, 4, 8)
@@ -78,7 +78,7 @@ def parse_widths(spec: str | Sequence[int], n_layers: int) -> list[int]:
 def atlas_entries(layers: Sequence[int], widths: Sequence[int], h: float, stride: int = 1) -> list[Entry]:
     """The bands of ``w`` contiguous layers inside ``layers`` for each width, ordered by lowest
     layer: every one, or with ``stride`` > 1 wider bands starting every ``stride`` layers
-    (:func:`~repe_tradeoff.atlas_plan.band_starts`)."""
+    (:func:`~repe_tradeoff.workflows.atlas_plan.band_starts`)."""
     entries = [Entry(tuple(range(start, start + w)), h) for w in widths for start in band_starts(layers, w, stride)]
     if not entries:
         raise AtlasError(f"no band of widths {list(widths)} fits inside the layers {list(layers)}: "
@@ -218,7 +218,7 @@ def run_atlas(lm, settings: SweepSettings, pairs: Sequence[tuple[str, str]], out
               plan: AtlasPlan | None = None, progress=None, sweep_progress=None) -> Path:
     """Measure the atlas of ``layers`` into ``out`` (atlas.json, atlas.csv, probes.jsonl, page).
 
-    ``plan`` says how much to measure (default: :class:`~repe_tradeoff.atlas_plan.AtlasPlan`,
+    ``plan`` says how much to measure (default: :class:`~repe_tradeoff.workflows.atlas_plan.AtlasPlan`,
     capped by ``settings.limit``); ``confirm`` overrides its number of confirmed entries."""
     from repe_tradeoff.engine.batching import default_batch_size
     from repe_tradeoff.reporting.atlas import build_atlas_report
