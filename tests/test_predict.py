@@ -213,7 +213,7 @@ def test_predict_matches_a_sweep_on_the_embedded_model(embedded, tmp_path):
     """`predict` from 5 probe norms against a 9-norm sweep of the same 12 questions.
 
     Tolerance: on 48 questions the prediction is within RMSE ~0.003 of the measured curve where
-    helpfulness falls by at most 0.15 (README, Metrics); with 12 questions one item's error
+    helpfulness falls by at most 0.15 (docs/methods.md, the response model); with 12 questions one item's error
     weighs four times as much, so 0.02 on each norm of that window leaves room without hiding
     a wrong expansion (the first-order one misses by 0.045 RMSE on the same window).
     """
