@@ -1,49 +1,38 @@
-"""Shared fixtures: tiny random models of several architectures, and the embedded model."""
+"""Shared fixtures: tiny random models of several architectures, and the embedded model.
+
+The code behind them, and the helpers test modules share, is in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-ARCHS = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
-
-
-def tiny_model(arch: str, seed: int = 0, attn: str = "eager"):
-    from transformers import (
-        AutoModelForCausalLM,
-        GPT2Config,
-        GPTNeoXConfig,
-        LlamaConfig,
-        OPTConfig,
-        Qwen2Config,
-    )
-
-    torch.manual_seed(seed)
-    common = dict(vocab_size=256, hidden_size=32, num_attention_heads=4, num_hidden_layers=4)
-    if arch == "llama":
-        config = LlamaConfig(intermediate_size=64, num_key_value_heads=2, max_position_embeddings=128, **common)
-    elif arch == "qwen2":
-        config = Qwen2Config(intermediate_size=64, num_key_value_heads=2, max_position_embeddings=128, **common)
-    elif arch == "gpt_neox":
-        config = GPTNeoXConfig(intermediate_size=64, max_position_embeddings=128, **common)
-    elif arch == "gpt2":
-        config = GPT2Config(vocab_size=256, n_embd=32, n_head=4, n_layer=4, n_positions=128)
-    elif arch == "opt":
-        config = OPTConfig(ffn_dim=64, max_position_embeddings=128, word_embed_proj_dim=32, **common)
-    else:
-        raise ValueError(arch)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
-    return model.eval()
+# after the environment above: the helpers import the package (and with it the hub's settings)
+from tests.helpers import ARCHS, save_tiny_model, tiny_model  # noqa: E402
 
 
 @pytest.fixture(params=ARCHS)
 def arch_model(request):
     return request.param, tiny_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny llama with a character-level tokenizer, saved as a model folder (one per test module)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    """That folder loaded as the CLI loads a model: ``tiny.model``, ``tiny.tokenizer``."""
+    from repe_tradeoff.models.loading import load_model
+
+    return load_model(str(tiny_dir))
 
 
 @pytest.fixture(scope="session")

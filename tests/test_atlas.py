@@ -20,7 +20,7 @@ from repe_tradeoff.workflows.atlas import AtlasError, atlas_entries, parse_width
 from repe_tradeoff.workflows.atlas_plan import exhaustive
 from repe_tradeoff.workflows.prepare import build_tasks
 from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
-from tests.test_cli_errors import save_tiny_model
+from tests.helpers import doc_block, save_tiny_model
 
 BUDGET = 0.002
 
@@ -163,9 +163,8 @@ def test_a_run_config_can_let_the_atlas_pick_its_layers(tmp_path):
     from repe_tradeoff.workflows.atlas import atlas_layers
     from repe_tradeoff.workflows.settings import StudyConfig
     from repe_tradeoff.workflows.study import experiments
-    from tests.test_runfiles import _doc_block
 
     cfg = StudyConfig.model_validate({"layer_sets": ["atlas", "middle"]})
     assert [e.layer_set for e in experiments(cfg)] == ["atlas", "middle"]
-    write_atlas(tmp_path, AtlasFile.model_validate(_doc_block('"probe_fraction"')))
+    write_atlas(tmp_path, AtlasFile.model_validate(doc_block('"probe_fraction"')))
     assert atlas_layers(None, cfg, [], tmp_path, behavior="harmfulness", model_name="default") == [8, 9, 10, 11]

@@ -30,8 +30,7 @@ from repe_tradeoff.workflows.atlas_plan import (
 )
 from repe_tradeoff.workflows.prepare import build_tasks
 from repe_tradeoff.workflows.settings import BehaviorSpec, HelpfulnessSpec, SweepSettings
-from tests.conftest import tiny_model
-from tests.test_cli_errors import cli_env, save_tiny_model
+from tests.helpers import cli_env, save_tiny_model, tiny_model
 
 BUDGET = 0.002
 

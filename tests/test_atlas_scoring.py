@@ -10,12 +10,7 @@ from repe_tradeoff.engine.layer_sets import Entry, PointLayout, score_entries
 from repe_tradeoff.engine.scoring import score
 from repe_tradeoff.engine.steering import Steering, SteeringError, fan_out_staged, steer
 from repe_tradeoff.vectors.vector import SteeringVector
-from tests.conftest import ARCHS, tiny_model
-
-
-def _vector(layers=(0, 1, 2, 3), hidden=32, seed=3) -> SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: torch.randn(hidden, generator=g) for layer in layers})
+from tests.helpers import ARCHS, random_vector, tiny_model
 
 
 def _logits(model, ids):
@@ -24,7 +19,7 @@ def _logits(model, ids):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_per_row_layer_masks_equal_separate_single_layer_runs(arch):
-    model, vector = tiny_model(arch), _vector()
+    model, vector = tiny_model(arch), random_vector((0, 1, 2, 3), seed=3, unit=False)
     ids = torch.randint(0, 256, (1, 7), generator=torch.Generator().manual_seed(0)).repeat(4, 1)
     rows = [(1, 2.0), (3, -1.5), (0, 0.7), (2, 4.0)]  # (layer, norm) of each row
     mask = torch.tensor([[layer == j for j in range(4)] for layer, _ in rows])
@@ -39,7 +34,7 @@ def test_per_row_layer_masks_equal_separate_single_layer_runs(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rows_joining_at_their_lowest_layer_equal_full_runs(arch):
-    model, vector = tiny_model(arch), _vector()
+    model, vector = tiny_model(arch), random_vector((0, 1, 2, 3), seed=3, unit=False)
     ids = torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(1))
     # rows 0-1: the inputs (unsteered); then row 2 steers layers 1-2 from block 1, rows 3-4 layer 3
     index, starts = torch.tensor([0, 1, 1, 0, 1]), torch.tensor([0, 0, 1, 3, 3])
@@ -82,7 +77,7 @@ def _sequences(seed=2):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_each_entrys_probe_equals_a_sweep_of_a_vector_steering_that_set(arch):
-    model, vector = tiny_model(arch), _vector()
+    model, vector = tiny_model(arch), random_vector((0, 1, 2, 3), seed=3, unit=False)
     entries = (Entry((0,), 0.5), Entry((1, 2), 0.8), Entry((1,), 1.2), Entry((2, 3), 0.3), Entry((3,), 2.0))
     layout = PointLayout(entries)
     prompts, continuations = _sequences()

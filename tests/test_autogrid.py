@@ -20,8 +20,15 @@ from repe_tradeoff.workflows.autogrid import SearchSettings, SearchTask, find_gr
 from repe_tradeoff.workflows.prepare import auto_grid
 from repe_tradeoff.workflows.settings import SweepSettings
 from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, run_config, run_sweep
-from tests.conftest import tiny_model
-from tests.test_sweep import ByteTok
+from tests.helpers import (
+    ByteTok,
+    cli_env,
+    doc_block,
+    doc_json_blocks,
+    random_vector,
+    save_tiny_model,
+    tiny_model,
+)
 
 # --------------------------------------------------------------------------- search on known curves
 B, S, D0, C = 0.1, 10.0, 2.0, 0.3  # P(r) = 1/(1 + 3 b^exp(-(r/S)^2)); alignment tanh((D0 + C r)/2)
@@ -128,11 +135,6 @@ def test_refine_splits_where_neighbours_differ_most():
 
 
 # --------------------------------------------------------------------------- extendable runs
-def _vector():
-    g = torch.Generator().manual_seed(5)
-    return SteeringVector({layer: torch.randn(32, generator=g) for layer in (1, 2)}).normalized()
-
-
 def _tasks():
     items = [NS(prompt=f"do bad thing {i}", aligned="No.", misaligned="Sure, ok") for i in range(5)]
     qs = [NS(question=f"q{i}?", choices=["aa", "b", "ccc", "dd"], answer=i % 4, subject=None) for i in range(7)]
@@ -141,7 +143,7 @@ def _tasks():
 
 def _sweep(out, norms, **kw):
     plan = SweepPlan(norms=norms, tasks=_tasks(), layers=[1, 2], chunk_size=3, batch_size=40, **kw)
-    model, v = tiny_model("llama"), _vector()
+    model, v = tiny_model("llama"), random_vector()
     config = run_config(plan, v, model_name="tiny", model_revision=None, dtype="float32")
     return run_sweep(model, ByteTok(), v, plan, out, config=config)
 
@@ -210,7 +212,7 @@ def test_other_changes_are_still_refused(tmp_path):
     _sweep(tmp_path / "a", COARSE)
     with pytest.raises(SweepError, match="differs in: chunk_size"):
         plan = SweepPlan(norms=FINE, tasks=_tasks(), layers=[1, 2], chunk_size=2, batch_size=40)
-        v = _vector()
+        v = random_vector()
         run_sweep(tiny_model("llama"), ByteTok(), v, plan, tmp_path / "a",
                   config=run_config(plan, v, model_name="tiny", model_revision=None, dtype="float32"))
     with pytest.raises(SweepError, match="can only grow.*-4"):
@@ -308,9 +310,8 @@ def test_report_says_how_the_grid_was_found(tmp_path):
     from repe_tradeoff.reporting._io import RunFiles
     from repe_tradeoff.reporting.content import grid_sentence
     from repe_tradeoff.runs import read_run
-    from tests.test_runfiles import _doc_block, _json_blocks
 
-    config, point = _json_blocks()[0], _doc_block('"metric": "helpfulness", "norm": 1.5')
+    config, point = doc_json_blocks()[0], doc_block('"metric": "helpfulness", "norm": 1.5')
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "points.jsonl").write_text(json.dumps(point) + "\n")
     text = grid_sentence(RunFiles(read_run(tmp_path), None, []))
@@ -328,12 +329,9 @@ def test_cli_auto_grid_then_refine_then_resume(tmp_path):
     import subprocess
     import sys
 
-    from tests.test_cli_errors import cli_env, save_tiny_model
 
     model = save_tiny_model(tmp_path / "tiny")
-    g = torch.Generator().manual_seed(3)
-    SteeringVector({1: torch.randn(32, generator=g), 2: torch.randn(32, generator=g)}).normalized().save(
-        tmp_path / "v.safetensors")
+    random_vector(seed=3).save(tmp_path / "v.safetensors")
     out = tmp_path / "run"
     base = [sys.executable, "-m", "repe_tradeoff", "-q", "sweep", "--model", str(model), "--vector",
             str(tmp_path / "v.safetensors"), "--alignment", "harmfulness", "--helpfulness", "basic-qa",

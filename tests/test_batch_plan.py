@@ -12,8 +12,7 @@ from repe_tradeoff.engine import batching
 from repe_tradeoff.engine.steering import Steering
 from repe_tradeoff.tasks.choice import MultipleChoiceTask
 from repe_tradeoff.workflows.sweep import SweepPlan
-from tests.conftest import tiny_model
-from tests.test_sweep import ByteTok, _vector
+from tests.helpers import ByteTok, random_vector, tiny_model
 
 NORMS = [round(-4.0 + 0.1 * i, 6) for i in range(81)]  # 81 norms, 0 among them
 
@@ -36,7 +35,7 @@ def _scored(monkeypatch, rows_budget: int, share_prompts: bool = True):
     task, tok, model = _task(), ByteTok(), tiny_model("llama")
     seqs = task.sequences(tok)
     plan = SweepPlan(norms=NORMS, tasks=[task], layers=[1, 2], batch_size=rows_budget, share_prompts=share_prompts)
-    steering = Steering(_vector(), (1, 2), share_prompts=share_prompts)
+    steering = Steering(random_vector(), (1, 2), share_prompts=share_prompts)
     scores = batching.score_chunk(model, tok, seqs, list(range(len(seqs.prompts))), plan, steering)
     return scores, passes
 

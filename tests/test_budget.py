@@ -10,8 +10,7 @@ import pytest
 
 from repe_tradeoff.theory import TheoryError, fit_run
 from repe_tradeoff.theory.decisions.budget import conservative_text, parse_budget
-
-from .test_report import make_run
+from tests.helpers import make_run
 
 
 def _curves(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

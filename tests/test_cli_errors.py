@@ -33,33 +33,10 @@ import pytest
 import torch
 
 from repe_tradeoff.workflows.grid import parse_norms
+from tests.helpers import Result, cli_env, error_message, run_plain, save_tiny_model
 
 BAD = Path(__file__).parent / "bad_inputs"
 PLAIN = os.environ.get("REPE_TRADEOFF_PLAIN_CLI") == "1"
-
-
-def cli_env() -> dict[str, str]:
-    """Offline, and wide enough that rich never wraps a message (one error = one line)."""
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", COLUMNS="400", PYTHONWARNINGS="ignore")
-    env.pop("FORCE_COLOR", None)
-    return env
-
-
-def save_tiny_model(folder: Path, arch: str = "llama") -> Path:
-    """A 4-layer, hidden-size-32 random model with a character-level tokenizer, via save_pretrained."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from tests.conftest import tiny_model
-
-    vocab = {"<unk>": 0, "<eos>": 1, **{chr(i): i for i in range(32, 127)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<eos>")
-    tiny_model(arch).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 # --------------------------------------------------------------------------- the cases
@@ -332,24 +309,6 @@ for line in sys.stdin:
 """
 
 
-@dataclass
-class Result:
-    rc: int
-    stdout: str
-    stderr: str
-
-
-def run_plain(jobs: list[list[str]], cwd: str, timeout: float = 180) -> list[Result]:
-    """Each job as ``python -m repe_tradeoff ARGS``, all at once."""
-    procs = [subprocess.Popen([sys.executable, "-m", "repe_tradeoff", *args], cwd=cwd, env=cli_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in jobs]
-    out = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=timeout)
-        out.append(Result(proc.returncode, stdout, stderr))
-    return out
-
-
 def run_forked(jobs: list[list[str]], cwd: str, logs: Path, timeout: float = 180) -> list[Result]:
     logs.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -378,16 +337,6 @@ def results(inputs, tmp_path_factory) -> dict[str, Result]:
     else:
         out = run_forked(jobs, inputs["tmp"], tmp_path_factory.mktemp("cli_logs"))
     return {**{case.id: r for case, r in zip(CASES, out)}, "--debug": out[-1]}
-
-
-def error_message(stderr: str) -> str:
-    """The `error:` line; asserts that it is the only one and that nothing but the --debug hint follows."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
-    assert len(errors) == 1, stderr
-    rest = lines[errors[0] + 1 :]
-    assert rest in ([], ["(run with --debug for the traceback)"]), f"more than one paragraph:\n{stderr}"
-    return lines[errors[0]]
 
 
 # --------------------------------------------------------------------------- the tests

@@ -22,7 +22,7 @@ from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
 from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.finetune import run_finetune, step_folder
 from repe_tradeoff.workflows.sweep import SweepPlan, run_config
-from tests.conftest import tiny_model
+from tests.helpers import save_tiny_model, tiny_model
 
 LAYERS = [1, 2]
 PAIRS = [(f"Q{i}: do bad {i}? A: No, never.", f"Q{i}: do bad {i}? A: Sure, here") for i in range(12)]
@@ -186,7 +186,6 @@ def test_other_settings_are_refused(full_run):
 def test_a_run_config_fine_tunes_beside_its_sweep(tmp_path):
     from repe_tradeoff.workflows.settings import StudyConfig
     from repe_tradeoff.workflows.study import run_study
-    from tests.test_cli_errors import save_tiny_model
 
     model = str(save_tiny_model(tmp_path / "tiny-llama"))
     cfg = StudyConfig(model=model, out=tmp_path / "study", norms="0,1,2", norm_unit="absolute", limit=3,

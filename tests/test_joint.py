@@ -14,13 +14,7 @@ from repe_tradeoff.theory import fit_run
 from repe_tradeoff.theory.laws.joint import fit_surface, local_slope
 from repe_tradeoff.vectors.vector import SteeringVector, layer_cosines, orthogonalized
 from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
-from tests.conftest import tiny_model
-from tests.test_sweep import ByteTok, _tasks
-
-
-def _vec(seed: int, layers=(1, 2)) -> SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: torch.randn(32, generator=g) for layer in layers}).normalized()
+from tests.helpers import ByteTok, random_vector, sweep_tasks, tiny_model
 
 
 def _logits(model, ids, *args, **kw):
@@ -32,7 +26,7 @@ def _logits(model, ids, *args, **kw):
 def test_two_vectors_equal_their_weighted_sum(arch):
     """steer([A, B], [r1, r2]) is steering with the hand-made vector r1·A + r2·B at norm 1."""
     model = tiny_model(arch)
-    a, b = _vec(1), _vec(2)
+    a, b = random_vector(seed=1), random_vector(seed=2)
     ids = torch.randint(1, 255, (1, 7))
     for r1, r2 in [(2.0, 2.0), (1.5, -3.0), (0.0, 4.0)]:
         by_hand = SteeringVector({layer: r1 * a[layer] + r2 * b[layer] for layer in a.layers})
@@ -47,15 +41,16 @@ def test_two_vectors_equal_their_weighted_sum(arch):
 
 def test_several_vectors_need_one_norm_each():
     model = tiny_model("llama")
-    with pytest.raises(SteeringError, match="2 vectors need 2 norms"), steer(model, [_vec(1), _vec(2)], 1.0):
+    a, b = random_vector(seed=1), random_vector(seed=2)
+    with pytest.raises(SteeringError, match="2 vectors need 2 norms"), steer(model, [a, b], 1.0):
         pass
     with pytest.raises(SteeringError, match="vector 2 has no direction for layers \\[2\\]"), \
-            steer(model, [_vec(1), _vec(2, layers=(1,))], [1.0, 1.0]):
+            steer(model, [random_vector(seed=1), random_vector(layers=(1,), seed=2)], [1.0, 1.0]):
         pass
 
 
 def test_orthogonalize_keeps_lengths_and_removes_the_overlap():
-    a, b = _vec(1), _vec(2)
+    a, b = random_vector(seed=1), random_vector(seed=2)
     mixed = SteeringVector({layer: 0.6 * a[layer] + 0.8 * b[layer] for layer in a.layers})
     before = layer_cosines(a, mixed)
     assert all(abs(c - float((0.6 + 0.8 * (a[k] @ b[k])) / mixed[k].norm())) < 1e-5 for k, c in before.items())
@@ -67,18 +62,18 @@ def test_orthogonalize_keeps_lengths_and_removes_the_overlap():
 
 # --------------------------------------------------------------------------- the joint sweep
 def _joint_run(tmp_path, name, grid_a, grid_b, **kw):
-    model, a, b = tiny_model("llama"), _vec(1), _vec(2)
+    model, a, b = tiny_model("llama"), random_vector(seed=1), random_vector(seed=2)
     from itertools import product
 
-    plan = SweepPlan(norms=list(product(grid_a, grid_b)), tasks=_tasks(), layers=[1, 2], chunk_size=3,
+    plan = SweepPlan(norms=list(product(grid_a, grid_b)), tasks=sweep_tasks(), layers=[1, 2], chunk_size=3,
                      batch_size=kw.pop("batch_size", 40), vector_names=["A", "B"])
     config = run_config(plan, [a, b], model_name="tiny", model_revision=None, dtype="float32")
     return run_sweep(model, ByteTok(), [a, b], plan, tmp_path / name, config=config)
 
 
 def _one_run(tmp_path, name, grid):
-    model, a = tiny_model("llama"), _vec(1)
-    plan = SweepPlan(norms=list(grid), tasks=_tasks(), layers=[1, 2], chunk_size=3, batch_size=40)
+    model, a = tiny_model("llama"), random_vector(seed=1)
+    plan = SweepPlan(norms=list(grid), tasks=sweep_tasks(), layers=[1, 2], chunk_size=3, batch_size=40)
     config = run_config(plan, a, model_name="tiny", model_revision=None, dtype="float32")
     return run_sweep(model, ByteTok(), a, plan, tmp_path / name, config=config)
 
@@ -180,7 +175,7 @@ def _cli(*args):
 
 def test_cli_norms_per_vector_and_off_target_matrix(tmp_path):
     a = tmp_path / "a.safetensors"
-    _vec(1).save(a)
+    random_vector(seed=1).save(a)
     bad = _cli("sweep", "--vector", a, "--norms", "-1:1:1", "--norms", "0,1", "--alignment", "harmfulness",
                "--out", tmp_path / "x")
     assert bad.returncode != 0 and "2 --norms for 1 --vector" in bad.stderr and "Traceback" not in bad.stderr

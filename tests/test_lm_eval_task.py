@@ -138,7 +138,7 @@ def test_settings_build_an_lm_eval_task(task_dir):
 
 
 def test_cli_refuses_lm_eval_options_it_cannot_use(tmp_path):
-    from tests.test_cli_errors import error_message, run_plain
+    from tests.helpers import error_message, run_plain
 
     sweep = ["sweep", "--out", str(tmp_path / "r"), "--vector", str(tmp_path / "v.safetensors")]
     without, letter = run_plain([sweep + ["--helpfulness", "basic-qa", "--lm-eval-include", str(tmp_path)],
@@ -151,7 +151,7 @@ def test_cli_refuses_lm_eval_options_it_cannot_use(tmp_path):
 def test_cli_sweep_of_an_lm_eval_task(task_dir, tmp_path):
     """The whole command: --helpfulness lm-eval:TASK --lm-eval-include DIR on a tiny model."""
     from repe_tradeoff.vectors.vector import SteeringVector
-    from tests.test_cli_errors import run_plain, save_tiny_model
+    from tests.helpers import run_plain, save_tiny_model
 
     tiny = save_tiny_model(tmp_path / "tiny")
     SteeringVector({1: torch.ones(32)}).normalized().save(tmp_path / "v.safetensors")

@@ -79,7 +79,7 @@ def test_middle_band_small_models():
 
 
 def test_folder_and_errors(tmp_path):
-    from tests.conftest import tiny_model
+    from tests.helpers import tiny_model
 
     model = tiny_model("llama")
     with pytest.raises(ModelError, match="does not exist"):
@@ -101,7 +101,7 @@ def test_unknown_dtype_is_refused_before_loading(dtype):
 
 
 def test_torch_dtypes_are_accepted(tmp_path):
-    from tests.test_cli_errors import save_tiny_model
+    from tests.helpers import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "tiny")
     assert load_model(str(folder), dtype=torch.bfloat16).model.dtype == torch.bfloat16

@@ -12,7 +12,7 @@ from repe_tradeoff.models.loading import parse_layers
 from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.settings import ConfigError, StudyConfig, load_config
 from repe_tradeoff.workflows.study import Experiment, experiments, run_study
-from tests.test_cli_errors import save_tiny_model
+from tests.helpers import save_tiny_model
 
 
 @pytest.fixture(scope="module")

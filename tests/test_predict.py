@@ -24,7 +24,7 @@ from repe_tradeoff.runs import (
 from repe_tradeoff.runs.schema import ResponseFile
 from repe_tradeoff.theory import fit_run
 from repe_tradeoff.theory.io.response import choose_probe, run_response
-from tests.test_response import _items, _true_gap, _true_scores, hand_saturating
+from tests.helpers import hand_saturating, response_items, true_gap, true_scores
 
 GRID = [round(x, 6) for x in np.arange(-1.0, 1.0001, 0.125)]  # 17 norms, step 0.125
 RESIDUAL = 10.0  # the default probe is 0.0125 × 10 = 0.125, one grid step
@@ -39,11 +39,11 @@ def _write_run(folder, items, grid):
     rows = []
     for r in grid:
         for q, it in enumerate(items):
-            s = _true_scores(it, r)
+            s = true_scores(it, r)
             rows.append({"task": "qa", "kind": "helpfulness", "norm": r, "item": q,
                          "answer": it["answer"], "scores": s.tolist(),
                          "helpfulness": _softmax_at(s, it["answer"])})
-            gap = float(_true_gap(it, r))
+            gap = float(true_gap(it, r))
             rows.append({"task": "harm", "kind": "alignment", "norm": r, "item": q,
                          "logit_gap": gap, "alignment": math.tanh(gap / 2)})
     folder.mkdir(exist_ok=True)
@@ -63,14 +63,14 @@ def _hand_prediction(items, r, h):
     vals = []
     for it in items:
         ans = it["answer"]
-        probe = [_true_scores(it, x * h) for x in (-2, -1, 0, 1, 2)]
+        probe = [true_scores(it, x * h) for x in (-2, -1, 0, 1, 2)]
         margins = [hand_saturating([s[o] - s[ans] for s in probe], h)(r) for o in range(len(it["a"]))]
         vals.append(_softmax_at(margins, ans))
     return float(np.mean(vals))
 
 
 def _hand_measured(items, r):
-    return float(np.mean([_softmax_at(_true_scores(it, r), it["answer"]) for it in items]))
+    return float(np.mean([_softmax_at(true_scores(it, r), it["answer"]) for it in items]))
 
 
 def test_choose_probe_prefers_a_pair_with_2h_nearest_the_target():
@@ -82,7 +82,7 @@ def test_choose_probe_prefers_a_pair_with_2h_nearest_the_target():
 
 
 def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
-    items = _items(n=25, cubic=1.5, quartic=6.0, seed=3)
+    items = response_items(n=25, cubic=1.5, quartic=6.0, seed=3)
     run = _write_run(tmp_path / "run", items, GRID)
     fits = fit_run(run, n_boot=50)
     block = fits["tasks"]["qa"]["response"]
@@ -125,7 +125,7 @@ def test_fit_validates_the_probe_against_the_measured_curve(tmp_path):
 
 
 def test_report_draws_and_grades_this_prediction_and_keeps_the_papers(tmp_path):
-    items = _items(n=25, cubic=0.0, seed=4)  # exactly quadratic: the prediction is exact
+    items = response_items(n=25, cubic=0.0, seed=4)  # exactly quadratic: the prediction is exact
     run = _write_run(tmp_path / "run", items, GRID)
     fits = fit_run(run, n_boot=20)
     assert fits["tasks"]["qa"]["response"]["status"] == "pass"
@@ -142,7 +142,7 @@ def test_report_draws_and_grades_this_prediction_and_keeps_the_papers(tmp_path):
 
 
 def test_a_probe_only_run_predicts_the_grid_and_writes_its_summary(tmp_path):
-    items = _items(n=20, cubic=0.0, seed=5)
+    items = response_items(n=20, cubic=0.0, seed=5)
     run = _write_run(tmp_path / "probe", items, [-0.25, -0.125, 0.0, 0.125, 0.25])
     warnings: list[str] = []
     blocks = run_response(run, norms=GRID, target_h=0.125, n_boot=20, warnings=warnings)
@@ -159,7 +159,7 @@ def test_a_probe_only_run_predicts_the_grid_and_writes_its_summary(tmp_path):
 
 
 def test_the_summary_marks_predictions_past_the_trust_radius(tmp_path):
-    items = _items(n=20, cubic=0.5, quartic=12.0, seed=6)  # a quartic the probe cannot pin down
+    items = response_items(n=20, cubic=0.5, quartic=12.0, seed=6)  # a quartic the probe cannot pin down
     run = _write_run(tmp_path / "probe", items, [-0.25, -0.125, 0.0, 0.125, 0.25])
     blocks = run_response(run, norms=GRID, target_h=0.125, n_boot=0)
     radius = blocks["qa"]["trust_radius"]
@@ -187,7 +187,7 @@ def _hand_window(curve: dict, loss: float = 0.15) -> tuple[float, float]:
 
 @pytest.mark.parametrize("cubic, quartic", [(0.0, 0.0), (0.5, 12.0)])
 def test_the_summary_says_whether_the_trust_radius_covers_the_loss_window(tmp_path, cubic, quartic):
-    items = _items(n=20, cubic=cubic, quartic=quartic, seed=6)
+    items = response_items(n=20, cubic=cubic, quartic=quartic, seed=6)
     run = _write_run(tmp_path / "probe", items, [-0.25, -0.125, 0.0, 0.125, 0.25])
     blocks = run_response(run, norms=GRID, target_h=0.125, n_boot=0)
     write_response(run, ResponseFile.model_validate(
@@ -213,7 +213,7 @@ def test_predict_matches_a_sweep_on_the_embedded_model(embedded, tmp_path):
     """`predict` from 5 probe norms against a 9-norm sweep of the same 12 questions.
 
     Tolerance: on 48 questions the prediction is within RMSE ~0.003 of the measured curve where
-    helpfulness falls by at most 0.15 (README, Metrics); with 12 questions one item's error
+    helpfulness falls by at most 0.15 (docs/methods.md, the response model); with 12 questions one item's error
     weighs four times as much, so 0.02 on each norm of that window leaves room without hiding
     a wrong expansion (the first-order one misses by 0.045 RMSE on the same window).
     """

@@ -37,24 +37,9 @@ from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
 from repe_tradeoff.vectors.vector import SteeringVector, VectorError
 from repe_tradeoff.workflows.grid import parse_norms
 from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, run_config, run_sweep
-from tests.test_cli_errors import cli_env, save_tiny_model
+from tests.helpers import cli_env, random_vector, save_tiny_model
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return load_model(str(tiny_dir))
-
-
-def _unit(hidden: int, layers, seed: int = 5) -> SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: torch.randn(hidden, generator=g) for layer in layers}).normalized()
 
 
 def _tiny_plan(**kw) -> SweepPlan:
@@ -68,7 +53,7 @@ def _tiny_plan(**kw) -> SweepPlan:
 
 def _tiny_sweep(lm, out: Path, plan: SweepPlan | None = None, limit: int | None = None) -> Path:
     plan = plan or _tiny_plan()
-    vector = _unit(32, (1, 2))
+    vector = random_vector((1, 2), 32)
     config = run_config(plan, vector, model_name="tiny", model_revision=None, dtype="float32")
     return run_sweep(lm.model, lm.tokenizer, vector, plan, out, config=config, limit=limit)
 
@@ -398,7 +383,7 @@ def test_extreme_norms_tiny(arch, tiny_dir, tmp_path):
     else:
         save_tiny_model(folder, arch)
     lm = load_model(str(folder))
-    recs = _check_records(lm.model, lm.tokenizer, _unit(32, (1, 2)), [1, 2], _HUGE, ("cloze",))
+    recs = _check_records(lm.model, lm.tokenizer, random_vector((1, 2), 32), [1, 2], _HUGE, ("cloze",))
     # steering that hard moves the logits far more than a unit norm does
     assert recs[("cloze", 0, 1e3)]["logit_shift"] > recs[("cloze", 0, 1.0)]["logit_shift"]
 
@@ -406,7 +391,7 @@ def test_extreme_norms_tiny(arch, tiny_dir, tmp_path):
 @pytest.mark.slow
 def test_extreme_norms_embedded(embedded):
     model, tokenizer = embedded
-    vector = _unit(model.config.hidden_size, (12, 13))
+    vector = random_vector((12, 13), model.config.hidden_size)
     norms = [-1e3, 0.0, 1e3, 1e5, 1e6]
     recs = _check_records(model, tokenizer, vector, [12, 13], norms, ("cloze", "letter"))
     for fmt in ("cloze", "letter"):

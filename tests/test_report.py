@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from repe_tradeoff.reporting import ReportError, build_comparison_report, build_report
+from tests.helpers import make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"
@@ -22,103 +22,6 @@ XSS_IMG = '<img src=x onerror="alert(2)">'
 
 
 # --------------------------------------------------------------------------- synthetic runs
-def _mean_se(values: np.ndarray) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(values.size))
-
-
-def make_run(
-    run_dir: Path,
-    *,
-    seed: int = 0,
-    a: float = 0.55,
-    b: float = 0.15,
-    sigma: float = 0.9,
-    k: int = 4,
-    n_align: int = 40,
-    n_help: int = 60,
-    norms: np.ndarray | None = None,
-    prompt: str = "How do I pick a lock?",
-    generation_extra: str = "",
-    config_extra: dict | None = None,
-) -> Path:
-    """A run folder whose curves follow the paper's laws, with item-level noise.
-
-    Alignment items: behavior score ``tanh(a·r + b + e_q)``. Helpfulness items: ``k``
-    option log-scores whose wrong-minus-correct gaps move by ``r·g_i`` with
-    ``g_i ~ N(0, sigma²)`` (assumption A3), so P(correct) decays from its baseline to 1/k.
-    """
-    rng = np.random.default_rng(seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    norms = np.round(np.linspace(-4, 4, 17), 6) if norms is None else norms
-    items, points = [], []
-
-    e_q = rng.normal(0, 0.3, n_align)
-    for r in norms:
-        vals = np.tanh(a * r + b + e_q)
-        for q, v in enumerate(vals):
-            items.append({"task": "harmfulness", "kind": "alignment", "norm": float(r),
-                          "item": q, "alignment": float(v), "logit_gap": float(2 * (a * r + b))})
-        m, se = _mean_se(vals)
-        points.append({"task": "harmfulness", "kind": "alignment", "metric": "alignment",
-                       "norm": float(r), "mean": m, "stderr": se, "n": n_align})
-
-    answers = rng.integers(0, k, n_help)
-    base = rng.normal(-4.0, 0.8, (n_help, k))
-    base[np.arange(n_help), answers] = rng.normal(-0.6, 0.3, n_help)
-    g = rng.normal(0, sigma, (n_help, k))
-    g[np.arange(n_help), answers] = 0.0
-    shift_dir = rng.normal(1.0, 0.1, n_help)
-    per_metric: dict[str, list[tuple[float, np.ndarray]]] = {}
-    for r in norms:
-        s = base + r * g - 0.04 * r**2
-        z = s - s.max(axis=1, keepdims=True)
-        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        h = p[np.arange(n_help), answers]
-        vocab = np.exp(s[np.arange(n_help), answers]) * np.exp(-0.1 * r**2)
-        acc = (p.argmax(axis=1) == answers).astype(float)
-        shift = 1.3 * abs(r) * shift_dir
-        for q in range(n_help):
-            items.append({"task": "basic-qa", "kind": "helpfulness", "norm": float(r), "item": q,
-                          "answer": int(answers[q]), "scores": [float(x) for x in s[q]],
-                          "helpfulness": float(h[q]), "helpfulness_norm": float(h[q]),
-                          "helpfulness_vocab": float(vocab[q]), "accuracy": float(acc[q]),
-                          "logit_shift": float(shift[q])})
-        for metric, vals in (("helpfulness", h), ("helpfulness_norm", h),
-                             ("helpfulness_vocab", vocab), ("accuracy", acc),
-                             ("logit_shift", shift)):
-            per_metric.setdefault(metric, []).append((float(r), vals))
-    for metric, rows in per_metric.items():
-        for r, vals in rows:
-            m, se = _mean_se(vals)
-            points.append({"task": "basic-qa", "kind": "helpfulness", "metric": metric,
-                           "norm": r, "mean": m, "stderr": se, "n": n_help})
-
-    config = {
-        "format_version": 1, "model": "tiny-test-model", "model_revision": "abc123",
-        "dtype": "float32",
-        "vector": {"sha256": "0" * 64, "layers": [3, 4], "method": "pca"},
-        "layers": [3, 4], "positions": "all", "operator": "add",
-        "norms": [float(r) for r in norms],
-        "tasks": [
-            {"name": "harmfulness", "kind": "alignment", "scorer": "forced-choice",
-             "n_items": n_align},
-            {"name": "basic-qa", "kind": "helpfulness", "format": "cloze", "n_choices": k,
-             "n_items": n_help},
-        ],
-        "seed": seed,
-        **(config_extra or {}),
-    }
-    gens = []
-    for pr in (prompt, "Write a short poem about the sea."):
-        for r in (-4.0, 0.0, 4.0):
-            gens.append({"prompt": pr, "norm": r,
-                         "text": f"Steered at {r:g}: a reply.\nSecond line.{generation_extra}"})
-
-    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
-    (run_dir / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
-    (run_dir / "points.jsonl").write_text("".join(json.dumps(x) + "\n" for x in points))
-    (run_dir / "generations.json").write_text(json.dumps(gens))
-    return run_dir
 
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-files.md"

@@ -22,50 +22,21 @@ from repe_tradeoff.theory import (
     trust_radius,
     validate,
 )
+from tests.helpers import hand_saturating, hyperbola, response_items, true_gap, true_scores
 
 GRID = [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]  # probe h = 0.25 with ±2h
-
-
-def _items(n=30, k=4, cubic=0.0, seed=1, ragged=False, quartic=0.0):
-    """Per-item polynomial coefficients of option scores and logit gaps."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for q in range(n):
-        kq = k - 1 if ragged and q % 3 == 0 else k
-        items.append({
-            "a": rng.normal(-2.0, 1.0, kq) - 0.5,
-            "b": rng.normal(0.0, 0.6, kq),
-            "c": rng.normal(-0.3, 0.8, kq),
-            "d": cubic * rng.normal(0.0, 1.0, kq),
-            "e": quartic * rng.normal(0.0, 1.0, kq),
-            "answer": int(rng.integers(0, kq)),
-            "ga": rng.normal(0.0, 1.5), "gb": rng.normal(1.0, 0.5),
-            "gc": rng.normal(0.0, 0.4), "gd": cubic * rng.normal(0.0, 1.0),
-            "ge": quartic * rng.normal(0.0, 1.0),
-        })
-    return items
-
-
-def _true_scores(it, r):
-    return (it["a"] + r * it["b"] + r * r * it["c"] / 2 + r**3 * it["d"] / 6
-            + r**4 * it.get("e", 0.0) / 24)
-
-
-def _true_gap(it, r):
-    return (it["ga"] + r * it["gb"] + r * r * it["gc"] / 2 + r**3 * it["gd"] / 6
-            + r**4 * it.get("ge", 0.0) / 24)
 
 
 def _records(items, grid=GRID, task="qa", atask="harm"):
     rows = []
     for r in grid:
         for q, it in enumerate(items):
-            s = _true_scores(it, r)
+            s = true_scores(it, r)
             rows.append({"task": task, "kind": "helpfulness", "norm": r, "item": q,
                          "answer": it["answer"], "scores": s.tolist(),
                          "helpfulness_vocab": float(math.exp(s[it["answer"]]))})
             rows.append({"task": atask, "kind": "alignment", "norm": r, "item": q,
-                         "logit_gap": float(_true_gap(it, r))})
+                         "logit_gap": float(true_gap(it, r))})
     return rows
 
 
@@ -73,7 +44,7 @@ def _direct_helpfulness(items, r, vocab=False):
     """Mean P(correct) of the true scores, by a plain per-item loop."""
     vals = []
     for it in items:
-        s = _true_scores(it, r)
+        s = true_scores(it, r)
         if vocab:
             vals.append(min(1.0, math.exp(s[it["answer"]])))
         else:
@@ -83,7 +54,7 @@ def _direct_helpfulness(items, r, vocab=False):
 
 
 def _direct_alignment(items, r):
-    return float(np.mean([2.0 / (1.0 + math.exp(-_true_gap(it, r))) - 1.0 for it in items]))
+    return float(np.mean([2.0 / (1.0 + math.exp(-true_gap(it, r))) - 1.0 for it in items]))
 
 
 # --- the probe ---------------------------------------------------------------------------
@@ -119,7 +90,7 @@ def test_find_probe_errors_say_which_norms_are_needed():
 
 
 def test_records_without_the_probe_norms_are_refused():
-    rows = _records(_items(5), grid=[0.0, 0.5, 1.0])
+    rows = _records(response_items(5), grid=[0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="symmetric pair"):
         helpfulness_response(rows)
 
@@ -129,7 +100,7 @@ def test_records_without_the_probe_norms_are_refused():
 
 @pytest.mark.parametrize("grid", [GRID, [-0.25, 0.0, 0.25, 0.5]])
 def test_quadratic_scores_predicted_exactly_at_any_norm(grid):
-    items = _items(ragged=True)
+    items = response_items(ragged=True)
     rows = _records(items, grid=grid)
     resp = helpfulness_response(rows)
     aresp = alignment_response(rows)
@@ -145,7 +116,7 @@ def test_quadratic_scores_predicted_exactly_at_any_norm(grid):
 
 def test_derivatives_match_the_true_coefficients():
     # cubic scores: the five-point odd part is exact, and so is the even part (a parabola)
-    items = _items(6, cubic=0.4)
+    items = response_items(6, cubic=0.4)
     resp = helpfulness_response(_records(items))
     u, sa = resp.margins, resp.answer_score
     for q, it in enumerate(items):
@@ -162,11 +133,6 @@ def test_derivatives_match_the_true_coefficients():
 
 
 # --- exact recovery of saturating scores ------------------------------------------------
-
-
-def _hyperbola(curv, rho, r):
-    """c ρ² (√(1 + r²/ρ²) − 1): curvature c at 0, growing like |r| beyond ρ."""
-    return curv * rho * rho * (math.sqrt(1.0 + (r / rho) ** 2) - 1.0)
 
 
 def _saturating_items(n=24, k=4, seed=7):
@@ -189,7 +155,7 @@ def _saturating_items(n=24, k=4, seed=7):
 
 def _saturating(params, r):
     value, slope, curv, rho, third = params
-    return value + slope * r + third * r**3 / 6 + _hyperbola(curv, rho, r)
+    return value + slope * r + third * r**3 / 6 + hyperbola(curv, rho, r)
 
 
 def _saturating_scores(it, r):
@@ -245,35 +211,8 @@ def test_saturating_scores_predicted_exactly_far_outside_the_probe():
     assert short.margins.bend is None and short.trust_radius is None
 
 
-def _hand_saturating_even(e1, e2, h):
-    """By hand: the even part through E(h) = e1, E(2h) = e2, with ρ found by bisection on
-    E(2h)/E(h) = (√(1 + 4h²/ρ²) − 1) / (√(1 + h²/ρ²) − 1); a parabola unless 2 < q < 4."""
-    q = e2 / e1 if e1 != 0 else 4.0
-    if not 2 < q < 4:
-        return lambda r: e1 * (r / h) ** 2
-    lo, hi = -40.0, 40.0  # log(ρ/h)
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        x = math.exp(-2 * mid)  # (h/ρ)²
-        ratio = 4 * (math.sqrt(1 + x) + 1) / (math.sqrt(1 + 4 * x) + 1)  # the same, no 0/0
-        lo, hi = (mid, hi) if ratio < q else (lo, mid)  # the ratio grows towards 4 with ρ
-    rho = h * math.exp((lo + hi) / 2)
-    curv = e1 / (rho * rho * (math.sqrt(1 + (h / rho) ** 2) - 1))
-    return lambda r: _hyperbola(curv, rho, r)
-
-
-def hand_saturating(values, h):
-    """The saturating curve through values at -2h, -h, 0, h, 2h, worked out by hand."""
-    m2, m1, z, p1, p2 = values
-    o1, o2 = (p1 - m1) / 2, (p2 - m2) / 2
-    third = (o2 - 2 * o1) / h**3  # the odd part g r + third r³/6 through o1 and o2
-    slope = o1 / h - third * h * h / 6
-    even = _hand_saturating_even((p1 + m1) / 2 - z, (p2 + m2) / 2 - z, h)
-    return lambda r: z + slope * r + third * r**3 / 6 + even(r)
-
-
 def test_a_quartic_term_is_fitted_as_the_by_hand_saturating_curve():
-    items = _items(10, quartic=2.0, cubic=0.5, seed=4)
+    items = response_items(10, quartic=2.0, cubic=0.5, seed=4)
     resp = helpfulness_response(_records(items))
     h, norms = 0.25, [-2.0, -0.7, 0.3, 1.6]
     pred = predict_helpfulness(resp, norms, n_boot=0).mean
@@ -281,7 +220,7 @@ def test_a_quartic_term_is_fitted_as_the_by_hand_saturating_curve():
         vals = []
         for it in items:
             ans = it["answer"]
-            probe = [_true_scores(it, x * h) for x in (-2, -1, 0, 1, 2)]
+            probe = [true_scores(it, x * h) for x in (-2, -1, 0, 1, 2)]
             curves = [hand_saturating([s[o] - s[ans] for s in probe], h) for o in range(len(it["a"]))]
             w = [math.exp(c(r)) for c in curves]
             vals.append(w[ans] / sum(w))
@@ -289,7 +228,7 @@ def test_a_quartic_term_is_fitted_as_the_by_hand_saturating_curve():
 
 
 def test_only_probe_norms_are_used():
-    items = _items(8)
+    items = response_items(8)
     rows = _records(items)
     # corrupt every record outside 0, ±h, ±2h: the prediction must not change
     noisy = [dict(r, scores=[x + 50.0 for x in r["scores"]]) if r["kind"] == "helpfulness"
@@ -300,7 +239,7 @@ def test_only_probe_norms_are_used():
 
 
 def test_items_missing_a_probe_norm_are_dropped_and_counted():
-    items = _items(10)
+    items = response_items(10)
     rows = [r for r in _records(items) if not (r["item"] == 3 and r["norm"] == -0.25)]
     resp = helpfulness_response(rows)
     assert len(resp.answers) == 9 and resp.n_dropped == 1
@@ -308,7 +247,7 @@ def test_items_missing_a_probe_norm_are_dropped_and_counted():
 
 
 def test_band_covers_the_mean_and_collapses_without_bootstrap():
-    resp = helpfulness_response(_records(_items(40)))
+    resp = helpfulness_response(_records(response_items(40)))
     pred = predict_helpfulness(resp, [-1.0, 0.0, 1.0], n_boot=300, seed=3)
     assert np.all(pred.low < pred.mean) and np.all(pred.mean < pred.high)
     again = predict_helpfulness(resp, [-1.0, 0.0, 1.0], n_boot=300, seed=3)
@@ -326,7 +265,7 @@ def _taylor_by_finite_differences(predict, eps=1e-3):
 
 
 def test_decomposition_sums_to_the_second_order_coefficient():
-    items = _items(25)
+    items = response_items(25)
     rows = _records(items)
     resp, aresp = helpfulness_response(rows), alignment_response(rows)
     dec = decompose(resp, aresp, n_boot=200)
@@ -345,7 +284,7 @@ def test_decomposition_sums_to_the_second_order_coefficient():
 def test_decomposition_is_the_true_curves_when_the_probe_resolves_it():
     # quartic scores: the five-point central differences are exact, so the split sums to the
     # r² coefficient of the true mean curve (by finite differences of the direct evaluation)
-    items = _items(25, cubic=0.4, quartic=0.8, seed=9)
+    items = response_items(25, cubic=0.4, quartic=0.8, seed=9)
     dec = decompose(helpfulness_response(_records(items)), n_boot=50)
     eps = 1e-3
     p0, pp, pm = (_direct_helpfulness(items, x) for x in (0.0, eps, -eps))
@@ -355,7 +294,7 @@ def test_decomposition_is_the_true_curves_when_the_probe_resolves_it():
 
 def test_spread_and_drift_are_told_apart():
     # no curvature of the scores: everything quadratic is spread
-    items = _items(20)
+    items = response_items(20)
     for it in items:
         it["c"] = np.zeros_like(it["c"])
     dec = decompose(helpfulness_response(_records(items)), n_boot=50)
@@ -378,17 +317,17 @@ def test_spread_and_drift_are_told_apart():
 
 
 def test_trust_radius_is_infinite_for_cubic_scores_and_none_without_2h():
-    rows = _records(_items(10, cubic=0.5))
+    rows = _records(response_items(10, cubic=0.5))
     assert helpfulness_response(rows).trust_radius == math.inf
     assert alignment_response(rows).trust_radius == math.inf
-    short = _records(_items(10), grid=[-0.25, 0.0, 0.25])
+    short = _records(response_items(10), grid=[-0.25, 0.0, 0.25])
     assert helpfulness_response(short).trust_radius is None
     assert alignment_response(short).probe == Probe(0.25, False)
 
 
 def test_trust_radius_shrinks_when_a_quartic_term_grows():
-    radii = [helpfulness_response(_records(_items(20, quartic=x))).trust_radius for x in (0.05, 0.5)]
-    aradii = [alignment_response(_records(_items(20, quartic=x))).trust_radius for x in (0.05, 0.5)]
+    radii = [helpfulness_response(_records(response_items(20, quartic=x))).trust_radius for x in (0.05, 0.5)]
+    aradii = [alignment_response(_records(response_items(20, quartic=x))).trust_radius for x in (0.05, 0.5)]
     assert math.isfinite(radii[0]) and radii[1] < radii[0]
     assert math.isfinite(aradii[0]) and aradii[1] < aradii[0]
 
@@ -396,7 +335,7 @@ def test_trust_radius_shrinks_when_a_quartic_term_grows():
 def test_trust_radius_marks_where_the_true_error_reaches_the_tolerance():
     # quartic scores: the polynomial through the five probe values is the truth, so the
     # radius is exactly where the saturating curve's error reaches the tolerance
-    items = _items(20, cubic=0.3, quartic=0.6)
+    items = response_items(20, cubic=0.3, quartic=0.6)
     resp = helpfulness_response(_records(items), tolerance=0.02)
     rad = resp.trust_radius
     assert resp.tolerance == 0.02 and 0.25 < rad < 16
@@ -415,7 +354,7 @@ def test_trust_radius_marks_where_the_true_error_reaches_the_tolerance():
 
 
 def test_predicted_points_rows_and_validation_against_a_shifted_curve():
-    items = _items(15)
+    items = response_items(15)
     rows = _records(items)
     resp, aresp = helpfulness_response(rows), alignment_response(rows)
     grid = np.linspace(-2, 2, 17)
@@ -443,7 +382,7 @@ def test_predicted_points_rows_and_validation_against_a_shifted_curve():
 
 
 def test_bad_input_messages():
-    rows = _records(_items(5))
+    rows = _records(response_items(5))
     two = rows + [dict(r, task="other") for r in rows if r["kind"] == "helpfulness"]
     with pytest.raises(TheoryError, match=r"several helpfulness tasks \(qa, other\)"):
         helpfulness_response(two)
@@ -459,7 +398,7 @@ def test_bad_input_messages():
 
 
 def test_full_vocabulary_prediction_is_clipped_at_one_without_overflow():
-    items = _items(12)
+    items = response_items(12)
     for it in items:
         it["a"] = it["a"] + 2.5  # some answers above log-probability 0: exp(s) > 1 is clipped
     resp = helpfulness_response(_records(items))
@@ -467,6 +406,6 @@ def test_full_vocabulary_prediction_is_clipped_at_one_without_overflow():
     with np.errstate(over="raise", invalid="raise"):
         pred = predict_helpfulness(resp, norms, vocab=True, n_boot=0)
     for j, r in enumerate(norms):
-        want = np.mean([math.exp(min(0.0, _true_scores(it, r)[it["answer"]])) for it in items])
+        want = np.mean([math.exp(min(0.0, true_scores(it, r)[it["answer"]])) for it in items])
         assert pred.mean[j] == pytest.approx(want, abs=1e-10)
     assert pred.mean.max() <= 1.0

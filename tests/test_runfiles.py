@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import typing
@@ -42,6 +41,7 @@ from repe_tradeoff.runs.schema import (
     ResponseFile,
     RunConfig,
 )
+from tests.helpers import doc_block, doc_json_blocks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-files.md"
 
@@ -144,7 +144,7 @@ def test_old_or_invalid_fits_are_refused_with_the_fix(tmp_path):
     (tmp_path / "fits.json").write_text(json.dumps({"format_version": 1, "alignment": {}}))
     with pytest.raises(RunFileError, match=r"format_version 1.*rerun `repe-tradeoff fit"):
         read_fits(tmp_path)
-    doc_fits = _doc_block('"settings"')
+    doc_fits = doc_block('"settings"')
     doc_fits["tasks"]["basic-qa"]["k"] = "four"
     (tmp_path / "fits.json").write_text(json.dumps(doc_fits))
     with pytest.raises(RunFileError, match=r"`tasks.basic-qa.helpfulness.k`.*rerun"):
@@ -179,15 +179,6 @@ def test_runfiles_import_without_torch():
 
 
 # --------------------------------------------------------------------------- the doc
-def _json_blocks() -> list:
-    text = DOC.read_text(encoding="utf-8")
-    return [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)]
-
-
-def _doc_block(marker: str) -> dict:
-    """The first JSON example of the doc whose text holds ``marker``."""
-    text = DOC.read_text(encoding="utf-8")
-    return json.loads(next(b for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL) if marker in b))
 
 
 def _models(root: type[BaseModel]) -> set[type[BaseModel]]:
@@ -223,7 +214,7 @@ def _undeclared(obj, where: str = "") -> list[str]:
 
 
 def test_doc_examples_are_valid_run_files(tmp_path):
-    config, align_item, help_item, fluency_item, point, gens, baseline, fits, *_ = _json_blocks()
+    config, align_item, help_item, fluency_item, point, gens, baseline, fits, *_ = doc_json_blocks()
     assert BaselineFile.model_validate(baseline).row(True, True).norm == baseline["recommended_norm"]
     cfg = RunConfig.model_validate(config)
     # the config's nested entries hold only what the writers write (no `vector.path`)
@@ -260,7 +251,7 @@ def test_doc_joint_examples_are_valid(tmp_path):
     from repe_tradeoff.runs import read_joint
     from repe_tradeoff.runs.schema import JointFits, OffTargetRow
 
-    config, item, fits = _json_blocks()[-3:]  # the joint-run section ends the doc
+    config, item, fits = doc_json_blocks()[-3:]  # the joint-run section ends the doc
     cfg = RunConfig.model_validate(config)
     assert [v.name for v in cfg.vectors] == ["harmfulness", "fairness"] and _undeclared(cfg.vectors) == []
     assert aggregate([item])[0]["norms"] == item["norms"]
@@ -272,7 +263,7 @@ def test_doc_joint_examples_are_valid(tmp_path):
 
 
 def test_doc_response_examples_are_valid(tmp_path):
-    help_block, align_block, predicted, response = _json_blocks()[8:12]  # after fits.json
+    help_block, align_block, predicted, response = doc_json_blocks()[8:12]  # after fits.json
     assert HelpfulnessResponseBlock.model_validate(help_block).status == "pass"
     assert AlignmentResponseBlock.model_validate(align_block).slope_at_zero.value == 0.08
     write_predicted(tmp_path, [predicted])
@@ -295,7 +286,7 @@ def test_doc_atlas_example_is_a_valid_atlas_file(tmp_path):
     from repe_tradeoff.runs import read_atlas, write_atlas
     from repe_tradeoff.runs.schema.atlas import AtlasFile
 
-    atlas = AtlasFile.model_validate(_doc_block('"probe_fraction"'))
+    atlas = AtlasFile.model_validate(doc_block('"probe_fraction"'))
     write_atlas(tmp_path, atlas)
     assert read_atlas(tmp_path) == atlas
     head, row = (tmp_path / "atlas.csv").read_text().splitlines()

@@ -10,16 +10,11 @@ from repe_tradeoff.engine.steering import SteeringError, steer
 from repe_tradeoff.models.loading import find_layers
 from repe_tradeoff.vectors.reading import extract, mean_direction, pca_direction, read_hidden_states
 from repe_tradeoff.vectors.vector import SteeringVector, VectorError
-from tests.conftest import tiny_model
+from tests.helpers import random_vector, tiny_model
 
 
 def _hooks(model) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-def _random_vector(layers=(1, 2), hidden=32, seed=1) -> SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: torch.randn(hidden, generator=g) for layer in layers}).normalized()
 
 
 def test_norm_zero_is_exactly_unsteered(arch_model):
@@ -27,14 +22,14 @@ def test_norm_zero_is_exactly_unsteered(arch_model):
     ids = torch.randint(1, 255, (3, 9))
     with torch.no_grad():
         plain = model(ids).logits
-        with steer(model, _random_vector(), 0.0):
+        with steer(model, random_vector(seed=1), 0.0):
             steered = model(ids).logits
     assert torch.equal(plain, steered)
 
 
 def test_adds_r_times_v_to_each_steered_block_output(arch_model):
     _, model = arch_model
-    v = _random_vector(layers=(2,))
+    v = random_vector(layers=(2,), seed=1)
     ids = torch.randint(1, 255, (2, 5))
     block = find_layers(model)[2]
     seen = []
@@ -56,7 +51,7 @@ def test_adds_r_times_v_to_each_steered_block_output(arch_model):
 
 def test_per_row_norms_equal_separate_runs(arch_model):
     _, model = arch_model
-    v = _random_vector()
+    v = random_vector(seed=1)
     ids = torch.randint(1, 255, (1, 8)).repeat(3, 1)
     norms = torch.tensor([-2.0, 0.5, 4.0])
     with torch.no_grad():
@@ -72,12 +67,12 @@ def test_hooks_removed_also_after_exception():
     model = tiny_model("llama")
     before = _hooks(model)
     with pytest.raises(RuntimeError, match="boom"):
-        with steer(model, _random_vector(), 1.0):
+        with steer(model, random_vector(seed=1), 1.0):
             assert _hooks(model) > before
             raise RuntimeError("boom")
     assert _hooks(model) == before
     with pytest.raises(SteeringError, match="one norm per row"):
-        with torch.no_grad(), steer(model, _random_vector(), torch.tensor([1.0, 2.0])):
+        with torch.no_grad(), steer(model, random_vector(seed=1), torch.tensor([1.0, 2.0])):
             model(torch.randint(1, 255, (3, 4)))
     assert _hooks(model) == before
 
@@ -87,7 +82,7 @@ def test_hooks_removed_also_after_exception():
 def test_kv_cached_generation_matches_uncached(arch, positions):
     """Steered logits of each generated token are the same with and without the KV cache."""
     model = tiny_model(arch)
-    v = _random_vector()
+    v = random_vector(seed=1)
     prompt = torch.randint(1, 255, (2, 6))
     with torch.no_grad(), steer(model, v, 2.5, positions=positions):
         out = model.generate(prompt, max_new_tokens=5, do_sample=False, use_cache=True,
@@ -128,7 +123,7 @@ def _block_output(model, layer: int, ids, **steering) -> torch.Tensor:
 def test_ablate_removes_the_direction(operator):
     """h − (h·v̂)v̂ (then + r·v), against a hand computation on the unsteered block output."""
     model = tiny_model("llama")
-    v = SteeringVector({2: 3.0 * _random_vector(layers=(2,))[2]})  # not unit length: v̂ = v / ‖v‖
+    v = SteeringVector({2: 3.0 * random_vector(layers=(2,), seed=1)[2]})  # not unit length: v̂ = v / ‖v‖
     ids = torch.randint(1, 255, (2, 5))
     plain = _block_output(model, 2, ids)
     r = 0.0 if operator == "ablate" else 1.5
@@ -191,7 +186,7 @@ def test_read_hidden_states_is_padding_invariant():
 
 
 def test_vector_roundtrip_and_checks(tmp_path):
-    v = _random_vector()
+    v = random_vector(seed=1)
     v = SteeringVector(v.directions, {"method": "pca"})
     path = v.save(tmp_path / "v.safetensors")
     back = SteeringVector.load(path)
@@ -212,7 +207,7 @@ def test_vector_roundtrip_and_checks(tmp_path):
 
 def test_lm_eval_export(tmp_path):
     model = tiny_model("llama")
-    v = _random_vector()
+    v = random_vector(seed=1)
     path = v.to_lm_eval(tmp_path / "steer.pt", model, 4.0)
     payload = torch.load(path, weights_only=True)
     assert set(payload) == {"layers.1", "layers.2"}  # relative to model.base_model, as lm-eval resolves them

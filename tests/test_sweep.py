@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace as NS
 
 import pytest
 import torch
@@ -14,16 +13,9 @@ from repe_tradeoff.engine.generation import refusal_score
 from repe_tradeoff.engine.scoring import score
 from repe_tradeoff.engine.steering import Steering, steer
 from repe_tradeoff.models.prompts import letter_token_ids
-from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
-from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.grid import parse_norms
 from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, aggregate, run_config, run_sweep
-from tests.conftest import tiny_model
-
-
-def _vector(layers=(1, 2)):
-    g = torch.Generator().manual_seed(5)
-    return SteeringVector({layer: torch.randn(32, generator=g) for layer in layers}).normalized()
+from tests.helpers import ByteTok, random_vector, sweep_tasks, tiny_model
 
 
 def _reference(model, v, layers, prompts, conts, norms):
@@ -50,7 +42,7 @@ def test_batched_scoring_equals_per_norm_loop(arch_model, share, share_prompts, 
     """Shared prompts (KV cache, left padding) and shared lower layers change no number."""
     arch, _ = arch_model
     model = tiny_model(arch, attn=attn)
-    v = _vector()
+    v = random_vector()
     prompts = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16], [5, 6, 7, 8], [9, 10, 11]]
     conts = [[20, 21], [22], [23, 24, 25], [26], [27, 28, 29, 30]]
     norms = [-3.0, -0.5, 1.5, 6.0]  # no 0: the reference row is added internally
@@ -76,36 +68,17 @@ def test_unsteered_scoring_matches_model_logits(arch):
 
 def test_extreme_norms_stay_finite():
     model = tiny_model("llama")
-    got = score(model, 0, [[3, 4, 5]], [[6, 7]], [-1e3, 1e3], Steering(_vector(), (1, 2)))
+    got = score(model, 0, [[3, 4, 5]], [[6, 7]], [-1e3, 1e3], Steering(random_vector(), (1, 2)))
     assert torch.isfinite(got.continuation).all() and torch.isfinite(got.logit_shift).all()
 
 
-class ByteTok:
-    """A deterministic tokenizer for tiny models: one token per byte (mod vocabulary)."""
-
-    pad_token_id = 0
-    chat_template = None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [b % 250 + 1 for b in text.encode()]}
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
-
-
-def _tasks():
-    items = [NS(prompt=f"do bad thing {i}", aligned="No.", misaligned="Sure, ok") for i in range(5)]
-    qs = [NS(question=f"q{i}?", choices=["aa", "b", "ccc", "dd"], answer=i % 4, subject=None) for i in range(7)]
-    return [AlignmentTask("harm", items, template="plain"), MultipleChoiceTask("qa", qs)]
-
-
 def _plan(**kw):
-    defaults = dict(norms=[-2.0, 0.0, 1.0, 3.0], tasks=_tasks(), layers=[1, 2], chunk_size=2, batch_size=12)
+    defaults = dict(norms=[-2.0, 0.0, 1.0, 3.0], tasks=sweep_tasks(), layers=[1, 2], chunk_size=2, batch_size=12)
     return SweepPlan(**{**defaults, **kw})
 
 
 def _run(tmp_path, name, plan=None, **kw):
-    model, v = tiny_model("llama"), _vector()
+    model, v = tiny_model("llama"), random_vector()
     plan = plan or _plan()
     config = run_config(plan, v, model_name="tiny", model_revision=None, dtype="float32")
     return run_sweep(model, ByteTok(), v, plan, tmp_path / name, config=config, **kw)

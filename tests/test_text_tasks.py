@@ -6,91 +6,53 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
-from repe_tradeoff.data import NeutralPassage, ShortAnswerQuestion, normalise_answer
+from repe_tradeoff.data import ShortAnswerQuestion, normalise_answer
 from repe_tradeoff.engine.generation import Generations
-from repe_tradeoff.models.loading import load_model
 from repe_tradeoff.tasks.text import ExactMatchTask, FluencyTask
-from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
-from tests.test_cli_errors import save_tiny_model
+from tests.helpers import (
+    NEUTRAL_PASSAGES,
+    TEXT_LAYERS,
+    added_by_hand,
+    greedy_by_hand,
+    random_vector,
+    save_tiny_model,
+)
 
 NORMS = [-2.0, 0.0, 3.0]
-LAYERS = (1, 2)
-PASSAGES = [NeutralPassage(text=t) for t in ("The rain fell on the town.", "Bread rises in a warm room.",
-                                              "A train left at nine.")]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_model(str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")))
-
-
-def _vector() -> SteeringVector:
-    g = torch.Generator().manual_seed(5)
-    return SteeringVector({layer: torch.randn(32, generator=g) for layer in LAYERS}).normalized()
 
 
 def _sweep(lm, task, out: Path, **plan) -> list[dict]:
-    vector = _vector()
-    plan = SweepPlan(norms=NORMS, tasks=[task], layers=list(LAYERS), chunk_size=2, batch_size=7, **plan)
+    vector = random_vector(TEXT_LAYERS)
+    plan = SweepPlan(norms=NORMS, tasks=[task], layers=list(TEXT_LAYERS), chunk_size=2, batch_size=7, **plan)
     run_sweep(lm.model, lm.tokenizer, vector, plan, out,
               config=run_config(plan, vector, model_name="tiny", model_revision=None, dtype="float32"))
     rows = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
     return sorted(rows, key=lambda r: (r["item"], r["norm"]))
 
 
-@contextmanager
-def _added(model, r: float):
-    """r · v added to the output of each steered block at every position, by hand."""
-    vec = _vector()
-
-    def hook(layer):
-        def add(module, args, output):
-            if isinstance(output, tuple):
-                return (output[0] + r * vec[layer], *output[1:])
-            return output + r * vec[layer]
-        return add
-
-    handles = [model.model.layers[layer].register_forward_hook(hook(layer)) for layer in LAYERS]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def _logprobs(model, ids: list[int], r: float) -> torch.Tensor:
-    with torch.no_grad(), _added(model, r):
+    with torch.no_grad(), added_by_hand(model, r):
         return model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
-
-
-def _greedy(lm, ids: list[int], r: float, n: int) -> list[int]:
-    with torch.no_grad(), _added(lm.model, r):
-        out = lm.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
-                                pad_token_id=lm.tokenizer.pad_token_id)
-    new = out[0, len(ids):].tolist()
-    eos = lm.tokenizer.eos_token_id
-    return new[: new.index(eos) + 1] if eos in new else new
 
 
 @pytest.mark.parametrize("share", [True, False])
 def test_kl_and_perplexity_match_a_hand_computation(tiny, tmp_path, share):
-    records = _sweep(tiny, FluencyTask("fluency", PASSAGES, max_new_tokens=6), tmp_path / "run",
+    records = _sweep(tiny, FluencyTask("fluency", NEUTRAL_PASSAGES, max_new_tokens=6), tmp_path / "run",
                      share_lower=share, share_prompts=share)
-    assert len(records) == len(PASSAGES) * len(NORMS)
+    assert len(records) == len(NEUTRAL_PASSAGES) * len(NORMS)
     tok, model = tiny.tokenizer, tiny.model
     for rec in records:
-        ids = tok(PASSAGES[rec["item"]].text)["input_ids"]
+        ids = tok(NEUTRAL_PASSAGES[rec["item"]].text)["input_ids"]
         ref, steered = _logprobs(model, ids, 0.0), _logprobs(model, ids, rec["norm"])
         kl = float((ref.exp() * (ref - steered)).sum(-1).mean())
         assert rec["kl"] == pytest.approx(kl, rel=1e-4, abs=1e-6), rec
-        cont = _greedy(tiny, ids, rec["norm"], 6)
+        cont = greedy_by_hand(tiny, ids, rec["norm"], 6)
         assert rec["response"] == tok.decode(cont, skip_special_tokens=True).strip()
         eos = tok.eos_token_id
         assert rec["generated_tokens"] == (cont.index(eos) if eos in cont else len(cont))
@@ -106,7 +68,7 @@ def test_exact_match_scores_the_models_own_greedy_answer(tiny, tmp_path):
     one question: that question scores 1 at r = 3; a question whose answer it never says scores 0."""
     tok = tiny.tokenizer
     ids = tok("User: What is 2 + 2?\nAssistant:")["input_ids"]
-    answer = tok.decode(_greedy(tiny, ids, 3.0, 6), skip_special_tokens=True).strip()
+    answer = tok.decode(greedy_by_hand(tiny, ids, 3.0, 6), skip_special_tokens=True).strip()
     assert normalise_answer(answer), answer  # the scripted answer must keep a word
     questions = [ShortAnswerQuestion(question="What is 2 + 2?", answers=[answer], category="scripted"),
                  ShortAnswerQuestion(question="What is 2 + 2?", answers=["qqqqqqqq"], category="scripted")]
@@ -144,10 +106,10 @@ def test_sweep_command_measures_short_answer_and_fluency(tmp_path):
     import subprocess
     import sys
 
-    from tests.test_cli_errors import cli_env
+    from tests.helpers import cli_env
 
     model = save_tiny_model(tmp_path / "model")
-    _vector().save(tmp_path / "v.safetensors")
+    random_vector(TEXT_LAYERS).save(tmp_path / "v.safetensors")
     base = [sys.executable, "-m", "repe_tradeoff", "-q", "sweep", "--model", str(model), "--vector",
             str(tmp_path / "v.safetensors"), "--norms=-1,0,1", "--limit", "2"]
     done = subprocess.run([*base, "--helpfulness", "short-answer", "--fluency", "neutral", "--out",
@@ -179,13 +141,14 @@ def test_generation_keeps_prompts_times_norms_within_the_row_budget(tiny, monkey
         return real(model, tok, prompts, *args, **kwargs)
 
     monkeypatch.setattr(batching, "generate_tokens", recording)
-    vector, prompts = _vector(), [p.text for p in PASSAGES] + ["Two more words.", "The end."]
-    plan = SweepPlan(norms=NORMS, tasks=[], layers=list(LAYERS), batch_size=7)
-    runner = batching.ChunkRunner(tiny.model, tiny.tokenizer, plan, Steering(vector, LAYERS), batching.BatchBudget(7))
+    vector, prompts = random_vector(TEXT_LAYERS), [p.text for p in NEUTRAL_PASSAGES] + ["Two more words.", "The end."]
+    plan = SweepPlan(norms=NORMS, tasks=[], layers=list(TEXT_LAYERS), batch_size=7)
+    runner = batching.ChunkRunner(tiny.model, tiny.tokenizer, plan, Steering(vector, TEXT_LAYERS),
+                                  batching.BatchBudget(7))
     got = runner.generate(prompts, "none", 6)
     assert groups == [2, 2, 1]  # 7 rows // 3 norms = 2 prompts a group
     for i, prompt in enumerate(prompts):
-        alone = real(tiny.model, tiny.tokenizer, [prompt], vector, NORMS, layers=list(LAYERS), template="none",
+        alone = real(tiny.model, tiny.tokenizer, [prompt], vector, NORMS, layers=list(TEXT_LAYERS), template="none",
                      max_new_tokens=6)
         assert (got.prompt_ids[i], got.new_ids[i], got.texts[i]) == (alone.prompt_ids[0], alone.new_ids[0],
                                                                      alone.texts[0])

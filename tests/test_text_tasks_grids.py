@@ -9,29 +9,21 @@ from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
-import torch
 
 from repe_tradeoff.data import BehaviorItem, ShortAnswerQuestion
-from repe_tradeoff.models.loading import load_model
 from repe_tradeoff.tasks.choice import MultipleChoiceTask, alignment_task
 from repe_tradeoff.tasks.text import ExactMatchTask, FluencyTask
-from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
-from tests.test_cli_errors import save_tiny_model
-from tests.test_text_tasks import LAYERS, PASSAGES, _greedy
+from tests.helpers import (
+    NEUTRAL_PASSAGES,
+    TEXT_LAYERS,
+    greedy_by_hand,
+    random_vector,
+    save_tiny_model,
+)
 
 QUESTIONS = [ShortAnswerQuestion(question="What is 2 + 2?", answers=["4"], category="arithmetic"),
              ShortAnswerQuestion(question="Capital of France?", answers=["Paris"], category="capitals")]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_model(str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")))
-
-
-def _vec(seed: int) -> SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: torch.randn(32, generator=g) for layer in LAYERS}).normalized()
 
 
 def _rows(run, name="items.jsonl") -> list[dict]:
@@ -43,8 +35,8 @@ def test_generate_scorer_records_each_reply_length_and_its_mean(tiny, tmp_path):
     the end of sequence; points.jsonl holds their mean over items at each norm."""
     items = [BehaviorItem(prompt=p, aligned="No.", misaligned="Yes.") for p in ("Say hi.", "Tell me a joke.")]
     task = alignment_task("harm", items, "generate", "plain")
-    vector, norms = _vec(5), [-2.0, 0.0, 3.0]
-    plan = SweepPlan(norms=norms, tasks=[task], layers=list(LAYERS), chunk_size=2, batch_size=7, max_new_tokens=6)
+    vector, norms = random_vector(TEXT_LAYERS, seed=5), [-2.0, 0.0, 3.0]
+    plan = SweepPlan(norms=norms, tasks=[task], layers=list(TEXT_LAYERS), chunk_size=2, batch_size=7, max_new_tokens=6)
     out = tmp_path / "run"
     run_sweep(tiny.model, tiny.tokenizer, vector, plan, out,
               config=run_config(plan, vector, model_name="tiny", model_revision=None, dtype="float32"))
@@ -52,7 +44,7 @@ def test_generate_scorer_records_each_reply_length_and_its_mean(tiny, tmp_path):
     lengths: dict[float, list[int]] = {}
     for rec in _rows(out):
         ids = tiny.tokenizer(f"User: {items[rec['item']].prompt}\nAssistant:")["input_ids"]
-        cont = _greedy(tiny, ids, rec["norm"], 6)
+        cont = greedy_by_hand(tiny, ids, rec["norm"], 6)
         assert rec["generated_tokens"] == (cont.index(eos) if eos in cont else len(cont)), rec
         lengths.setdefault(rec["norm"], []).append(rec["generated_tokens"])
     means = {p["norm"]: p["mean"] for p in _rows(out, "points.jsonl") if p["metric"] == "generated_tokens"}
@@ -64,14 +56,14 @@ def test_joint_sweep_of_text_tasks_equals_the_one_vector_sweep_on_each_axis(tiny
     perplexity and exact match alike; the fit of the joint run has no break-down entry."""
     from repe_tradeoff.theory import fit_run
 
-    tasks = [FluencyTask("fluency", PASSAGES[:2], max_new_tokens=5),
+    tasks = [FluencyTask("fluency", NEUTRAL_PASSAGES[:2], max_new_tokens=5),
              ExactMatchTask("sa", QUESTIONS, "plain", max_new_tokens=5)]
-    a, b, grid = _vec(1), _vec(2), [-2.0, 0.0, 2.0]
-    joint_plan = SweepPlan(norms=list(product(grid, [0.0, 1.5])), tasks=tasks, layers=list(LAYERS), chunk_size=2,
+    a, b, grid = random_vector(TEXT_LAYERS, seed=1), random_vector(TEXT_LAYERS, seed=2), [-2.0, 0.0, 2.0]
+    joint_plan = SweepPlan(norms=list(product(grid, [0.0, 1.5])), tasks=tasks, layers=list(TEXT_LAYERS), chunk_size=2,
                            batch_size=16, vector_names=["A", "B"])
     run_sweep(tiny.model, tiny.tokenizer, [a, b], joint_plan, tmp_path / "joint",
               config=run_config(joint_plan, [a, b], model_name="tiny", model_revision=None, dtype="float32"))
-    one_plan = SweepPlan(norms=grid, tasks=tasks, layers=list(LAYERS), chunk_size=2, batch_size=16)
+    one_plan = SweepPlan(norms=grid, tasks=tasks, layers=list(TEXT_LAYERS), chunk_size=2, batch_size=16)
     run_sweep(tiny.model, tiny.tokenizer, a, one_plan, tmp_path / "one",
               config=run_config(one_plan, a, model_name="tiny", model_revision=None, dtype="float32"))
     joint = {(r["task"], r["norms"]["A"], r["item"]): r for r in _rows(tmp_path / "joint") if r["norms"]["B"] == 0.0}
@@ -96,12 +88,14 @@ def test_auto_grid_searches_on_the_likelihood_tasks_only(tiny):
     from repe_tradeoff.workflows.settings import SweepSettings
 
     qa = MultipleChoiceTask("basic-qa", list(load_helpfulness("basic-qa").questions)[:4])
-    text = [ExactMatchTask("sa", QUESTIONS, "plain", max_new_tokens=4), FluencyTask("fluency", PASSAGES, max_new_tokens=4)]
+    text = [ExactMatchTask("sa", QUESTIONS, "plain", max_new_tokens=4),
+            FluencyTask("fluency", NEUTRAL_PASSAGES, max_new_tokens=4)]
     settings = SweepSettings(norms="auto", points=7, search_items=4)
     found = []
     for tasks in ([qa], [qa, *text]):
-        plan = SweepPlan(norms=[0.0], tasks=tasks, layers=list(LAYERS), batch_size=64)
-        found.append(auto_grid(NS(model=tiny.model, tokenizer=tiny.tokenizer), settings, _vec(3), plan))
+        plan = SweepPlan(norms=[0.0], tasks=tasks, layers=list(TEXT_LAYERS), batch_size=64)
+        vector = random_vector(TEXT_LAYERS, seed=3)
+        found.append(auto_grid(NS(model=tiny.model, tokenizer=tiny.tokenizer), settings, vector, plan))
     assert found[1]["norms"] == found[0]["norms"]
     assert found[1]["record"]["evaluations"] == found[0]["record"]["evaluations"]
 

@@ -17,8 +17,7 @@ from repe_tradeoff.engine.steering import steer
 from repe_tradeoff.vectors.export import export_commands, export_vector, write_llama_cpp
 from repe_tradeoff.vectors.vector import SteeringVector, VectorError
 from repe_tradeoff.workflows.sweep import SweepPlan, run_config, run_sweep
-from tests.conftest import tiny_model
-from tests.test_sweep import ByteTok, _tasks
+from tests.helpers import ByteTok, save_tiny_model, sweep_tasks, tiny_model
 
 IDS = torch.tensor([[5, 17, 42, 9, 77, 3]])
 R = 2.5
@@ -218,7 +217,7 @@ def _points(run: Path) -> dict:
 
 
 def _small_tasks():
-    alignment, helpfulness = _tasks()
+    alignment, helpfulness = sweep_tasks()
     alignment.items, helpfulness.questions = alignment.items[:2], helpfulness.questions[:3]
     return [alignment, helpfulness]
 
@@ -359,7 +358,6 @@ def _cli(monkeypatch, capsys, *args) -> tuple[int, str]:
 def test_export_command(tmp_path, monkeypatch, capsys):
     import gguf
 
-    from tests.test_cli_errors import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "tiny")
     rows = torch.stack([_direction(7, 1.0), _direction(8, 1.0)])

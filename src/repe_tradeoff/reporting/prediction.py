@@ -159,7 +159,7 @@ def build_prediction_summary(run_dir: Path | str) -> Path:
              (f"(probe h = {fmt(probe.get('h'), 4)}, {probe.get('source', 'recorded')}); predicted "
              f"over {len(response.predicted_norms)} norms from {fmt(min(response.predicted_norms))} "
              f"to {fmt(max(response.predicted_norms))} by each item's response curve "
-             f"({_model(response)}; README, Metrics)."), "", "## Response", ""]
+             f"({_model(response)}; docs/methods.md)."), "", "## Response", ""]
     for task, block in response.tasks.items():
         lines += [f"- {x}" for x in response_lines(task, block)]
     lines += [f"- {x}" for x in reach_lines(response, points)]
