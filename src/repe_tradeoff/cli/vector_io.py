@@ -39,7 +39,7 @@ def export_cmd(
     out_console.print(f"wrote {path}{hint}", highlight=False, soft_wrap=True)
 
 
-@app.command("export-lm-eval")
+@app.command("export-lm-eval", hidden=True)  # the older name, kept for scripts
 def export_lm_eval(
     vector: Path = typer.Option(..., "--vector"),
     norm: float = typer.Option(..., "--norm", "-r"),
