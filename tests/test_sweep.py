@@ -13,8 +13,9 @@ from repe_tradeoff.engine.generation import refusal_score
 from repe_tradeoff.engine.scoring import score
 from repe_tradeoff.engine.steering import Steering, steer
 from repe_tradeoff.models.prompts import letter_token_ids
+from repe_tradeoff.runs import aggregate
 from repe_tradeoff.workflows.grid import parse_norms
-from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, aggregate, run_config, run_sweep
+from repe_tradeoff.workflows.sweep import SweepError, SweepPlan, run_config, run_sweep
 from tests.helpers import ByteTok, random_vector, sweep_tasks, tiny_model
 
 

@@ -38,6 +38,7 @@ from repe_tradeoff.runs.points import (
     write_points,
 )
 from repe_tradeoff.runs.run import (
+    recorded_config,
     read_generations,
     write_generations,
     JointRun,
@@ -59,6 +60,7 @@ from repe_tradeoff.runs.run import (
 )
 
 __all__ = [
+    "recorded_config",
     "read_generations",
     "write_generations",
     "FormatVersionError",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from repe_tradeoff.errors import SweepError
+from repe_tradeoff.runs.jsonio import atomic_write
 
 T = TypeVar("T")
 
@@ -23,6 +26,18 @@ def process_group() -> tuple[int, int, Callable[[], None]]:
 
     state = PartialState()
     return state.num_processes, state.process_index, state.wait_for_everyone
+
+
+def computed_once(out: Path | None, name: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` in the first process only; the others read its result (JSON) from ``out/name``."""
+    world, rank, barrier = process_group()
+    if world == 1 or out is None:
+        return compute()
+    path = Path(out) / name
+    if rank == 0:
+        atomic_write(path, json.dumps(compute()))
+    barrier()
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def deal(work: Sequence[T], rank: int, world: int) -> list[T]:

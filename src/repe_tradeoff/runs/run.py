@@ -38,6 +38,21 @@ def read_config(path: Path) -> RunConfig:
         raise _invalid(path, err, "see docs/run-files.md for config.json") from None
 
 
+def recorded_config(run_dir: Path) -> dict[str, Any] | None:
+    """``config.json`` as recorded, a plain dict (None when there is none): resuming and extending a
+    sweep compare it key by key. Raises :class:`RunFileError` when it is not a JSON object."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise RunFileError(f"{path} is not a JSON object: use another --out folder, or delete {run_dir}")
+    return raw
+
+
 def write_config(run_dir: Path, config: dict[str, Any]) -> Path:
     """Write ``config.json`` after checking it against :class:`RunConfig`."""
     path = Path(run_dir) / "config.json"

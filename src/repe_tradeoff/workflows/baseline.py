@@ -36,16 +36,16 @@ def resolve_prompt(spec: str | None, behavior: str) -> str | None:
 def _drop_if_stale(out: Path, grid: list[float], instruction: str) -> None:
     """Remove a baseline sub-run made for another recommended norm or instruction: it is
     derived data, and a sweep refuses to resume into a folder of another configuration."""
-    import json
     import shutil
 
-    cfg = out / "config.json"
-    if not cfg.is_file():
-        return
+    from repe_tradeoff.runs import RunFileError, recorded_config
+
     try:
-        old = json.loads(cfg.read_text(encoding="utf-8"))
-    except ValueError:
+        old = recorded_config(out)
+    except RunFileError:
         old = {}
+    if old is None:
+        return
     if old.get("norms") != grid or old.get("instruction") != instruction:
         shutil.rmtree(out)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from repe_tradeoff.engine.generation import response_scorer
 from repe_tradeoff.errors import SweepError
-from repe_tradeoff.runs import atomic_write
+from repe_tradeoff.runs import RunFileError, recorded_config
 from repe_tradeoff.tasks.choice import Task, alignment_task
 from repe_tradeoff.tasks.registry import build_task
 from repe_tradeoff.tasks.text import FluencyTask
@@ -116,14 +115,13 @@ def _recorded(out: Path | None, config: dict, limit: int | None) -> dict | None:
     """``out``'s config.json when it records this sweep, whatever its grid (else None)."""
     from repe_tradeoff.workflows.sweep import same_settings
 
-    path = Path(out) / "config.json" if out is not None else None
-    if path is None or not path.is_file():
+    if out is None:
         return None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        old = recorded_config(out)
+    except RunFileError:
         return None  # the sweep itself says what is wrong with it
-    return old if isinstance(old, dict) and same_settings(old, {**config, "limit": limit}) else None
+    return old if old is not None and same_settings(old, {**config, "limit": limit}) else None
 
 
 def _earlier_grid(recorded: dict, norms: list[float]) -> bool:
@@ -150,16 +148,9 @@ def _same_search(record: dict | None, settings: SweepSettings) -> bool:
 
 def _shared(out: Path | None, compute):
     """``compute()`` in the first process only; the others read its result from the run folder."""
-    from repe_tradeoff.runs.processes import process_group
+    from repe_tradeoff.runs.processes import computed_once
 
-    world, rank, barrier = process_group()
-    if world == 1 or out is None:
-        return compute()
-    path = Path(out) / ".auto_grid.json"
-    if rank == 0:
-        atomic_write(path, json.dumps(compute()))
-    barrier()
-    return json.loads(path.read_text(encoding="utf-8"))
+    return computed_once(out, ".auto_grid.json", compute)
 
 
 def auto_grid(lm, settings: SweepSettings, vector: SteeringVector, plan: SweepPlan) -> dict:

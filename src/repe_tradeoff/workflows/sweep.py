@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,12 +21,13 @@ from repe_tradeoff._version import __version__
 from repe_tradeoff.engine.batching import BatchBudget, ChunkRunner
 from repe_tradeoff.engine.steering import Steering
 from repe_tradeoff.errors import SweepError
-from repe_tradeoff.runs import aggregate, atomic_write, norm_key, write_config, write_points
+from repe_tradeoff.runs import RunFileError, norm_key, recorded_config, write_config, write_points
+from repe_tradeoff.runs.chunks import ChunkAppender, complete_units, point_key, write_in_plan_order
 from repe_tradeoff.runs.processes import deal, process_group, run_lock
 from repe_tradeoff.tasks.choice import Task
 from repe_tradeoff.vectors.vector import SteeringVector
 
-__all__ = ["SweepError", "SweepPlan", "aggregate", "atomic_write", "run_config", "run_sweep", "write_points"]
+__all__ = ["SweepError", "SweepPlan", "run_config", "run_sweep"]
 
 
 @dataclass
@@ -144,16 +144,6 @@ def run_config(plan: SweepPlan, vector: SteeringVector | Sequence[SteeringVector
     return config
 
 
-def point_key(r) -> float | tuple[float, ...]:
-    """A grid point as a key: a norm, or a joint sweep's tuple of norms, rounded as in the files."""
-    return tuple(norm_key(x) for x in r) if isinstance(r, (tuple, list)) else norm_key(r)
-
-
-def _record_point(rec: dict, names: list[str]):
-    """The grid point of an items.jsonl record (a joint record names its norms by vector)."""
-    return point_key([rec["norms"][n] for n in names]) if names else norm_key(rec["norm"])
-
-
 def grid_units(config: dict, plan: SweepPlan | None = None) -> list[set]:
     """The norms of each step of the grid's history: the sets a chunk is computed in.
 
@@ -168,46 +158,6 @@ def grid_units(config: dict, plan: SweepPlan | None = None) -> list[set]:
     if not steps or set().union(*steps) != grid or sum(map(len, steps)) != len(grid):
         return [grid]
     return steps
-
-
-def _complete_units(path: Path, chunk_ids: dict[tuple[str, int], list[int]],
-                    units: list[set], names: list[str]) -> dict[tuple[str, int], dict[int, dict[tuple[float, str], bytes]]]:
-    """Per chunk, the grid steps whose records ``items.jsonl`` holds in full, each as its lines.
-
-    Chunks may stand in any order (several processes append to one file). A torn line, or a
-    step of a chunk cut short by a crash, is left out and computed again on resume.
-    """
-    if not path.exists():
-        return {}
-    unit_of = {r: u for u, unit in enumerate(units) for r in unit}
-    members = {key: {json.dumps(i) for i in ids} for key, ids in chunk_ids.items()}
-    groups: dict[tuple[tuple[str, int], int], dict[tuple[float, str], bytes]] = {}
-    for line in path.read_bytes().splitlines(keepends=True):
-        try:
-            rec = json.loads(line)
-            key, r, item = (rec["task"], int(rec["chunk"])), _record_point(rec, names), json.dumps(rec["item"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        if line.endswith(b"\n") and key in members and r in unit_of and item in members[key]:
-            groups.setdefault((key, unit_of[r]), {}).setdefault((r, item), line)
-    done: dict[tuple[str, int], dict[int, dict[tuple[float, str], bytes]]] = {}
-    for (key, u), lines in groups.items():
-        if len(lines) == len(chunk_ids[key]) * len(units[u]):
-            done.setdefault(key, {})[u] = lines
-    return done
-
-
-def _write_in_plan_order(path: Path, done, chunk_ids: dict[tuple[str, int], list[int]], norms: list[float]) -> None:
-    """Each chunk's lines as a fresh run writes them: norm-major in grid order, items in order."""
-    column = {point_key(r): i for i, r in enumerate(norms)}
-    parts = []
-    for key, ids in chunk_ids.items():
-        position = {json.dumps(i): j for j, i in enumerate(ids)}
-        lines = {k: v for unit in done.get(key, {}).values() for k, v in unit.items()}
-        parts += [lines[k] for k in sorted(lines, key=lambda k: (column[k[0]], position[k[1]]))]
-    data = b"".join(parts)
-    if not path.exists() or path.read_bytes() != data:
-        atomic_write(path, data.decode("utf-8"))
 
 
 def _chunks(task: Task, chunk_size: int, limit: int | None) -> list[list[int]]:
@@ -245,11 +195,10 @@ def run_sweep(
         raise SweepError(
             f"cannot use {out} as the run folder ({err.strerror or err}); give --out a folder you can write to"
         ) from None
-    cfg_path = out / "config.json"
     config = {**config, "limit": limit}
     config["config_hash"] = _sha({"base": config["config_hash"], "limit": limit})
     world, rank, barrier = process_group()
-    governing, write = _check_config(cfg_path, config, out)
+    governing, write = _check_config(config, out)
     units = grid_units(governing, plan)
     names = plan.vector_names if plan.joint else []
     unit_of = {r: u for u, unit in enumerate(units) for r in unit}
@@ -260,10 +209,10 @@ def run_sweep(
         if rank == 0:
             if write:
                 write_config(out, governing)
-            done = _complete_units(items_path, chunk_ids, units, names)
-            _write_in_plan_order(items_path, done, chunk_ids, plan.norms)  # drop torn chunks and steps
+            done = complete_units(items_path, chunk_ids, units, names)
+            write_in_plan_order(items_path, done, chunk_ids, plan.norms)  # drop torn chunks and steps
         barrier()
-        done = _complete_units(items_path, chunk_ids, units, names)
+        done = complete_units(items_path, chunk_ids, units, names)
         pending = []  # each chunk at the norms of the grid steps it lacks (a new grid step: only its norms)
         for task, chunk, ids in plan_chunks:
             have = done.get((task.name, chunk), {})
@@ -277,23 +226,20 @@ def run_sweep(
         steering = Steering(vectors[0] if len(vectors) == 1 else tuple(vectors), tuple(plan.layers), plan.positions,
                             plan.operator, plan.share_lower, plan.share_prompts)
         budget = BatchBudget(plan.batch_size)
-        with open(items_path, "ab") as f:
+        with ChunkAppender(items_path) as append:
             for task, chunk, ids, norms in mine:
                 runner = ChunkRunner(model, tokenizer, replace(plan, norms=norms), steering, budget)
                 records = [_labelled(rec, plan) for rec in task.score_items(runner, ids)]
-                text = "".join(json.dumps({**rec, "chunk": chunk}, sort_keys=True) + "\n" for rec in records)
-                f.write(text.encode())  # one chunk, one append (O_APPEND: processes never interleave)
-                f.flush()
-                os.fsync(f.fileno())
+                append(records, chunk)
                 if progress:
                     progress.advance(len(records))
         barrier()
         if rank == 0:
-            done = _complete_units(items_path, chunk_ids, units, names)
+            done = complete_units(items_path, chunk_ids, units, names)
             missing = [key for key in chunk_ids if len(done.get(key, {})) != len(units)]
             if missing:
                 raise SweepError(f"{len(missing)} chunk(s) are missing after the sweep (first: {missing[0]}); rerun to finish")
-            _write_in_plan_order(items_path, done, chunk_ids, plan.norms)
+            write_in_plan_order(items_path, done, chunk_ids, plan.norms)
             write_points(out)
         barrier()
     return out
@@ -317,21 +263,19 @@ def extended_config(old: dict, new: dict) -> dict:
     return merged
 
 
-def _check_config(cfg_path: Path, config: dict, out: Path) -> tuple[dict, bool]:
+def _check_config(config: dict, out: Path) -> tuple[dict, bool]:
     """The configuration that governs the folder and whether to write it: the recorded one to resume,
     ``config`` to start, or ``config`` with the grid's history when it extends the recorded grid.
     Refuse to mix two configurations in one run folder."""
-    if not cfg_path.exists():
-        return config, True
     try:
-        old = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError:
-        old = None
-    if not isinstance(old, dict):
+        old = recorded_config(out)
+    except RunFileError:
         raise SweepError(
-            f"{cfg_path} is not a readable run configuration, so the sweep in {out} cannot be "
+            f"{out / 'config.json'} is not a readable run configuration, so the sweep in {out} cannot be "
             f"resumed. Use another --out folder, or delete {out} to start over."
-        )
+        ) from None
+    if old is None:
+        return config, True
     if old.get("config_hash") == config["config_hash"]:
         return old, False
     recorded = {norm_key(r) for r in old.get("norms") or []}
