@@ -1,0 +1,221 @@
+"""Run the sequential plan (:mod:`repe_tradeoff.sequential`) as a series of sweep steps.
+
+Each pass is an extension of the run's grid by the plan's next norms, measured by
+:func:`repe_tradeoff.sweep.run_sweep` into the same ``items.jsonl``/``points.jsonl`` (so every
+measurement is a sweep record, and an interrupted run resumes: the plan reads the measured set
+again and takes the same decisions). Fluency tasks measure ``kl`` at every norm; their 24-token
+continuations are generated at the end, only at 0, r* and the break-down norms, and replace those
+norms' records. ``config.json`` records the plan's passes, why each norm was measured and why
+the plan stopped (``sequential``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from repe_tradeoff.errors import SweepError
+from repe_tradeoff.sequential import (
+    STOP_REASONS,
+    Measured,
+    PlanSettings,
+    SequentialPlanError,
+    aligned_sign,
+    continuation_norms,
+    next_step,
+    recommended,
+    sig,
+    summarize,
+)
+
+log = logging.getLogger(__name__)
+
+#: The probe step as a fraction of the steered layers' mean residual norm (as ``predict``'s).
+PROBE_FRACTION = 0.0125
+#: At most this many passes (a guard; the plan's own rules stop it well before).
+MAX_PASSES = 24
+
+
+def _read_records(out: Path) -> list[dict]:
+    path = out / "items.jsonl"
+    if not path.is_file():
+        return []
+    out_records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out_records.append(json.loads(line))
+        except ValueError:
+            continue  # a torn line: the sweep drops and recomputes it
+    return out_records
+
+
+def plan_tasks(tasks: list) -> tuple[list, str | None, str | None, list[str]]:
+    """The tasks as the plan sweeps them (fluency: kl only), the budget's helpfulness and alignment
+    tasks (the first of each kind scored by likelihood), and the fluency tasks' names."""
+    from repe_tradeoff.tasks import LikelihoodTask
+    from repe_tradeoff.text_tasks import FluencyTask
+
+    swept = [replace(t, continuations=False) if isinstance(t, FluencyTask) else t for t in tasks]
+    helpful = next((t.name for t in tasks if isinstance(t, LikelihoodTask) and t.kind == "helpfulness"), None)
+    align = next((t.name for t in tasks if isinstance(t, LikelihoodTask) and t.kind == "alignment"), None)
+    if helpful is None:
+        raise SequentialPlanError(
+            "the sequential plan finds the norm where helpfulness has lost the budget, so it needs a "
+            "likelihood-scored helpfulness task (e.g. --helpfulness basic-qa); or give --points N (a dense "
+            "automatic grid) or an explicit grid such as --norms=-2:2:0.25")
+    return swept, helpful, align, [t.name for t in tasks if isinstance(t, FluencyTask)]
+
+
+def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[float], dict], dict], *,
+                   budget: str, scale: float | None, limit: int | None, progress=None) -> dict:
+    """Measure the plan's norms into ``out`` step by step; return the final ``config.json``.
+
+    ``make_config(grid, record)`` is the sweep's config.json for ``grid`` with ``record`` as its
+    ``sequential`` entry; ``scale`` is the steered layers' mean residual norm (the probe is
+    :data:`PROBE_FRACTION` of it)."""
+    from repe_tradeoff.sequential_refit import refit_edge, refit_helpfulness
+    from repe_tradeoff.sweep import run_sweep
+    from repe_tradeoff.theory.budget import parse_budget
+    from repe_tradeoff.theory.errors import TheoryError
+
+    value, relative = parse_budget(budget)
+    plan.tasks, helpful, align, fluency = plan_tasks(plan.tasks)
+    h = sig(PROBE_FRACTION * scale if scale else 0.1)
+    recorded = _recorded_record(out)
+    passes: list[dict] = list(recorded.get("passes", [])) if recorded.get("probe") == h else []
+    grid = sorted({float(r) for p in passes for r in p["norms"]})
+    record = {"budget": str(budget), "probe": h, "passes": passes}
+    if grid:  # resume: finish the recorded grid first (an interrupted step is computed again)
+        run_sweep(lm.model, lm.tokenizer, vector, plan, out, config=make_config(grid, record), limit=limit,
+                  progress=progress)
+    stopped: dict[str, str] = {}
+    bracket = None
+    for _ in range(MAX_PASSES):
+        records = _read_records(out)
+        points, p0 = summarize(records, helpfulness=helpful, alignment=align, fluency=fluency)
+        points = {r: p for r, p in points.items() if r in {sig(x) for x in grid}}
+        cap = value * p0 if relative and p0 is not None else value
+        settings = PlanSettings(budget=cap, h=h)
+
+        def predict_edge(points=points, records=records, settings=settings) -> float | None:
+            try:
+                refit = refit_helpfulness(records, helpful, h)
+            except TheoryError:
+                return None
+            outer = max(abs(r) for r in points)
+            sign = aligned_sign(points, h)
+            return refit_edge(refit, sign, settings.budget, reach=min(outer * settings.guess_factor, h * 2.0**12))
+
+        step = next_step(points, settings, predict_edge)
+        stopped, bracket = step.stopped, step.bracket
+        if step.done:
+            break
+        passes.append({"norms": {f"{r:g}": why for r, why in sorted(step.norms.items())}})
+        grid = sorted(set(grid) | set(step.norms))
+        log.info("sequential pass %d: %s", len(passes), ", ".join(f"{r:g} ({w})" for r, w in step.norms.items()))
+        run_sweep(lm.model, lm.tokenizer, vector, plan, out, config=make_config(grid, record), limit=limit,
+                  progress=progress)
+    r_star = recommended(points, cap)
+    continued = continuation_norms(points, r_star) if fluency else []
+    if continued:
+        _continue_fluency(lm, plan, vector, out, continued, fluency, limit)
+    words = {k: v.format(tolerance=settings.tolerance, max_edge_steps=settings.max_edge_steps,
+                         margin=settings.margin, max_doublings=settings.max_doublings)
+             for k, v in STOP_REASONS.items()}
+    record.update({
+        "budget_limit": cap, "helpfulness_task": helpful, "alignment_task": align,
+        "aligned_side": int(aligned_sign(points, h)), "norms_measured": len(grid),
+        "bracket": None if bracket is None else [bracket[0], bracket[1]], "recommended": r_star,
+        "stopped": {k: {"reason": v, "text": words.get(v, v)} for k, v in stopped.items()},
+        "continuations": continued, "summary": summary_sentence(len(grid), len(passes), stopped, bracket, words),
+    })
+    config = make_config(grid, record)
+    _record_plan(out, record)
+    return config
+
+
+def summary_sentence(n: int, passes: int, stopped: dict[str, str], bracket, words: dict[str, str]) -> str:
+    """One sentence: how many norms were measured and why the plan stopped there."""
+    edge = stopped.get("edge")
+    lo, hi = bracket or (None, None)
+    where = "" if hi is None else f" between r = {lo:.4g} and r = {hi:.4g}"
+    sides = "; ".join(f"{side} side: {words[stopped[side]]}" for side in ("aligned", "misaligned") if side in stopped)
+    return (f"{n} norms measured in {passes} passes (sequential plan): the budget edge lies{where}, "
+            f"where {words.get(edge, 'the search ended')}; outward for the plots until {sides or 'the pass limit'}.")
+
+
+def _recorded_record(out: Path) -> dict:
+    path = out / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        return {}
+    record = config.get("sequential") if isinstance(config, dict) else None
+    return record if isinstance(record, dict) else {}
+
+
+def _record_plan(out: Path, record: dict) -> None:
+    """Write the finished plan into config.json (the sweep keeps the recorded file when its grid is done)."""
+    from repe_tradeoff.processes import process_group
+    from repe_tradeoff.runfiles import write_config
+
+    if process_group()[1] != 0:
+        return
+    path = out / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    write_config(out, {**config, "sequential": record})
+
+
+def _continue_fluency(lm, plan, vector, out: Path, norms: list[float], fluency: list[str], limit: int | None) -> None:
+    """Generate the continuations of the fluency tasks at ``norms`` and put them into those records
+    (``perplexity``, ``generated_tokens``, ``response``); norms that have them already are skipped."""
+    from repe_tradeoff.batching import BatchBudget, ChunkRunner
+    from repe_tradeoff.processes import process_group, run_lock
+    from repe_tradeoff.runfiles import atomic_write, norm_key, write_points
+    from repe_tradeoff.scoring import Steering
+    from repe_tradeoff.sweep import _chunks
+
+    world, rank, barrier = process_group()
+    if rank == 0:
+        with run_lock(out):
+            lines = (out / "items.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+            records = [json.loads(line) for line in lines]
+            wanted = {norm_key(r) for r in norms}
+            todo = sorted({norm_key(rec["norm"]) for rec in records if rec.get("task") in fluency
+                           and norm_key(rec["norm"]) in wanted and rec.get("perplexity") is None
+                           and rec.get("generated_tokens") is None})
+            if todo:
+                steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower,
+                                    plan.share_prompts)
+                runner = ChunkRunner(lm.model, lm.tokenizer, replace(plan, norms=todo), steering,
+                                     BatchBudget(plan.batch_size))
+                fresh: dict[tuple[str, float, str], str] = {}
+                for task in plan.tasks:
+                    if task.name not in fluency:
+                        continue
+                    full = replace(task, continuations=True)
+                    for chunk, ids in enumerate(_chunks(full, plan.chunk_size, limit)):
+                        for rec in full.score_items(runner, ids):
+                            key = (rec["task"], norm_key(rec["norm"]), json.dumps(rec["item"]))
+                            fresh[key] = json.dumps({**rec, "chunk": chunk}, sort_keys=True) + "\n"
+                text = "".join(fresh.get((rec.get("task"), norm_key(rec["norm"]), json.dumps(rec.get("item"))), line)
+                               for rec, line in zip(records, lines))
+                atomic_write(out / "items.jsonl", text)
+                write_points(out)
+    barrier()
+
+
+def is_sequential(settings) -> bool:
+    """Whether a sweep's settings ask for the sequential plan (``norms: auto`` without ``points``)."""
+    return bool(settings.auto) and settings.points is None
+
+
+def probe_step(scale: float | None) -> float:
+    return sig(PROBE_FRACTION * scale if scale and math.isfinite(scale) else 0.1)
+
+
+__all__ = ["Measured", "SweepError", "is_sequential", "plan_tasks", "probe_step", "run_sequential"]
