@@ -3,7 +3,9 @@
 Pure functions over measured points (no torch, no files), so every rule can be checked on a
 synthetic curve. The plan, in passes (each pass measures the next norm of every open thread):
 
-1. *probe*: 0, ±h, ±2h (the second-order response's five norms);
+1. *probe*: 0, ±h, ±2h (the second-order response's five norms); where ±h already loses more than
+   a quarter of the budget or breaks the model, ``h`` is divided by 8 (up to ``probe_retries``
+   times) and probed again;
 2. *edge* (the aligned side, where alignment grows): measure at the budget edge the refit
    response model predicts (a little beyond it, so that one measurement usually brackets it),
    then, inside the bracket ``lo < edge ≤ hi`` of measured norms (``lo`` within the budget,
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,7 @@ class PlanSettings:
     guess_factor: float = 16.0  # a predicted edge farther than this × the outermost norm is not trusted
     overshoot: float = 0.04  # aim this far past the predicted edge, to bracket it in one measurement
     margin: float = 0.02
+    probe_retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Step:
     norms: dict[float, str] = field(default_factory=dict)
     stopped: dict[str, str] = field(default_factory=dict)  # thread -> reason key, for finished threads
     bracket: tuple[float, float] | None = None  # (lo, hi) on the aligned side, as signed norms
+    h: float | None = None  # the probe step the plan settled on
 
     @property
     def done(self) -> bool:
@@ -164,20 +168,38 @@ def _outward_step(points: Mapping[float, Measured], s: PlanSettings, sign: float
     return min(s.outward_factor * outer, s.h * 2.0 ** s.max_doublings), None
 
 
+def probe(points: Mapping[float, Measured], s: PlanSettings) -> tuple[float, list[float]]:
+    """The probe step and the probe norms still to measure: ``h``, or ``h/8``, ``h/64`` … while ±h
+    already loses more than a quarter of the budget or breaks the model (the edge then lies within
+    2h: too close to 0 for the probe to resolve the curve before it)."""
+    h = s.h
+    for k in range(s.probe_retries + 1):
+        missing = [r for r in probe_norms(h) if r not in points]
+        if any(r in missing for r in (sig(-h), 0.0, sig(h))):
+            return h, missing  # all five at once: a probe is rarely shrunk, a pass is dear
+        local = all(points[r].loss is not None and points[r].loss <= s.budget / 4 and not points[r].broken
+                    for r in (sig(-h), sig(h)))
+        if local or k == s.probe_retries:
+            return h, [r for r in probe_norms(h) if r not in points]
+        h = sig(h / 8)
+    return h, []
+
+
 def next_step(points: Mapping[float, Measured], s: PlanSettings,
-              predict_edge: Callable[[], float | None] = lambda: None) -> Step:
-    """The norms of the next pass (see the module notes); ``predict_edge()`` gives the refit response
-    model's budget edge as a distance from 0 on the aligned side (None: no prediction)."""
-    missing = [r for r in probe_norms(s.h) if r not in points]
+              predict_edge: Callable[[float], float | None] = lambda h: None) -> Step:
+    """The norms of the next pass (see the module notes); ``predict_edge(h)`` gives the refit response
+    model's budget edge (probe step ``h``) as a distance from 0 on the aligned side (None: no prediction)."""
+    h, missing = probe(points, s)
     if missing:
-        return Step({r: "probe" for r in missing})
+        return Step({r: "probe" for r in missing}, h=h)
+    s = replace(s, h=h)
     sign = aligned_sign(points, s.h)
-    step = Step()
+    step = Step(h=h)
     has_loss = any(p.loss is not None for p in points.values())
     if not has_loss:
         raise SequentialPlanError("the sequential plan needs a multiple-choice helpfulness task to measure the "
                                   "loss against the budget: add --helpfulness, or give --points N for a dense grid")
-    edge, reason, why = _edge_step(points, s, sign, predict_edge)
+    edge, reason, why = _edge_step(points, s, sign, lambda: predict_edge(h))
     lo, hi = bracket(points, sign, s.budget)
     step.bracket = (sign * lo, None if hi is None else sign * hi)
     if edge is not None:

@@ -101,17 +101,17 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
         cap = value * p0 if relative and p0 is not None else value
         settings = PlanSettings(budget=cap, h=h)
 
-        def predict_edge(points=points, records=records, settings=settings) -> float | None:
+        def predict_edge(step_h: float, points=points, records=records, settings=settings) -> float | None:
             try:
-                refit = refit_helpfulness(records, helpful, h)
+                refit = refit_helpfulness(records, helpful, step_h)
             except TheoryError:
                 return None
             outer = max(abs(r) for r in points)
-            sign = aligned_sign(points, h)
-            return refit_edge(refit, sign, settings.budget, reach=min(outer * settings.guess_factor, h * 2.0**12))
+            sign = aligned_sign(points, step_h)
+            return refit_edge(refit, sign, settings.budget, reach=outer * settings.guess_factor)
 
         step = next_step(points, settings, predict_edge)
-        stopped, bracket = step.stopped, step.bracket
+        stopped, bracket, probe_h = step.stopped, step.bracket, step.h
         if step.done:
             break
         passes.append({"norms": {f"{r:g}": why for r, why in sorted(step.norms.items())}})
@@ -119,6 +119,7 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
         log.info("sequential pass %d: %s", len(passes), ", ".join(f"{r:g} ({w})" for r, w in step.norms.items()))
         run_sweep(lm.model, lm.tokenizer, vector, plan, out, config=make_config(grid, record), limit=limit,
                   progress=progress)
+    h = probe_h or h
     r_star = recommended(points, cap)
     continued = continuation_norms(points, r_star) if fluency else []
     if continued:
@@ -128,7 +129,7 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
              for k, v in STOP_REASONS.items()}
     record.update({
         "budget_limit": cap, "helpfulness_task": helpful, "alignment_task": align,
-        "aligned_side": int(aligned_sign(points, h)), "norms_measured": len(grid),
+        "probe_step": h, "aligned_side": int(aligned_sign(points, h)), "norms_measured": len(grid),
         "bracket": None if bracket is None else [bracket[0], bracket[1]], "recommended": r_star,
         "stopped": {k: {"reason": v, "text": words.get(v, v)} for k, v in stopped.items()},
         "continuations": continued, "summary": summary_sentence(len(grid), len(passes), stopped, bracket, words),
