@@ -276,7 +276,8 @@ def confirm_entries(lm, settings: SweepSettings, vector: SteeringVector, rows: l
     from repe_tradeoff.prepare import prepare_sweep
     from repe_tradeoff.sweep import run_sweep
 
-    sweep_settings = settings.model_copy(update={"norms": "auto", "norm_unit": "absolute"})
+    sweep_settings = settings.model_copy(update={"norms": "auto", "norm_unit": "absolute",
+                                                 "points": settings.points or 33})  # the dense grid, as before
     done = []
     for row in rows:
         layers = list(range(row["first"], row["last"] + 1))

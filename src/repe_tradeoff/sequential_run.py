@@ -141,12 +141,12 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
 
 def summary_sentence(n: int, passes: int, stopped: dict[str, str], bracket, words: dict[str, str]) -> str:
     """One sentence: how many norms were measured and why the plan stopped there."""
-    edge = stopped.get("edge")
+    edge = words.get(stopped.get("edge"), "the search ended")
     lo, hi = bracket or (None, None)
-    where = "" if hi is None else f" between r = {lo:.4g} and r = {hi:.4g}"
+    found = edge if hi is None else f"the budget edge lies between r = {lo:.4g} and r = {hi:.4g} ({edge})"
     sides = "; ".join(f"{side} side: {words[stopped[side]]}" for side in ("aligned", "misaligned") if side in stopped)
-    return (f"{n} norms measured in {passes} passes (sequential plan): the budget edge lies{where}, "
-            f"where {words.get(edge, 'the search ended')}; outward for the plots until {sides or 'the pass limit'}.")
+    return (f"{n} norms measured in {passes} passes (sequential plan): {found}; outward for the plots, "
+            f"{sides or 'until the pass limit'}.")
 
 
 def _recorded_record(out: Path) -> dict:

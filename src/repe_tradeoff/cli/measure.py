@@ -179,6 +179,13 @@ def sweep(
             helpfulness=[_helpfulness_spec(h, fmt, lm_eval_include) for h in helpfulness], fluency=fluency)
     except ValidationError as err:
         raise typer.BadParameter(option_errors(err)) from None
+    from repe_tradeoff.theory.budget import parse_budget
+    from repe_tradeoff.theory.errors import TheoryError
+
+    try:
+        parse_budget(max_loss)  # a budget that cannot be read fails before the model loads
+    except TheoryError as err:
+        raise typer.BadParameter(f"--max-helpfulness-loss: {err}") from None
     vecs = [SteeringVector.load(path) for path in vector]
     tasks = build_tasks(settings)  # a dataset that cannot be read fails before the model loads
     lm = load_lm(model, dtype, device, trust_remote_code)
