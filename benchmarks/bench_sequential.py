@@ -151,7 +151,8 @@ def main() -> None:
         seq = json.loads((root / "sequential" / "config.json").read_text())["sequential"]
         h = float(seq.get("probe_step") or seq["probe"])
         sign = float(seq["aligned_side"])
-        step = 0.25 if not args.tiny else h / 4  # the tiny model's curves live on its probe's scale
+        # the embedded model's reference is 0:8:0.25; the tiny model's spans 1.6 × the edge's bracket
+        step = 0.25 if not args.tiny else 1.6 * abs(seq["bracket"][1] or 32 * h) / 32
         grid = ",".join(f"{sign * step * k:g}" for k in range(33))
         ref_base = {k: v for k, v in base.items() if k != "fluency"}
         ref_tasks = None if tasks is None else [t for t in tasks if t.kind != "fluency"]

@@ -6,6 +6,7 @@ import json
 import math
 import random
 import shutil
+from dataclasses import replace
 from types import SimpleNamespace as NS
 
 import numpy as np
@@ -175,9 +176,25 @@ def _tiny_setup():
     from tests.conftest import tiny_model
     from tests.test_autogrid import _sharp, _study, _with_outliers
 
+    from repe_tradeoff.batching import BatchBudget, ChunkRunner
+    from repe_tradeoff.scoring import Steering
+
     model = _with_outliers(_sharp(tiny_model("llama")))
     v, plan = _study(model)
-    items = [NS(prompt=f"do bad thing {i}", aligned="No.", misaligned="Sure, ok") for i in range(6)]
+    # a behavior the vector steers: per prompt, the two one-letter replies closest in likelihood at r = 0,
+    # the one whose likelihood rises with r as the aligned one
+    eps = 1e-3 * float(np.mean(list(v.metadata["residual_norms"].values())))
+    runner = ChunkRunner(model, _Tok(), replace(plan, norms=[-eps, 0.0, eps]), Steering(v, (1, 2)), BatchBudget(256))
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    cands = [NS(prompt=f"do thing {i}", aligned=c, misaligned="a") for i in range(6) for c in letters]
+    gap = {(r["item"], r["norm"]): r["logit_gap"]
+           for r in AlignmentTask("pick", cands, template="plain").score_items(runner, list(range(len(cands))))}
+    items = []
+    for i in range(6):
+        at = lambda c, r: gap[(i * 26 + letters.index(c), r)]  # noqa: E731  (log p(c) − log p(a))
+        x, y = min(((x, y) for x in letters for y in letters if x < y), key=lambda p: abs(at(p[0], 0.0) - at(p[1], 0.0)))
+        rises = (at(x, eps) - at(y, eps)) >= (at(x, -eps) - at(y, -eps))
+        items.append(NS(prompt=f"do thing {i}", aligned=x if rises else y, misaligned=y if rises else x))
     passages = [NS(text=f"The weather today is mild, day {i}.", topic="weather") for i in range(3)]
     tasks = [AlignmentTask("harm", items, template="plain"), plan.tasks[0],
              FluencyTask("fluency-x", passages, max_new_tokens=3)]
@@ -242,6 +259,14 @@ def test_a_sequential_sweep_writes_run_files_that_fit_and_report_read(tiny_run):
     assert all(r["kl"] is not None for r in flu)
     continued = {r["norm"] for r in flu if r["perplexity"] is not None}
     assert continued == set(seq["continuations"]) and 0.0 in continued and len(continued) < len(grid)
+    by_norm = {}
+    for r in items:
+        if r["task"] == "qa":
+            by_norm.setdefault(r["norm"], []).append(r["helpfulness"])
+    p = {r: sum(v) / len(v) for r, v in by_norm.items()}
+    lo, hi = seq["bracket"]
+    assert seq["recommended"] == lo != 0.0  # the steered behavior gains up to the edge
+    assert p[0.0] - p[lo] <= 0.05 < p[0.0] - p[hi] and abs(hi - lo) <= 0.05 * abs(hi) + 1e-9
     fits = fit_run(out)
     rec = fits["tradeoff"][0]["recommendation"] if "tradeoff" in fits else fits.get("recommendation")
     assert rec is None or rec.get("norm") is None or any(abs(rec["norm"] - r) < 1e-9 for r in grid)

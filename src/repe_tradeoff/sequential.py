@@ -3,8 +3,8 @@
 Pure functions over measured points (no torch, no files), so every rule can be checked on a
 synthetic curve. The plan, in passes (each pass measures the next norm of every open thread):
 
-1. *probe*: 0, ±h, ±2h (the second-order response's five norms); where ±h already loses more than
-   a quarter of the budget or breaks the model, ``h`` is divided by 8 (up to ``probe_retries``
+1. *probe*: 0, ±h, ±2h (the second-order response's five norms); where h on the aligned side already
+   loses more than a quarter of the budget, or ±h breaks the model, ``h`` is divided by 8 (up to ``probe_retries``
    times) and probed again;
 2. *edge* (the aligned side, where alignment grows): measure at the budget edge the refit
    response model predicts (a little beyond it, so that one measurement usually brackets it),
@@ -145,8 +145,9 @@ def _edge_step(points: Mapping[float, Measured], s: PlanSettings, sign: float,
     if outer >= s.h * 2.0 ** s.max_doublings or spent >= s.max_edge_steps:
         return None, "no-loss", ""
     guess = predict_edge()
-    if guess is not None and math.isfinite(guess) and outer * 1.2 < guess * (1 + s.overshoot) <= outer * s.guess_factor:
-        return guess * (1 + s.overshoot), None, "predicted edge"
+    if guess is not None and math.isfinite(guess) and guess * (1 + s.overshoot) <= outer * s.guess_factor:
+        # past the prediction; at least 10 % past the outermost norm when the prediction lies within it
+        return max(guess * (1 + s.overshoot), 1.1 * outer), None, "predicted edge"
     return 2 * outer, None, "bracket (doubling)"
 
 
@@ -169,16 +170,17 @@ def _outward_step(points: Mapping[float, Measured], s: PlanSettings, sign: float
 
 
 def probe(points: Mapping[float, Measured], s: PlanSettings) -> tuple[float, list[float]]:
-    """The probe step and the probe norms still to measure: ``h``, or ``h/8``, ``h/64`` … while ±h
-    already loses more than a quarter of the budget or breaks the model (the edge then lies within
-    2h: too close to 0 for the probe to resolve the curve before it)."""
+    """The probe step and the probe norms still to measure: ``h``, or ``h/8``, ``h/64`` … while h on
+    the aligned side already loses more than a quarter of the budget, or ±h breaks the model (the
+    edge then lies within 2h: too close to 0 for the probe to resolve the curve before it)."""
     h = s.h
     for k in range(s.probe_retries + 1):
         missing = [r for r in probe_norms(h) if r not in points]
         if any(r in missing for r in (sig(-h), 0.0, sig(h))):
             return h, missing  # all five at once: a probe is rarely shrunk, a pass is dear
-        local = all(points[r].loss is not None and points[r].loss <= s.budget / 4 and not points[r].broken
-                    for r in (sig(-h), sig(h)))
+        ahead = points[sig(aligned_sign(points, h) * h)]  # the side whose edge is searched
+        local = (ahead.loss is not None and ahead.loss <= s.budget / 4
+                 and not (points[sig(-h)].broken or points[sig(h)].broken))
         if local or k == s.probe_retries:
             return h, [r for r in probe_norms(h) if r not in points]
         h = sig(h / 8)

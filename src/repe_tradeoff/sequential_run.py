@@ -134,9 +134,25 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
         "stopped": {k: {"reason": v, "text": words.get(v, v)} for k, v in stopped.items()},
         "continuations": continued, "summary": summary_sentence(len(grid), len(passes), stopped, bracket, words),
     })
+    record["refit"] = _refit_record(_read_records(out), helpful, h)
     config = make_config(grid, record)
     _record_plan(out, record)
     return config
+
+
+def _refit_record(records: list[dict], task: str, h: float) -> dict | None:
+    """The refit's trust radius per side against the probe's alone (None when it cannot be fitted)."""
+    from repe_tradeoff.sequential_refit import refit_helpfulness, trust_radius
+    from repe_tradeoff.theory.errors import TheoryError
+
+    try:
+        refit = refit_helpfulness(records, task, h)
+    except TheoryError:
+        return None
+    probe = refit.base.trust_radius
+    radius = {side: (r if math.isfinite(r) else None) for side, r in trust_radius(refit).items()}  # None: unbounded
+    return {"task": task, "norms": len(refit.norms), "trust_radius": radius,
+            "probe_trust_radius": None if probe is None or not math.isfinite(probe) else probe}
 
 
 def summary_sentence(n: int, passes: int, stopped: dict[str, str], bracket, words: dict[str, str]) -> str:
