@@ -268,8 +268,7 @@ def test_a_sequential_sweep_writes_run_files_that_fit_and_report_read(tiny_run):
     assert seq["recommended"] == lo != 0.0  # the steered behavior gains up to the edge
     assert p[0.0] - p[lo] <= 0.05 < p[0.0] - p[hi] and abs(hi - lo) <= 0.05 * abs(hi) + 1e-9
     fits = fit_run(out)
-    rec = fits["tradeoff"][0]["recommendation"] if "tradeoff" in fits else fits.get("recommendation")
-    assert rec is None or rec.get("norm") is None or any(abs(rec["norm"] - r) < 1e-9 for r in grid)
+    assert fits["recommendation"]["norm"] == seq["recommended"]  # fit's budget rule on the measured points
     build_report(out)
     assert (out / "report.html").is_file()
     assert seq["summary"].startswith(f"{len(grid)} norms measured")
@@ -308,3 +307,11 @@ def test_a_probe_that_already_loses_the_budget_is_shrunk_eightfold():
     assert passes[:2] == [{-16.0: "probe", -8.0: "probe", 0.0: "probe", 8.0: "probe", 16.0: "probe"},  # ±8 loses 0.64
                           {-2.0: "probe", -1.0: "probe", 1.0: "probe", 2.0: "probe"}]  # ±1 loses 0.01 ≤ 0.05 / 4
     assert last.h == 1.0 and last.bracket[0] <= EDGE < last.bracket[1] <= 1.05 * last.bracket[0] + 1e-9
+
+
+def test_a_probe_a_little_too_large_is_halved_and_keeps_its_norms():
+    points, passes, last = _run_plan(PlanSettings(budget=0.05, h=2.0))
+    # ±2 loses 0.04 = 3.2 × a quarter of the budget: one halving (⌈log2 √3.2⌉ = 1), the old ±2 are the new ±2h
+    assert passes[:2] == [{-4.0: "probe", -2.0: "probe", 0.0: "probe", 2.0: "probe", 4.0: "probe"},
+                          {-1.0: "probe", 1.0: "probe"}]
+    assert last.h == 1.0

@@ -4,8 +4,8 @@ Pure functions over measured points (no torch, no files), so every rule can be c
 synthetic curve. The plan, in passes (each pass measures the next norm of every open thread):
 
 1. *probe*: 0, ±h, ±2h (the second-order response's five norms); where h on the aligned side already
-   loses more than a quarter of the budget, or ±h breaks the model, ``h`` is divided by 8 (up to ``probe_retries``
-   times) and probed again;
+   loses more than a quarter of the budget, or ±h breaks the model, ``h`` is halved (at most
+   ``max_halvings`` times; the old ±h become the new ±2h) and probed again;
 2. *edge* (the aligned side, where alignment grows): measure at the budget edge the refit
    response model predicts (a little beyond it, so that one measurement usually brackets it),
    then, inside the bracket ``lo < edge ≤ hi`` of measured norms (``lo`` within the budget,
@@ -67,7 +67,7 @@ class PlanSettings:
     guess_factor: float = 16.0  # a predicted edge farther than this × the outermost norm is not trusted
     overshoot: float = 0.04  # aim this far past the predicted edge, to bracket it in one measurement
     margin: float = 0.02
-    probe_retries: int = 3
+    max_halvings: int = 4  # the first probe step has 2 significant digits: 4 halvings stay within 6
 
 
 @dataclass(frozen=True)
@@ -170,21 +170,23 @@ def _outward_step(points: Mapping[float, Measured], s: PlanSettings, sign: float
 
 
 def probe(points: Mapping[float, Measured], s: PlanSettings) -> tuple[float, list[float]]:
-    """The probe step and the probe norms still to measure: ``h``, or ``h/8``, ``h/64`` … while h on
-    the aligned side already loses more than a quarter of the budget, or ±h breaks the model (the
-    edge then lies within 2h: too close to 0 for the probe to resolve the curve before it)."""
+    """The probe step and the probe norms still to measure: ``h``, halved while h on the aligned side
+    already loses more than a quarter of the budget or ±h breaks the model (the edge then lies within
+    2h: too close to 0 for the probe to resolve the curve before it). A loss of ``q`` times the
+    quarter halves it ``⌈log2 √q⌉`` times at once (the loss grows like r²); a single halving adds
+    only ±h/2, since the old ±h are the new ±2h. At most ``max_halvings`` halvings in all."""
     h = s.h
-    for k in range(s.probe_retries + 1):
+    while True:
         missing = [r for r in probe_norms(h) if r not in points]
         if any(r in missing for r in (sig(-h), 0.0, sig(h))):
             return h, missing  # all five at once: a probe is rarely shrunk, a pass is dear
         ahead = points[sig(aligned_sign(points, h) * h)]  # the side whose edge is searched
-        local = (ahead.loss is not None and ahead.loss <= s.budget / 4
-                 and not (points[sig(-h)].broken or points[sig(h)].broken))
-        if local or k == s.probe_retries:
+        broken = points[sig(-h)].broken or points[sig(h)].broken
+        quarter = s.budget / 4
+        if (not broken and ahead.loss is not None and ahead.loss <= quarter) or h <= s.h / 2**s.max_halvings * 1.0001:
             return h, [r for r in probe_norms(h) if r not in points]
-        h = sig(h / 8)
-    return h, []
+        times = 3 if broken or ahead.loss is None else max(1, math.ceil(math.log2(math.sqrt(ahead.loss / quarter))))
+        h = max(h / 2**times, s.h / 2**s.max_halvings)
 
 
 def next_step(points: Mapping[float, Measured], s: PlanSettings,

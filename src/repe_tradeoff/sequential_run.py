@@ -84,7 +84,7 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
 
     value, relative = parse_budget(budget)
     plan.tasks, helpful, align, fluency = plan_tasks(plan.tasks)
-    h = sig(PROBE_FRACTION * scale if scale else 0.1)
+    h = probe_step(scale)
     recorded = _recorded_record(out)
     passes: list[dict] = list(recorded.get("passes", [])) if recorded.get("probe") == h else []
     grid = sorted({float(r) for p in passes for r in p["norms"]})
@@ -232,7 +232,8 @@ def is_sequential(settings) -> bool:
 
 
 def probe_step(scale: float | None) -> float:
-    return sig(PROBE_FRACTION * scale if scale and math.isfinite(scale) else 0.1)
+    """The first probe step, to 2 significant digits (so its halvings are exact in the files' 6)."""
+    return sig(PROBE_FRACTION * scale if scale and math.isfinite(scale) else 0.1, 2)
 
 
 __all__ = ["Measured", "SweepError", "is_sequential", "plan_tasks", "probe_step", "run_sequential"]
