@@ -302,8 +302,9 @@ def extended_config(old: dict, new: dict) -> dict:
     source = (new.get("grid_history") or [{}])[-1].get("source", "grid")
     added = [r for r in new["norms"] if norm_key(r) not in recorded]
     merged = {**new, "grid_history": [*history, {"source": source, "added": added}]}
-    if "auto_grid" not in new and "auto_grid" in old:
-        merged["auto_grid"] = old["auto_grid"]
+    for key in ("auto_grid", "sequential"):  # how the recorded norms were chosen stays on record
+        if key not in new and key in old:
+            merged[key] = old[key]
     return merged
 
 
