@@ -103,8 +103,8 @@ def _embedded(args, counter_for):
     vector = SteeringVector.load(args.vector)
     layers = list(vector.layers)
     counter = counter_for(model, layers[0])
-    base = dict(behaviors=[{"name": "harmfulness"}], helpfulness=[{"spec": "basic-qa"}], limit=args.limit,
-                fluency=["neutral"] if args.fluency else [])
+    base = {"behaviors": [{"name": "harmfulness"}], "helpfulness": [{"spec": "basic-qa"}], "limit": args.limit,
+            "fluency": ["neutral"] if args.fluency else []}
     return lm, vector, layers, counter, SweepSettings, base, "basic-qa", None
 
 
@@ -112,7 +112,7 @@ def _tiny(args, counter_for):
     import torch
 
     from repe_tradeoff.config import SweepSettings
-    from tests.test_sequential import _Tok, _tiny_setup
+    from tests.test_sequential import _tiny_setup, _Tok
 
     torch.manual_seed(0)
     model, vector, tasks = _tiny_setup()
@@ -140,7 +140,7 @@ def main() -> None:
     setup = _tiny if args.tiny else _embedded
     lm, vector, layers, counter, Settings, base, task, tasks = setup(args, counter_for)
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-sequential-"))
-    results = {"load_average": list(map(float, open("/proc/loadavg").read().split()[:3])), "arms": []}
+    results = {"load_average": list(map(float, Path("/proc/loadavg").read_text().split()[:3])), "arms": []}
     arms = args.arms.split(",")
     for name in arms:
         points = None if name == "sequential" else 33

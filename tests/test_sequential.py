@@ -63,7 +63,7 @@ def test_doubling_then_bisection_brackets_the_edge_as_computed_by_hand():
 
 
 def test_a_predicted_edge_is_bracketed_in_two_measurements():
-    points, passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5), predict=lambda points: EDGE)
+    _points, passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5), predict=lambda points: EDGE)
     aim = round(EDGE * 1.04, 5)  # just past the prediction: loss 0.0541, out of budget
     assert list(passes[1]) == [-4.0, pytest.approx(aim, rel=1e-5)]
     # (1, 2.3255]: the prediction clipped to the bracket's middle 80 % is 2.3255 − 0.1 × 1.3255
@@ -79,14 +79,14 @@ def test_noise_stops_bisection_when_both_ends_are_within_their_intervals():
         p = _point(r)
         return Measured(r, p.loss, p.loss - 0.01, p.loss + 0.01, p.alignment, p.broken)
 
-    points, passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5), point=noisy)
+    _points, _passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5), point=noisy)
     # (2, 2.25]: loss 0.04 ∈ [0.03, 0.05] and 0.0506 ∈ [0.0406, 0.0606], width 11 % ≤ 15 %
     assert last.stopped["edge"] == "noise" and last.bracket == (2.0, 2.25)
 
 
 def test_the_aligned_side_follows_alignment_and_the_plan_ignores_order():
-    mirror = lambda r: Measured(r, 0.01 * r * r, alignment=-math.tanh(r), broken=abs(r) >= 50)  # noqa: E731
-    points, passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5), point=mirror)
+    mirror = lambda r: Measured(r, 0.01 * r * r, alignment=-math.tanh(r), broken=abs(r) >= 50)
+    points, _passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5), point=mirror)
     assert last.bracket == (-2.1875, -2.25) and recommended(points, 0.05) == -2.1875
     keys = list(points)
     random.Random(0).shuffle(keys)
@@ -96,8 +96,8 @@ def test_the_aligned_side_follows_alignment_and_the_plan_ignores_order():
 
 
 def test_no_loss_within_reach_and_a_plateau_stop():
-    flat = lambda r: Measured(r, 0.0, alignment=math.tanh(r))  # noqa: E731
-    points, passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5, max_doublings=5), point=flat)
+    flat = lambda r: Measured(r, 0.0, alignment=math.tanh(r))
+    points, _passes, last = _run_plan(PlanSettings(budget=0.05, h=0.5, max_doublings=5), point=flat)
     assert last.stopped["edge"] == "no-loss" and max(points) >= 0.5 * 2**5
     assert last.stopped["misaligned"] == "plateau"  # tanh is flat (±1) from −4 to −16
 
@@ -142,7 +142,7 @@ def _margin_records(norms, f, n_items=5):
 
 
 def test_a_quadratic_response_is_predicted_exactly_and_its_edge_found():
-    f = lambda r, i: -1.0 - 0.1 * i + 0.05 * r * r  # noqa: E731  (the probe's parabola is exact)
+    f = lambda r, i: -1.0 - 0.1 * i + 0.05 * r * r
     refit = refit_helpfulness(_margin_records([-1, -0.5, 0, 0.5, 1], f), "qa", 0.5)
     r = np.linspace(-6, 6, 13)
     truth = np.array([[1 / (1 + math.exp(f(x, i))) for x in r] for i in range(5)])
@@ -155,10 +155,10 @@ def test_a_quadratic_response_is_predicted_exactly_and_its_edge_found():
 
 
 def test_the_refit_passes_through_every_measured_norm_and_improves_between_them():
-    f = lambda r, i: -1.5 + 0.3 * r + 0.2 * r * r - 0.02 * abs(r) ** 3 + 0.05 * i  # noqa: E731
+    f = lambda r, i: -1.5 + 0.3 * r + 0.2 * r * r - 0.02 * abs(r) ** 3 + 0.05 * i
     probe = [-1, -0.5, 0, 0.5, 1]
     more = [2.0, 3.0, 4.0]
-    truth = lambda x: np.mean([1 / (1 + math.exp(f(x, i))) for i in range(5)])  # noqa: E731
+    truth = lambda x: np.mean([1 / (1 + math.exp(f(x, i))) for i in range(5)])
     probe_only = refit_helpfulness(_margin_records(probe, f), "qa", 0.5)
     refit = refit_helpfulness(_margin_records(probe + more, f), "qa", 0.5)
     measured = item_probabilities(refit, more).mean(axis=0)
@@ -171,13 +171,12 @@ def test_the_refit_passes_through_every_measured_norm_and_improves_between_them(
 
 # --------------------------------------------------------------------------- a run on a tiny model
 def _tiny_setup():
+    from repe_tradeoff.batching import BatchBudget, ChunkRunner
+    from repe_tradeoff.scoring import Steering
     from repe_tradeoff.tasks import AlignmentTask
     from repe_tradeoff.text_tasks import FluencyTask
     from tests.conftest import tiny_model
     from tests.test_autogrid import _sharp, _study, _with_outliers
-
-    from repe_tradeoff.batching import BatchBudget, ChunkRunner
-    from repe_tradeoff.scoring import Steering
 
     model = _with_outliers(_sharp(tiny_model("llama")))
     v, plan = _study(model)
@@ -191,7 +190,7 @@ def _tiny_setup():
            for r in AlignmentTask("pick", cands, template="plain").score_items(runner, list(range(len(cands))))}
     items = []
     for i in range(6):
-        at = lambda c, r: gap[(i * 26 + letters.index(c), r)]  # noqa: E731  (log p(c) − log p(a))
+        at = lambda c, r, i=i: gap[(i * 26 + letters.index(c), r)]
         x, y = min(((x, y) for x in letters for y in letters if x < y), key=lambda p: abs(at(p[0], 0.0) - at(p[1], 0.0)))
         rises = (at(x, eps) - at(y, eps)) >= (at(x, -eps) - at(y, -eps))
         items.append(NS(prompt=f"do thing {i}", aligned=x if rises else y, misaligned=y if rises else x))
@@ -304,14 +303,14 @@ def test_an_interrupted_sequential_sweep_resumes_to_the_same_files(tiny_run, tmp
 
 
 def test_a_probe_that_already_loses_the_budget_is_shrunk_eightfold():
-    points, passes, last = _run_plan(PlanSettings(budget=0.05, h=8.0))
+    _points, passes, last = _run_plan(PlanSettings(budget=0.05, h=8.0))
     assert passes[:2] == [{-16.0: "probe", -8.0: "probe", 0.0: "probe", 8.0: "probe", 16.0: "probe"},  # ±8 loses 0.64
                           {-2.0: "probe", -1.0: "probe", 1.0: "probe", 2.0: "probe"}]  # ±1 loses 0.01 ≤ 0.05 / 4
     assert last.h == 1.0 and last.bracket[0] <= EDGE < last.bracket[1] <= 1.05 * last.bracket[0] + 1e-9
 
 
 def test_a_probe_a_little_too_large_is_halved_and_keeps_its_norms():
-    points, passes, last = _run_plan(PlanSettings(budget=0.05, h=2.0))
+    _points, passes, last = _run_plan(PlanSettings(budget=0.05, h=2.0))
     # ±2 loses 0.04 = 3.2 × a quarter of the budget: one halving (⌈log2 √3.2⌉ = 1), the old ±2 are the new ±2h
     assert passes[:2] == [{-4.0: "probe", -2.0: "probe", 0.0: "probe", 2.0: "probe", 4.0: "probe"},
                           {-1.0: "probe", 1.0: "probe"}]

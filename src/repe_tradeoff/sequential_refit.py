@@ -125,7 +125,7 @@ def trust_radius(refit: Refit, tolerance: float = 0.01) -> dict[str, float]:
     """Per side (``negative``, ``positive``), the largest measured |r| out to which every measured
     non-probe norm is predicted within ``tolerance`` of its measured mean by the refit without it
     (the outermost measured norm of a side cannot be checked so, and is not counted); at least the probe's own trust radius."""
-    probe = set(_key(x) for x in refit.base.probe.norms)
+    probe = {_key(x) for x in refit.base.probe.norms}
     floor = refit.base.trust_radius or 0.0
     measured = item_probabilities(refit, refit.norms).mean(axis=0)
     out = {}

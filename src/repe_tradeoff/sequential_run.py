@@ -196,7 +196,7 @@ def _continue_fluency(lm, plan, vector, out: Path, norms: list[float], fluency: 
     from repe_tradeoff.scoring import Steering
     from repe_tradeoff.sweep import _chunks
 
-    world, rank, barrier = process_group()
+    _world, rank, barrier = process_group()
     if rank == 0:
         with run_lock(out):
             lines = (out / "items.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
