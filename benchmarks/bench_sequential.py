@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -176,7 +175,6 @@ def main() -> None:
     print(json.dumps({k: v for k, v in results.items() if k != "arms"}, indent=1))
     name = "sequential-tiny.json" if args.tiny else f"sequential-{args.limit}{'-fluency' if args.fluency else ''}.json"
     (HERE / name).write_text(json.dumps(results, indent=1) + "\n")
-    _ = math
 
 
 if __name__ == "__main__":
