@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace as NS
 
@@ -19,8 +19,11 @@ import numpy as np
 import torch
 
 from repe_tradeoff.data import NeutralPassage
+from repe_tradeoff.engine.batching import BatchBudget, ChunkRunner
+from repe_tradeoff.engine.steering import Steering
 from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
 from repe_tradeoff.vectors.vector import SteeringVector
+from repe_tradeoff.workflows.sweep import SweepPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES_DOC = ROOT / "docs" / "run-files.md"
@@ -343,3 +346,97 @@ def greedy_by_hand(lm, ids: list[int], r: float, n: int) -> list[int]:
     new = out[0, len(ids):].tolist()
     eos = lm.tokenizer.eos_token_id
     return new[: new.index(eos) + 1] if eos in new else new
+
+
+# --------------------------------------------------------------------------- a model with outlier dimensions
+OUTLIER_DIMS = [3, 17]
+
+
+def sharp(model):
+    with torch.no_grad():
+        model.lm_head.weight *= 40.0  # confident predictions: P(correct) at r = 0 well above chance
+    return model
+
+
+def with_outliers(model, factor=100.0):
+    """A few hidden dimensions carry a massive, nearly constant activation (100× the typical
+    embedding): the norm layers' denominators grow with it and their weights compensate, as in
+    trained models, so ‖h‖ grows ~20× while the response to a steer stays at the old scale."""
+    emb = model.model.embed_tokens.weight
+    rest = [i for i in range(emb.shape[1]) if i not in OUTLIER_DIMS]
+    with torch.no_grad():
+        typical = emb.abs().mean()
+        emb[:, OUTLIER_DIMS] = factor * typical
+        k = factor * typical * math.sqrt(len(OUTLIER_DIMS) / emb.shape[1]) / emb[:, rest].pow(2).mean().sqrt()
+        for mod in model.modules():
+            if type(mod).__name__.endswith("RMSNorm"):
+                mod.weight[rest] *= k
+                mod.weight[OUTLIER_DIMS] = 0.0
+    return model
+
+
+def residual_norm(model, texts, layer):
+    tok = ByteTok()
+    with torch.no_grad():
+        return float(np.mean([model(torch.tensor([tok(t)["input_ids"]]), output_hidden_states=True)
+                              .hidden_states[layer + 1][0, -1].norm() for t in texts]))
+
+
+def outlier_study(model):
+    """A vector with the measured ‖h‖, and a task whose answers are the unsteered model's choices."""
+    texts = [f"some text {i} here." for i in range(8)]
+    g = torch.Generator().manual_seed(5)
+    v = SteeringVector({layer: torch.randn(32, generator=g) for layer in (1, 2)},
+                       {"residual_norms": {str(layer): residual_norm(model, texts, layer) for layer in (1, 2)}})
+    v = replace(v.normalized(), metadata=v.metadata)
+    qs = [NS(question=f"q{i} what?", choices=["a", "b", "c", "d"], answer=0, subject=None) for i in range(16)]
+    plan = SweepPlan(norms=[0.0], tasks=[MultipleChoiceTask("qa", qs)], layers=[1, 2], batch_size=256)
+    runner = ChunkRunner(model, ByteTok(), plan, Steering(v, (1, 2)), BatchBudget(256))
+    first = plan.tasks[0].score_items(runner, list(range(16)))
+    qs = [replace_answer(q, max(range(4), key=lambda j: rec["scores"][j])) for q, rec in zip(qs, first)]
+    return v, replace(plan, tasks=[MultipleChoiceTask("qa", qs)])
+
+
+def replace_answer(q, answer):
+    return NS(question=q.question, choices=q.choices, answer=answer, subject=None)
+
+
+# --------------------------------------------------------------------------- a sequential run on a tiny model
+def sequential_setup():
+    from repe_tradeoff.tasks.text import FluencyTask
+
+    model = with_outliers(sharp(tiny_model("llama")))
+    v, plan = outlier_study(model)
+    # a behavior the vector steers: per prompt, the two one-letter replies closest in likelihood at r = 0,
+    # the one whose likelihood rises with r as the aligned one
+    eps = 1e-3 * float(np.mean(list(v.metadata["residual_norms"].values())))
+    runner = ChunkRunner(model, GenTok(), replace(plan, norms=[-eps, 0.0, eps]), Steering(v, (1, 2)), BatchBudget(256))
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    cands = [NS(prompt=f"do thing {i}", aligned=c, misaligned="a") for i in range(6) for c in letters]
+    gap = {(r["item"], r["norm"]): r["logit_gap"]
+           for r in AlignmentTask("pick", cands, template="plain").score_items(runner, list(range(len(cands))))}
+    items = []
+    for i in range(6):
+        at = lambda c, r, i=i: gap[(i * 26 + letters.index(c), r)]
+        x, y = min(((x, y) for x in letters for y in letters if x < y), key=lambda p: abs(at(p[0], 0.0) - at(p[1], 0.0)))
+        rises = (at(x, eps) - at(y, eps)) >= (at(x, -eps) - at(y, -eps))
+        items.append(NS(prompt=f"do thing {i}", aligned=x if rises else y, misaligned=y if rises else x))
+    passages = [NS(text=f"The weather today is mild, day {i}.", topic="weather") for i in range(3)]
+    tasks = [AlignmentTask("harm", items, template="plain"), plan.tasks[0],
+             FluencyTask("fluency-x", passages, max_new_tokens=3)]
+    return model, v, tasks
+
+
+class GenTok:
+    pad_token_id = 0
+    eos_token_id = 255
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [b % 250 + 1 for b in text.encode()]}
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+    def batch_decode(self, seqs, skip_special_tokens=True):
+        return [self.decode(s) for s in seqs]

@@ -9,13 +9,11 @@ from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
-import torch
 
 from repe_tradeoff.engine import batching
 from repe_tradeoff.engine.batching import BatchBudget, ChunkRunner
 from repe_tradeoff.engine.steering import Steering
 from repe_tradeoff.tasks.choice import AlignmentTask, MultipleChoiceTask
-from repe_tradeoff.vectors.vector import SteeringVector
 from repe_tradeoff.workflows.autogrid import SearchSettings, SearchTask, find_grid, refine_norms
 from repe_tradeoff.workflows.prepare import auto_grid
 from repe_tradeoff.workflows.settings import SweepSettings
@@ -25,9 +23,12 @@ from tests.helpers import (
     cli_env,
     doc_block,
     doc_json_blocks,
+    outlier_study,
     random_vector,
     save_tiny_model,
+    sharp,
     tiny_model,
+    with_outliers,
 )
 
 # --------------------------------------------------------------------------- search on known curves
@@ -219,59 +220,6 @@ def test_other_changes_are_still_refused(tmp_path):
         _sweep(tmp_path / "a", [-2.0, 0.0, 2.0, 8.0])
 
 
-# --------------------------------------------------------------------------- a model with outlier dimensions
-DIMS = [3, 17]
-
-
-def _sharp(model):
-    with torch.no_grad():
-        model.lm_head.weight *= 40.0  # confident predictions: P(correct) at r = 0 well above chance
-    return model
-
-
-def _with_outliers(model, factor=100.0):
-    """A few hidden dimensions carry a massive, nearly constant activation (100× the typical
-    embedding): the norm layers' denominators grow with it and their weights compensate, as in
-    trained models, so ‖h‖ grows ~20× while the response to a steer stays at the old scale."""
-    emb = model.model.embed_tokens.weight
-    rest = [i for i in range(emb.shape[1]) if i not in DIMS]
-    with torch.no_grad():
-        typical = emb.abs().mean()
-        emb[:, DIMS] = factor * typical
-        k = factor * typical * math.sqrt(len(DIMS) / emb.shape[1]) / emb[:, rest].pow(2).mean().sqrt()
-        for mod in model.modules():
-            if type(mod).__name__.endswith("RMSNorm"):
-                mod.weight[rest] *= k
-                mod.weight[DIMS] = 0.0
-    return model
-
-
-def _residual_norm(model, texts, layer):
-    tok = ByteTok()
-    with torch.no_grad():
-        return float(np.mean([model(torch.tensor([tok(t)["input_ids"]]), output_hidden_states=True)
-                              .hidden_states[layer + 1][0, -1].norm() for t in texts]))
-
-
-def _study(model):
-    """A vector with the measured ‖h‖, and a task whose answers are the unsteered model's choices."""
-    texts = [f"some text {i} here." for i in range(8)]
-    g = torch.Generator().manual_seed(5)
-    v = SteeringVector({layer: torch.randn(32, generator=g) for layer in (1, 2)},
-                       {"residual_norms": {str(layer): _residual_norm(model, texts, layer) for layer in (1, 2)}})
-    v = replace(v.normalized(), metadata=v.metadata)
-    qs = [NS(question=f"q{i} what?", choices=["a", "b", "c", "d"], answer=0, subject=None) for i in range(16)]
-    plan = SweepPlan(norms=[0.0], tasks=[MultipleChoiceTask("qa", qs)], layers=[1, 2], batch_size=256)
-    runner = ChunkRunner(model, ByteTok(), plan, Steering(v, (1, 2)), BatchBudget(256))
-    first = plan.tasks[0].score_items(runner, list(range(16)))
-    qs = [replace_answer(q, max(range(4), key=lambda j: rec["scores"][j])) for q, rec in zip(qs, first)]
-    return v, replace(plan, tasks=[MultipleChoiceTask("qa", qs)])
-
-
-def replace_answer(q, answer):
-    return NS(question=q.question, choices=q.choices, answer=answer, subject=None)
-
-
 def _helpfulness(model, v, plan, norms):
     runner = ChunkRunner(model, ByteTok(), replace(plan, norms=norms), Steering(v, (1, 2)), BatchBudget(256))
     recs = plan.tasks[0].score_items(runner, list(range(16)))
@@ -279,8 +227,8 @@ def _helpfulness(model, v, plan, norms):
 
 
 def test_outlier_dimensions_break_the_residual_multiple_grid_but_not_the_auto_grid():
-    plain, outlier = _sharp(tiny_model("llama")), _with_outliers(_sharp(tiny_model("llama")))
-    (v_plain, plan_plain), (v_out, plan_out) = _study(plain), _study(outlier)
+    plain, outlier = sharp(tiny_model("llama")), with_outliers(sharp(tiny_model("llama")))
+    (v_plain, plan_plain), (v_out, plan_out) = outlier_study(plain), outlier_study(outlier)
     h_plain, h_out = (float(np.mean(list(v.metadata["residual_norms"].values()))) for v in (v_plain, v_out))
     assert h_out > 10 * h_plain
     settings = SweepSettings(norms="auto", points=17)

@@ -121,7 +121,8 @@ def sweep(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; resumed if it holds this sweep)."),
     vector: list[Path] = typer.Option(..., "--vector", help="A vector written by `extract`; give two or more to steer jointly over the product of their grids."),
     norms: list[str] = typer.Option(["-60:60:4"], "--norms", help="start:stop:step (stop included), a comma list, or auto (found from the model's response); once per --vector for a joint sweep (or once, shared)"),
-    points: int = typer.Option(33, "--points", min=5, help="With --norms auto: how many norms to place."),
+    points: Optional[int] = typer.Option(None, "--points", min=5, help="With --norms auto: place N norms evenly in the curves' change (a dense grid) instead of the sequential plan."),
+    max_loss: str = typer.Option("0.05", "--max-helpfulness-loss", help="With --norms auto (sequential): the loss of P(correct) whose norm the plan brackets; absolute, or e.g. 5% of r = 0's."),
     refine: int = typer.Option(0, "--refine", min=0, help="Add K norms to the run in --out where neighbouring points differ most."),
     orthogonalize: bool = typer.Option(False, "--orthogonalize", help="Joint sweep: make each vector after the first orthogonal to the first at every layer."),
     norm_unit: str = typer.Option("absolute", "--norm-unit", help="absolute, or residual (multiples of the mean ‖h‖ at the steered layers)"),
@@ -178,6 +179,13 @@ def sweep(
             helpfulness=[_helpfulness_spec(h, fmt, lm_eval_include) for h in helpfulness], fluency=fluency)
     except ValidationError as err:
         raise typer.BadParameter(option_errors(err)) from None
+    from repe_tradeoff.theory.decisions.budget import parse_budget
+    from repe_tradeoff.theory.errors import TheoryError
+
+    try:
+        parse_budget(max_loss)  # a budget that cannot be read fails before the model loads
+    except TheoryError as err:
+        raise typer.BadParameter(f"--max-helpfulness-loss: {err}") from None
     vecs = [SteeringVector.load(path) for path in vector]
     tasks = build_tasks(settings)  # a dataset that cannot be read fails before the model loads
     lm = load_lm(model, dtype, device, trust_remote_code)
@@ -188,7 +196,8 @@ def sweep(
         vec.select(chosen)  # a layer a vector lacks fails here, before the run folder is made
     if len(vecs) == 1:
         plan, config = prepare_sweep(lm, settings, vecs[0], chosen, model_name=model, command=command_line(),
-                                     extra={"vector_path": str(vector[0])}, tasks=tasks, out=out, refine=refine)
+                                     extra={"vector_path": str(vector[0])}, tasks=tasks, out=out, refine=refine,
+                                     budget=max_loss, progress=SweepProgress())
     else:
         names = [vector_name(vec, path) for vec, path in zip(vecs, vector)]
         plan, config, vecs = prepare_joint_sweep(lm, settings, vecs, names, chosen, model_name=model,

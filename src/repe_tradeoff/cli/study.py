@@ -56,10 +56,10 @@ def demo(
 def demo_config(out: Path, quick: bool, max_loss: str = "0.05", baseline_prompt: str | None = None):
     from repe_tradeoff.workflows.settings import FitSpec, StudyConfig
 
-    # The grid is found from the model's response (norms: auto), not from a multiple of ‖h‖.
-    if quick:  # 9 norms × 16 items per task
-        return StudyConfig(out=out, norms="auto", points=9, search_items=8, limit=16, baseline_prompt=baseline_prompt,
-                         fluency=["neutral"], fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
-    return StudyConfig(out=out, norms="auto", points=33, limit=48,  # 33 norms × 48 items per task
-                     baseline_prompt=baseline_prompt, fluency=["neutral"],
-                     fit=FitSpec(max_helpfulness_loss=max_loss))
+    # The norms are measured by the sequential plan (norms: auto), not from a multiple of ‖h‖.
+    if quick:  # 16 items per task
+        return StudyConfig(out=out, norms="auto", limit=16, baseline_prompt=baseline_prompt,
+                           fluency=["neutral"], fit=FitSpec(n_boot=100, max_helpfulness_loss=max_loss))
+    return StudyConfig(out=out, norms="auto", limit=48,  # 48 items per task
+                       baseline_prompt=baseline_prompt, fluency=["neutral"],
+                       fit=FitSpec(max_helpfulness_loss=max_loss))

@@ -92,6 +92,13 @@ def _figures(run: RunFiles):
     """(name, figure function, caption, why missing) of every figure of one run."""
     for name, (fn, caption, why) in PLOTS.items():
         yield name, fn, caption, why
+    if isinstance(run.config.get("sequential"), dict):  # the sequential plan: where it measured, and the refit
+        from repe_tradeoff.reporting.plot_sequential import plot_sequential
+
+        yield ("sequential", plot_sequential,
+               "Where the sequential plan measured: P(correct) at each measured norm, the response refit on "
+               "all of them with its 95% band over questions, the budget line and the bracket of its edge.",
+               "no sequential plan in config.json")
     if len(run.data.tasks_of_kind("alignment")) > 1:  # several behaviors scored: what the vector does to each
         fn, caption = JOINT_PLOTS["off_target"]
         yield "off_target", lambda run: fn(run.data, run.fits), caption, "no alignment items"

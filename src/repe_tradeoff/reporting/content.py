@@ -243,7 +243,7 @@ def config_rows(run: RunFiles) -> list[tuple[str, str]]:
     """config.json flattened into (key, value) rows (``command`` is shown elsewhere)."""
     out: list[tuple[str, str]] = []
     for k, v in run.config.items():
-        if k in ("command", "commands", "tasks", "auto_grid", "grid_history"):  # shown as grid_sentence
+        if k in ("command", "commands", "tasks", "auto_grid", "grid_history", "sequential"):  # shown as grid_sentence
             continue
         _flatten(str(k), v, out)
     return out
@@ -270,6 +270,9 @@ _STOPPED = {"helpfulness": "helpfulness had fallen {fraction:.0%} of the way to 
 
 def grid_sentence(run: RunFiles) -> str | None:
     """One sentence on how the grid was found (``norms: auto``) and grown, from config.json."""
+    sequential = run.config.get("sequential") if isinstance(run.config, dict) else None
+    if isinstance(sequential, dict) and sequential.get("summary"):  # the sequential plan says it in one sentence
+        return str(sequential["summary"])
     cfg = run.data.config
     if cfg is None or cfg.auto_grid is None:
         return None

@@ -29,6 +29,20 @@ def record_point(rec: dict, names: list[str]):
     return point_key([rec["norms"][n] for n in names]) if names else norm_key(rec["norm"])
 
 
+def whole_records(run_dir: Path) -> list[dict]:
+    """The records of ``items.jsonl`` as they stand, a torn line left out (the sweep recomputes it)."""
+    path = Path(run_dir) / "items.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
 def complete_units(path: Path, chunk_ids: dict[ChunkKey, list[int]], units: list[set], names: list[str]) -> Done:
     """Per chunk, the grid steps whose records ``items.jsonl`` holds in full, each as its lines.
 
@@ -64,6 +78,18 @@ def write_in_plan_order(path: Path, done: Done, chunk_ids: dict[ChunkKey, list[i
     data = b"".join(parts)
     if not path.exists() or path.read_bytes() != data:
         atomic_write(path, data.decode("utf-8"))
+
+
+def replace_records(path: Path, fresh: dict[tuple[str, float, str], dict]) -> None:
+    """Rewrite ``items.jsonl`` with the records of ``fresh`` (keyed by task, norm key and the item as
+    JSON) in place of the ones it holds; every line keeps its place."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    out = []
+    for line in lines:
+        rec = json.loads(line)
+        key = (rec.get("task"), norm_key(rec["norm"]), json.dumps(rec.get("item")))
+        out.append(json.dumps(fresh[key], sort_keys=True) + "\n" if key in fresh else line)
+    atomic_write(path, "".join(out))
 
 
 class ChunkAppender:

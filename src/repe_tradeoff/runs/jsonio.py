@@ -10,9 +10,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
 from repe_tradeoff.errors import RepeTradeoffError
-
-
 
 
 class RunFileError(RepeTradeoffError):

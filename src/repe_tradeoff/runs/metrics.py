@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-
-
 @dataclass(frozen=True)
 class Metric:
     """A per-item value the sweep records. ``chance``: ``"1/k"`` (a probability over the k

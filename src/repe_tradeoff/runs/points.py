@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from repe_tradeoff.runs.jsonio import RunFileError, as_number, norm_key, numbered_rows, read_jsonl, write_jsonl
+from repe_tradeoff.runs.jsonio import (
+    RunFileError,
+    as_number,
+    norm_key,
+    numbered_rows,
+    read_jsonl,
+    write_jsonl,
+)
 from repe_tradeoff.runs.metrics import KINDS, METRICS, metrics_of
 
 

@@ -13,11 +13,27 @@ from typing import Any
 import numpy as np
 import pydantic
 
-from repe_tradeoff.runs.schema import (FITS_FORMAT_VERSION, BaselineFile, FitsFile, PredictedPoint,
-                                      ResponseFile, RunConfig, TaskConfig)
-from repe_tradeoff.runs.jsonio import FormatVersionError, RunFileError, as_number, atomic_write, norm_key, numbered_rows, write_json, write_jsonl
+from repe_tradeoff.runs.jsonio import (
+    FormatVersionError,
+    RunFileError,
+    as_number,
+    atomic_write,
+    norm_key,
+    numbered_rows,
+    write_json,
+    write_jsonl,
+)
 from repe_tradeoff.runs.metrics import DEFAULT_CHOICES
 from repe_tradeoff.runs.points import Curve, TaskItems, curves_of, read_points, task_items
+from repe_tradeoff.runs.schema import (
+    FITS_FORMAT_VERSION,
+    BaselineFile,
+    FitsFile,
+    PredictedPoint,
+    ResponseFile,
+    RunConfig,
+    TaskConfig,
+)
 
 
 def _invalid(path: Path, err: pydantic.ValidationError, fix: str) -> RunFileError:

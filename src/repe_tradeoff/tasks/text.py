@@ -77,18 +77,25 @@ class FluencyTask:
     passages: list  # NeutralPassage: text, topic
     max_new_tokens: int = CONTINUATION_TOKENS
     kind: str = "fluency"
+    continuations: bool = True  # False: kl only (the sequential plan generates at a few norms afterwards)
 
     @property
     def n_items(self) -> int:
         return len(self.passages)
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "n_items": self.n_items, "template": "none",
-                "max_new_tokens": self.max_new_tokens, "sha256": data_hash(self.passages, "passages")}
+        described = {"name": self.name, "kind": self.kind, "n_items": self.n_items, "template": "none",
+                     "max_new_tokens": self.max_new_tokens, "sha256": data_hash(self.passages, "passages")}
+        return described if self.continuations else {**described, "continuations": "selected norms"}
 
     def score_items(self, runner: ChunkRunner, item_ids: Sequence[int]) -> list[dict]:
         texts = [self.passages[i].text for i in item_ids]
         kl = runner.next_token_kl([encode(runner.tokenizer, t, special=True) for t in texts])
+        if not self.continuations:
+            return [{"task": self.name, "kind": self.kind, "norm": r, "item": item,
+                     "kl": _sig(max(0.0, float(kl[j, k]))), "perplexity": None, "generated_tokens": None,
+                     "response": None}
+                    for k, r in enumerate(runner.norms) for j, item in enumerate(item_ids)]
         gen = runner.generate(texts, "none", self.max_new_tokens)
         norms = runner.norms
         seqs = TaskSequences([], [])

@@ -305,7 +305,9 @@ def confirm_entries(lm, settings: SweepSettings, vector: SteeringVector, rows: l
     done = []
     for row in rows:
         norms = "auto" if plan is None else plan.norms_for(row)
-        sweep_settings = settings.model_copy(update={"norms": norms, "norm_unit": "absolute", "limit": limit})
+        # `auto` here is the dense automatic grid, as before (no `points` would mean the sequential plan)
+        sweep_settings = settings.model_copy(update={"norms": norms, "norm_unit": "absolute", "limit": limit,
+                                                     "points": settings.points or 33})
         layers = list(range(row["first"], row["last"] + 1))
         folder = out / "confirm" / row["layers"]
         steered = SteeringVector({layer: vector[layer] for layer in layers}, dict(vector.metadata))

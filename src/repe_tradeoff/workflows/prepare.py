@@ -64,7 +64,8 @@ def build_tasks(settings: SweepSettings) -> list[Task]:
 
 def prepare_sweep(lm, settings: SweepSettings, vector: SteeringVector, layers: list[int], *, model_name: str,
                   command: str | None, extra: dict | None = None, tasks: list[Task] | None = None,
-                  out: Path | None = None, refine: int = 0) -> tuple[SweepPlan, dict]:
+                  out: Path | None = None, refine: int = 0, budget: str = "0.05",
+                  progress=None) -> tuple[SweepPlan, dict]:
     """The plan and ``config.json`` of a sweep of ``lm`` steered by ``vector`` at ``layers``.
 
     ``command`` is the command line that ran (recorded as it is); ``extra`` adds keys to
@@ -72,6 +73,9 @@ def prepare_sweep(lm, settings: SweepSettings, vector: SteeringVector, layers: l
     are those :func:`build_tasks` made of ``settings``, when built already. With ``norms: auto`` the
     grid is searched (:func:`auto_grid`), or taken from ``out``'s config.json when that records an
     automatic grid of the same sweep; ``refine`` adds that many norms to the grid recorded in ``out``.
+    With ``norms: auto`` and no ``points`` the sequential plan measures its norms into ``out`` here
+    (:mod:`repe_tradeoff.workflows.sequential_run`; ``budget`` is the helpfulness loss it brackets), and the
+    config returned is that of the grid it measured.
     """
     from repe_tradeoff.engine.batching import default_batch_size
 
@@ -87,14 +91,32 @@ def prepare_sweep(lm, settings: SweepSettings, vector: SteeringVector, layers: l
               "configured_norms": AUTO if auto else settings.grid(), "command": command,
               "steered_behavior": vector.metadata.get("dataset"), **(extra or {})}
 
-    def config_for(grid: list[float], source: str, record: dict | None = None) -> dict:
+    def config_for(grid: list[float], source: str, record: dict | None = None, keys: dict | None = None) -> dict:
         plan.norms = grid
-        more = {"grid_history": [{"source": source, "added": grid}], **({"auto_grid": record} if record else {})}
+        more = {"grid_history": [{"source": source, "added": grid}], **({"auto_grid": record} if record else {}),
+                **(keys or {})}
         return run_config(plan, vector, model_name=model_name, model_revision=lm.revision, dtype=settings.dtype,
                           extra={**extras, **more})
 
+    sequential = _sequential_record(out) if auto else None
+    if auto and (settings.points is None or sequential):  # a sequential run (or its dense extension)
+        from repe_tradeoff.workflows.sequential_run import plan_tasks
+
+        plan.tasks = plan_tasks(plan.tasks)[0]
     recorded = _recorded(out, config_for(norms, "grid"), settings.limit)
-    if auto:
+    if auto and settings.points is None:
+        from repe_tradeoff.workflows.sequential_run import run_sequential
+
+        if out is None:
+            raise SweepError("the sequential plan measures into a run folder: give --out")
+        config = run_sequential(lm, plan, vector, Path(out),
+                                lambda grid, rec: config_for(grid, "sequential", keys={"sequential": rec}),
+                                budget=budget, scale=residual_scale(vector), limit=settings.limit, progress=progress)
+    elif auto and sequential is not None and recorded is not None:  # a sequential run made dense: both grids
+        found = _shared(out, lambda: auto_grid(lm, settings, vector, plan))
+        grid = sorted({*map(float, recorded["norms"]), *found["norms"]})
+        config = config_for(grid, "auto", found["record"], keys={"sequential": sequential})
+    elif auto:
         reuse = recorded is not None and _same_search(recorded.get("auto_grid"), settings)
         if reuse:
             config = config_for(recorded["norms"], "auto", recorded["auto_grid"])
@@ -109,6 +131,16 @@ def prepare_sweep(lm, settings: SweepSettings, vector: SteeringVector, layers: l
     if refine:
         config = _refined(out, recorded, config, refine, config_for)
     return plan, config
+
+
+def _sequential_record(out: Path | None) -> dict | None:
+    """The ``sequential`` entry of ``out``'s config.json (None: not a sequential run)."""
+    try:
+        old = recorded_config(out) if out is not None else None
+    except RunFileError:
+        return None
+    record = old.get("sequential") if old is not None else None
+    return record if isinstance(record, dict) else None
 
 
 def _recorded(out: Path | None, config: dict, limit: int | None) -> dict | None:

@@ -115,7 +115,9 @@ class SweepSettings(_Strict):
     helpfulness: list[HelpfulnessSpec] = Field(default_factory=list)
     fluency: list[str] = Field(default_factory=list, description="neutral text set(s) for kl and perplexity: neutral or a JSONL file")
     norms: str | list[float] = Field("-1:1:0.05", description="a grid (start:stop:step or a list), or auto")
-    points: int = Field(33, ge=5, description="with norms auto: the number of norms to place")
+    points: int | None = Field(
+        None, ge=5, description="with norms auto: the number of norms to place evenly in the curves' change "
+                                "(a dense grid); unset: the sequential plan measures where the budget is decided")
     search_items: int = Field(16, ge=1, description="with norms auto: items per task the search evaluates")
     norm_unit: Literal["absolute", "residual"] = Field(
         "residual", description="residual: norms are multiples of the mean residual-stream norm at the steered layers"

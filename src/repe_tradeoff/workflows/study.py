@@ -82,6 +82,7 @@ def run_experiment(lm: LoadedModel, cfg: StudyConfig, exp: Experiment, out: Path
         lm, settings, vector, layers, model_name=exp.model,
         command=f"{command}  # experiment {exp.slug}" if command else None,
         extra={"behavior": exp.behavior, "layer_set": exp.layer_set, "method": exp.method}, out=out,
+        budget=cfg.fit.max_helpfulness_loss, progress=progress,
     )
     run_sweep(model, tokenizer, vector, plan, out, config=config, limit=cfg.limit, progress=progress)
     if rank == 0:

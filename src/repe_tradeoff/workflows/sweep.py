@@ -160,7 +160,7 @@ def grid_units(config: dict, plan: SweepPlan | None = None) -> list[set]:
     return steps
 
 
-def _chunks(task: Task, chunk_size: int, limit: int | None) -> list[list[int]]:
+def item_chunks(task: Task, chunk_size: int, limit: int | None) -> list[list[int]]:
     n = min(task.n_items, limit) if limit else task.n_items
     return [list(range(s, min(s + chunk_size, n))) for s in range(0, n, chunk_size)]
 
@@ -202,7 +202,7 @@ def run_sweep(
     units = grid_units(governing, plan)
     names = plan.vector_names if plan.joint else []
     unit_of = {r: u for u, unit in enumerate(units) for r in unit}
-    plan_chunks = [(t, c, ids) for t in plan.tasks for c, ids in enumerate(_chunks(t, plan.chunk_size, limit))]
+    plan_chunks = [(t, c, ids) for t in plan.tasks for c, ids in enumerate(item_chunks(t, plan.chunk_size, limit))]
     chunk_ids = {(t.name, c): ids for t, c, ids in plan_chunks}
     items_path = out / "items.jsonl"
     with run_lock(out) if rank == 0 else contextlib.nullcontext():
@@ -258,8 +258,9 @@ def extended_config(old: dict, new: dict) -> dict:
     source = (new.get("grid_history") or [{}])[-1].get("source", "grid")
     added = [r for r in new["norms"] if norm_key(r) not in recorded]
     merged = {**new, "grid_history": [*history, {"source": source, "added": added}]}
-    if "auto_grid" not in new and "auto_grid" in old:
-        merged["auto_grid"] = old["auto_grid"]
+    for key in ("auto_grid", "sequential"):  # how the recorded norms were chosen stays on record
+        if key not in new and key in old:
+            merged[key] = old[key]
     return merged
 
 

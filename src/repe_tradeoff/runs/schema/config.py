@@ -61,7 +61,7 @@ class JointVectorInfo(Open):
 class GridStep(Strict):
     """One step of the grid's history: the norms it added and how they were chosen."""
 
-    source: Literal["grid", "auto", "refine"]
+    source: Literal["grid", "auto", "refine", "sequential"]
     added: list[float]
 
 
