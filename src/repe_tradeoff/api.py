@@ -140,11 +140,14 @@ def _vector(vector):
     return vector if isinstance(vector, SteeringVector) else SteeringVector.load(vector)
 
 
-def sweep(model, tokenizer, vector, *, out: str | Path, norms: str | Sequence[float] = "auto", points: int = 33,
-          norm_unit: str = "absolute", alignment=(), helpfulness=(), fluency=(), layers=None,
-          limit: int | None = None, scorer: str = "forced-choice", format: str = "cloze", **options) -> Run:
-    """Measure alignment and helpfulness over a grid of norms into the run folder ``out``.
+def sweep(model, tokenizer, vector, *, out: str | Path, norms: str | Sequence[float] = "auto", points: int | None = None,
+          max_helpfulness_loss: float | str = DEFAULT_BUDGET, norm_unit: str = "absolute", alignment=(),
+          helpfulness=(), fluency=(), layers=None, limit: int | None = None, scorer: str = "forced-choice",
+          format: str = "cloze", **options) -> Run:
+    """Measure alignment and helpfulness into the run folder ``out``.
 
+    ``norms="auto"`` measures by the sequential plan where P(correct) has lost
+    ``max_helpfulness_loss`` (``points=N`` places N norms densely instead); a grid is swept as given.
     The keywords are the `sweep` command's options (``batch_size``, ``chunk_size``, ``positions``, …
     go through ``options``); a folder that holds the same sweep is resumed."""
     from repe_tradeoff.models.loading import n_layers, parse_layers
@@ -163,7 +166,8 @@ def sweep(model, tokenizer, vector, *, out: str | Path, norms: str | Sequence[fl
     vec = vec.select(chosen)
     lm = _Loaded(model, tokenizer)
     out = Path(out)
-    plan, config = prepare_sweep(lm, settings, vec, chosen, model_name=lm.name, command=None, tasks=tasks, out=out)
+    plan, config = prepare_sweep(lm, settings, vec, chosen, model_name=lm.name, command=None, tasks=tasks, out=out,
+                                 budget=str(max_helpfulness_loss))
     run_sweep(model, tokenizer, vec, plan, out, config=config, limit=limit)
     return Run(out)
 
@@ -213,7 +217,7 @@ def predict(model, tokenizer, vector, *, out: str | Path, norms: str | Sequence[
     from repe_tradeoff.workflows.prepare import build_tasks
 
     vec = _vector(vector)
-    settings = _settings(norms=norms, points=33, norm_unit=norm_unit, alignment=alignment, helpfulness=helpfulness,
+    settings = _settings(norms=norms, points=None, norm_unit=norm_unit, alignment=alignment, helpfulness=helpfulness,
                          fluency=(), limit=limit, scorer=scorer, fmt=format, extra={})
     tasks = build_tasks(settings)
     vec.check_model(model)
