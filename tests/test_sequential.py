@@ -232,7 +232,7 @@ def test_a_sequential_sweep_writes_run_files_that_fit_and_report_read(tiny_run):
 
 
 def test_an_interrupted_sequential_sweep_resumes_to_the_same_files(tiny_run, tmp_path, monkeypatch):
-    from repe_tradeoff import sweep as sweep_module
+    from repe_tradeoff.workflows import sweep as sweep_module
 
     model, v, tasks, a = tiny_run
     real, calls = sweep_module.run_sweep, []

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from repe_tradeoff.errors import RepeTradeoffError
+
 #: The reasons a thread of the plan stops, as config.json's ``sequential.stopped`` words them.
 STOP_REASONS = {
     "bracket": "the budget edge is bracketed by measured norms within {tolerance:.0%} of r",
@@ -49,7 +51,7 @@ STOP_REASONS = {
 }
 
 
-class SequentialPlanError(ValueError):
+class SequentialPlanError(RepeTradeoffError):
     """The sequential plan cannot run on these tasks; the message says what to give instead."""
 
 
