@@ -134,10 +134,24 @@ def _settings(*, norms, points, norm_unit, alignment, helpfulness, fluency, limi
         raise ConfigError(str(err)) from None
 
 
-def _vector(vector):
+def _loaded(model, tokenizer):
+    """A model and tokenizer given separately, as the workflows take them (named after the model)."""
+    from repe_tradeoff.models.loading import LoadedModel
+
+    return LoadedModel(model, tokenizer, getattr(model.config, "_name_or_path", "") or type(model).__name__)
+
+
+def _steered(model, vector, layers) -> tuple:
+    """The vector (an object or any file `--vector` reads) at the chosen layers (default: its own), checked
+    against the model, and those layers."""
+    from repe_tradeoff.models.loading import n_layers, parse_layers
     from repe_tradeoff.vectors.vector import SteeringVector
 
-    return vector if isinstance(vector, SteeringVector) else SteeringVector.load(vector)
+    vec = vector if isinstance(vector, SteeringVector) else SteeringVector.load(vector)
+    vec.check_model(model)
+    spec = layers if layers is None or isinstance(layers, (str, int)) else list(layers)
+    chosen = parse_layers(spec, n_layers(model)) if spec is not None else vec.layers
+    return vec.select(chosen), chosen
 
 
 def sweep(model, tokenizer, vector, *, out: str | Path, norms: str | Sequence[float] = "auto", points: int | None = None,
@@ -150,42 +164,22 @@ def sweep(model, tokenizer, vector, *, out: str | Path, norms: str | Sequence[fl
     ``max_helpfulness_loss`` (``points=N`` places N norms densely instead); a grid is swept as given.
     The keywords are the `sweep` command's options (``batch_size``, ``chunk_size``, ``positions``, …
     go through ``options``); a folder that holds the same sweep is resumed."""
-    from repe_tradeoff.models.loading import n_layers, parse_layers
     from repe_tradeoff.workflows.prepare import build_tasks, prepare_sweep
     from repe_tradeoff.workflows.sweep import run_sweep
 
-    vec = _vector(vector)
     settings = _settings(norms=norms, points=points, norm_unit=norm_unit, alignment=alignment,
                          helpfulness=helpfulness, fluency=fluency, limit=limit, scorer=scorer, fmt=format,
                          extra=options)
     if not (settings.behaviors or settings.helpfulness or settings.fluency):
         raise RepeTradeoffError("nothing to measure: give alignment=, helpfulness= and/or fluency=")
     tasks = build_tasks(settings)
-    vec.check_model(model)
-    chosen = parse_layers(layers, n_layers(model)) if layers is not None else vec.layers
-    vec = vec.select(chosen)
-    lm = _Loaded(model, tokenizer)
+    vec, chosen = _steered(model, vector, layers)
+    lm = _loaded(model, tokenizer)
     out = Path(out)
     plan, config = prepare_sweep(lm, settings, vec, chosen, model_name=lm.name, command=None, tasks=tasks, out=out,
                                  budget=str(max_helpfulness_loss))
     run_sweep(model, tokenizer, vec, plan, out, config=config, limit=limit)
     return Run(out)
-
-
-@dataclass
-class _Loaded:
-    """A model and tokenizer given separately, as the workflows take them."""
-
-    model: object
-    tokenizer: object
-
-    @property
-    def name(self) -> str:
-        return getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
-
-    @property
-    def revision(self) -> str | None:
-        return None
 
 
 def fit(run: Run | str | Path, *, max_helpfulness_loss: float | str = DEFAULT_BUDGET, **options) -> FitResult:
@@ -212,17 +206,14 @@ def predict(model, tokenizer, vector, *, out: str | Path, norms: str | Sequence[
             norm_unit: str = "absolute", alignment=(), helpfulness=(), layers=None, limit: int | None = None,
             scorer: str = "forced-choice", format: str = "cloze", n_boot: int = 200) -> Run:
     """Measure only the probe norms 0, ±h, ±2h and predict the curves over ``norms`` (prediction.md)."""
-    from repe_tradeoff.models.loading import n_layers, parse_layers
     from repe_tradeoff.workflows.predict import run_predict
     from repe_tradeoff.workflows.prepare import build_tasks
 
-    vec = _vector(vector)
     settings = _settings(norms=norms, points=None, norm_unit=norm_unit, alignment=alignment, helpfulness=helpfulness,
                          fluency=(), limit=limit, scorer=scorer, fmt=format, extra={})
     tasks = build_tasks(settings)
-    vec.check_model(model)
-    chosen = parse_layers(layers, n_layers(model)) if layers is not None else vec.layers
-    lm = _Loaded(model, tokenizer)
-    run_predict(lm, settings, vec.select(chosen), chosen, Path(out), probe=probe, model_name=lm.name,
+    vec, chosen = _steered(model, vector, layers)
+    lm = _loaded(model, tokenizer)
+    run_predict(lm, settings, vec, chosen, Path(out), probe=probe, model_name=lm.name,
                 tasks=tasks, n_boot=n_boot)
     return Run(Path(out))
