@@ -91,11 +91,20 @@ class FluencyTask:
     def score_items(self, runner: ChunkRunner, item_ids: Sequence[int]) -> list[dict]:
         texts = [self.passages[i].text for i in item_ids]
         kl = runner.next_token_kl([encode(runner.tokenizer, t, special=True) for t in texts])
-        if not self.continuations:
-            return [{"task": self.name, "kind": self.kind, "norm": r, "item": item,
-                     "kl": _sig(max(0.0, float(kl[j, k]))), "perplexity": None, "generated_tokens": None,
-                     "response": None}
-                    for k, r in enumerate(runner.norms) for j, item in enumerate(item_ids)]
+        continued = self.continue_items(runner, item_ids) if self.continuations else None
+        out = []
+        for k, r in enumerate(runner.norms):
+            for j, item in enumerate(item_ids):
+                rest = continued[k * len(item_ids) + j] if continued else {}
+                out.append({"task": self.name, "kind": self.kind, "norm": r, "item": item,
+                            "kl": _sig(max(0.0, float(kl[j, k]))), "perplexity": None, "generated_tokens": None,
+                            "response": None, **rest})
+        return out
+
+    def continue_items(self, runner: ChunkRunner, item_ids: Sequence[int]) -> list[dict]:
+        """The continuation half alone (no ``kl``): ``perplexity``, ``generated_tokens`` and
+        ``response`` per norm × item (norm-major, as :meth:`score_items`' records)."""
+        texts = [self.passages[i].text for i in item_ids]
         gen = runner.generate(texts, "none", self.max_new_tokens)
         norms = runner.norms
         seqs = TaskSequences([], [])
@@ -106,14 +115,12 @@ class FluencyTask:
                 seqs.owners.append(j)
         scored = runner.score_unsteered(seqs, list(range(len(seqs.prompts)))).continuation[:, 0]
         out = []
-        for k, r in enumerate(norms):
-            for j, item in enumerate(item_ids):
+        for k in range(len(norms)):
+            for j in range(len(item_ids)):
                 s = j * len(norms) + k
                 n = len(seqs.continuations[s])
                 ppl = _sig(math.exp(min(-float(scored[s]) / n, 700.0))) if n else None
-                out.append({"task": self.name, "kind": self.kind, "norm": r, "item": item,
-                            "kl": _sig(max(0.0, float(kl[j, k]))), "perplexity": ppl,
-                            "generated_tokens": gen.lengths[j][k], "response": gen.texts[j][k]})
+                out.append({"perplexity": ppl, "generated_tokens": gen.lengths[j][k], "response": gen.texts[j][k]})
         return out
 
 

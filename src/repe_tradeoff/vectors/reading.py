@@ -26,21 +26,31 @@ class ReadingError(RepeTradeoffError):
     """Pairs or settings from which no direction can be read."""
 
 
+class _Read(Exception):
+    """Raised after the topmost requested block: the blocks above it would be computed for nothing."""
+
+
 @contextmanager
 def _capture(model, layers: Sequence[int]):
-    """Record the outputs of the requested decoder blocks (and no others)."""
+    """Record the outputs of the requested decoder blocks (and no others); the forward pass
+    stops after the topmost of them."""
     blocks = find_layers(model)
     store: dict[int, Tensor] = {}
+    top = max(layers, default=None)
 
     def make(layer):
         def hook(module, args, output):
             store[layer] = (output[0] if isinstance(output, tuple) else output).detach()
+            if layer == top:
+                raise _Read
 
         return hook
 
     handles = [blocks[layer].register_forward_hook(make(layer)) for layer in layers]
     try:
         yield store
+    except _Read:
+        pass
     finally:
         for handle in handles:
             handle.remove()

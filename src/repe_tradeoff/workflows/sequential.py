@@ -18,7 +18,9 @@ synthetic curve. The plan, in passes (each pass measures the next norm of every 
    measured norm, until a norm is broken (the break-down criteria of
    :mod:`repe_tradeoff.theory.checks.breakdown` that need no continuation: KL, forced-choice
    likelihood), nothing measured moved over the last step (*plateau*), or the norm reaches
-   ``h · 2^max_doublings`` (*limit*). The aligned side goes outward once its edge is bracketed.
+   ``h · 2^max_doublings`` (*limit*). Both sides go outward from the first pass after the probe,
+   beside the edge search: a pass costs more than a norm (each pass runs r = 0 again, as the
+   reference of the KL and of the logit shift), so every open thread advances in every pass.
 
 The plan is a function of the *set* of measured points, not of the order they came in, so a
 resumed run takes the same decisions as an uninterrupted one. The recommended norm is the
@@ -129,7 +131,8 @@ def _edge_step(points: Mapping[float, Measured], s: PlanSettings, sign: float,
     """(the next norm of the edge search as a distance from 0, or None; the stop reason; why)."""
     lo, hi = bracket(points, sign, s.budget)
     outer = max((sign * r for r in points if sign * r > 0), default=0.0)
-    spent = sum(1 for r in points if sign * r > 2 * s.h * (1 + 1e-9))  # norms beyond the probe
+    reach = outer if hi is None else hi  # outward norms past the bracket are not the search's
+    spent = sum(1 for r in points if 2 * s.h * (1 + 1e-9) < sign * r <= reach)  # norms beyond the probe
     if hi is not None:
         if hi - lo <= s.tolerance * hi:
             return None, "bracket", ""
@@ -212,9 +215,7 @@ def next_step(points: Mapping[float, Measured], s: PlanSettings,
         step.norms[sig(sign * edge)] = why
     else:
         step.stopped["edge"] = reason or "bracket"
-    for name, side in (("misaligned", -sign), ("aligned", sign)):
-        if name == "aligned" and edge is not None:
-            continue  # the aligned side goes outward once its edge is settled
+    for name, side in (("misaligned", -sign), ("aligned", sign)):  # beside the edge search: a pass is dear
         r, reason = _outward_step(points, s, side)
         if r is None:
             step.stopped[name] = reason or "limit"

@@ -111,7 +111,7 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
     r_star = recommended(points, cap)
     continued = continuation_norms(points, r_star) if fluency else []
     if continued:
-        _continue_fluency(lm, plan, vector, out, continued, fluency, limit)
+        _continue_fluency(lm, plan, vector, out, continued, fluency)
     words = {k: v.format(tolerance=settings.tolerance, max_edge_steps=settings.max_edge_steps,
                          margin=settings.margin, max_doublings=settings.max_doublings)
              for k, v in STOP_REASONS.items()}
@@ -174,24 +174,24 @@ def _record_plan(out: Path, record: dict) -> None:
     write_config(out, {**recorded_config(out), "sequential": record})
 
 
-def _continue_fluency(lm, plan, vector, out: Path, norms: list[float], fluency: list[str], limit: int | None) -> None:
+def _continue_fluency(lm, plan, vector, out: Path, norms: list[float], fluency: list[str]) -> None:
     """Generate the continuations of the fluency tasks at ``norms`` and put them into those records
-    (``perplexity``, ``generated_tokens``, ``response``); norms that have them already are skipped."""
+    (``perplexity``, ``generated_tokens``, ``response``; their ``kl`` is kept); norms that have them
+    already are skipped. Every passage goes in one call, which batches as the row budget allows."""
     from repe_tradeoff.engine.batching import BatchBudget, ChunkRunner
     from repe_tradeoff.engine.scoring import Steering
     from repe_tradeoff.runs import norm_key, read_item_rows, write_points
     from repe_tradeoff.runs.chunks import replace_records
     from repe_tradeoff.runs.processes import process_group, run_lock
-    from repe_tradeoff.workflows.sweep import item_chunks
 
     _world, rank, barrier = process_group()
     if rank == 0:
         with run_lock(out):
-            records = read_item_rows(out)
             wanted = {norm_key(r) for r in norms}
-            todo = sorted({norm_key(rec["norm"]) for rec in records if rec.get("task") in fluency
-                           and norm_key(rec["norm"]) in wanted and rec.get("perplexity") is None
-                           and rec.get("generated_tokens") is None})
+            held = {(rec["task"], norm_key(rec["norm"]), json.dumps(rec["item"])): rec for rec in read_item_rows(out)
+                    if rec.get("task") in fluency and norm_key(rec["norm"]) in wanted}
+            todo = sorted({key[1] for key, rec in held.items()
+                           if rec.get("perplexity") is None and rec.get("generated_tokens") is None})
             if todo:
                 steering = Steering(vector, tuple(plan.layers), plan.positions, plan.operator, plan.share_lower,
                                     plan.share_prompts)
@@ -201,11 +201,13 @@ def _continue_fluency(lm, plan, vector, out: Path, norms: list[float], fluency: 
                 for task in plan.tasks:
                     if task.name not in fluency:
                         continue
-                    full = replace(task, continuations=True)
-                    for chunk, ids in enumerate(item_chunks(full, plan.chunk_size, limit)):
-                        for rec in full.score_items(runner, ids):
-                            key = (rec["task"], norm_key(rec["norm"]), json.dumps(rec["item"]))
-                            fresh[key] = {**rec, "chunk": chunk}
+                    ids = sorted({rec["item"] for (name, _, _), rec in held.items() if name == task.name})
+                    continued = task.continue_items(runner, ids)
+                    for k, r in enumerate(todo):
+                        for j, item in enumerate(ids):
+                            key = (task.name, r, json.dumps(item))
+                            if key in held:
+                                fresh[key] = {**held[key], **continued[k * len(ids) + j]}
                 replace_records(out / "items.jsonl", fresh)
                 write_points(out)
     barrier()
