@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from repe_tradeoff.engine.generation import refusal_score
-from repe_tradeoff.engine.scoring import score
+from repe_tradeoff.engine.scoring import MIN_SHARED_PREFIX, score, shared_prefix
 from repe_tradeoff.engine.steering import Steering, steer
 from repe_tradeoff.models.prompts import letter_token_ids
 from repe_tradeoff.runs import aggregate
@@ -36,15 +36,17 @@ def _reference(model, v, layers, prompts, conts, norms):
     return out, shift
 
 
+@pytest.mark.parametrize("prefix", [[], [40, 41, 42, 43, 44, 45, 46, 47, 48]], ids=["own", "common-prefix"])
 @pytest.mark.parametrize("share_prompts", [True, False])
 @pytest.mark.parametrize("share", [True, False])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_batched_scoring_equals_per_norm_loop(arch_model, share, share_prompts, attn):
-    """Shared prompts (KV cache, left padding) and shared lower layers change no number."""
+def test_batched_scoring_equals_per_norm_loop(arch_model, share, share_prompts, attn, prefix):
+    """Shared prompts (KV cache, left padding), a common prefix run once (as a chat template's
+    system turn) and shared lower layers change no number."""
     arch, _ = arch_model
     model = tiny_model(arch, attn=attn)
     v = random_vector()
-    prompts = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16], [5, 6, 7, 8], [9, 10, 11]]
+    prompts = [prefix + p for p in ([5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16], [5, 6, 7, 8], [9, 10, 11])]
     conts = [[20, 21], [22], [23, 24, 25], [26], [27, 28, 29, 30]]
     norms = [-3.0, -0.5, 1.5, 6.0]  # no 0: the reference row is added internally
     steering = Steering(v, (1, 2), share_lower=share, share_prompts=share_prompts)
@@ -54,6 +56,14 @@ def test_batched_scoring_equals_per_norm_loop(arch_model, share, share_prompts, 
     torch.testing.assert_close(got.logit_shift, shift, rtol=1e-4, atol=1e-3)
     assert got.probe_logprobs.shape == (5, 4, 2)
     torch.testing.assert_close(got.probe_logprobs[0], got.probe_logprobs[3])
+
+
+def test_the_common_prefix_run_once_leaves_every_prompt_a_token():
+    head = list(range(1, 11))  # 10 tokens
+    assert shared_prefix([head + [50], head + [60, 61], head + [50]]) == 10
+    assert shared_prefix([head, head + [11]]) == 9  # the shorter prompt keeps its last token
+    assert MIN_SHARED_PREFIX == 8 and shared_prefix([head[:7] + [50], head[:7] + [60]]) == 0  # too short to share
+    assert shared_prefix([head + [50]]) == 0 and shared_prefix([[9] + head, head]) == 0
 
 
 @pytest.mark.parametrize("arch", ["opt", "gpt2"])

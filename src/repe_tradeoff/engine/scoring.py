@@ -178,6 +178,43 @@ def _scores(grid: _Grid, prompt_row: Tensor, continuation: Tensor, next_logits: 
     )
 
 
+#: a common prefix shorter than this is not run separately (the extra forward call costs more)
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``prompts`` share and :func:`score_shared` runs once (0: none).
+
+    At least one token of each prompt is left after it, to read the next-token distribution at."""
+    if len(prompts) < 2:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    cut = next((i for i in range(n) if any(p[i] != first[i] for p in prompts)), n)
+    return cut if cut >= MIN_SHARED_PREFIX else 0
+
+
+def _prefix_cache(model, prefix: Sequence[int], grid: _Grid, steering: Steering | None, n_prompts: int, width: int):
+    """The KV cache of the prompts' common prefix, computed once per norm (once in all below the
+    first steered block) and copied to every prompt's rows: row u·K + k, or u below the split."""
+    device = model_device(model)
+    rows = torch.zeros(grid.size, dtype=torch.long)
+    shared = _shares_lower(steering)
+    ids = torch.tensor([list(prefix)]).repeat(1 if shared else grid.size, 1)
+    pos = torch.arange(len(prefix)).repeat(ids.shape[0], 1)
+    with _steered(model, steering, grid.repeat(1), torch.full((grid.size,), width)), _fanned_out(model, steering, rows):
+        out = model.base_model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
+                               position_ids=pos.to(device), use_cache=True)
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = out.past_key_values
+    split = min(steering.layers) if shared else 0
+    per_norm = torch.arange(grid.size).repeat(n_prompts).to(device)
+    per_prompt = torch.zeros(n_prompts, dtype=torch.long, device=device)
+    for layer in range(len(find_layers(model))):
+        _select_cache_rows(cache, layer, per_prompt if layer < split else per_norm)
+    return cache
+
+
 @torch.no_grad()
 def score_shared(
     model,
@@ -192,9 +229,11 @@ def score_shared(
     by all of its continuations (a question's options, a prompt's two responses).
 
     Pass 1 runs the left-padded distinct prompts (rows fanned out across norms above the first
-    steered layer); pass 2 runs only the continuation tokens after the first, of the continuations
-    that have them, on a copy of the cache selected per row. Explicit position ids keep absolute
-    position embeddings exact under left padding.
+    steered layer), after their common prefix (:func:`shared_prefix`), which runs once per norm
+    and is copied into every prompt's cache (the padding then sits between the two); pass 2 runs
+    only the continuation tokens after the first, of the continuations that have them, on a copy
+    of the cache selected per row. Explicit position ids keep absolute position embeddings exact
+    under left padding.
     """
     device = model_device(model)
     grid = _Grid.of(norms)
@@ -202,18 +241,21 @@ def score_shared(
     prompt_of_seq = torch.tensor([index.setdefault(tuple(p), len(index)) for p in prompts])
     distinct = list(index)
     n_prompts = len(distinct)
-    prompt_ids, prompt_mask = _pad(distinct, pad_id, left=True)
-    width = prompt_ids.shape[1]
-    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    cut = shared_prefix(distinct)  # the tokens every prompt starts with (a chat template's system turn)
+    prompt_ids, suffix_mask = _pad([p[cut:] for p in distinct], pad_id, left=True)
+    prompt_mask = torch.cat([torch.ones(n_prompts, cut, dtype=torch.long), suffix_mask], 1)
+    width = prompt_mask.shape[1]
+    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)[:, cut:]
     shared = _shares_lower(steering)
     split = min(steering.layers) if shared else 0  # blocks below `split` hold one cache row per prompt
     prompt_rows = torch.arange(n_prompts).repeat_interleave(grid.size)  # row u·K + k of pass 1
     inputs = (prompt_ids, prompt_mask, prompt_pos) if shared else (prompt_ids[prompt_rows], prompt_mask[prompt_rows], prompt_pos[prompt_rows])
     base = model.base_model
+    prefix = {_cache_kwarg(base): _prefix_cache(model, distinct[0][:cut], grid, steering, n_prompts, width)} if cut else {}
     ends = torch.full((len(prompt_rows),), width)
     with _steered(model, steering, grid.repeat(n_prompts), ends), _fanned_out(model, steering, prompt_rows):
         ids, mask, pos = (x.to(device) for x in inputs)
-        out = base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        out = base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **prefix)
     next_logits = _logits(model, out.last_hidden_state[:, -1, :])  # (prompts·K, V) after each prompt
     next_logprobs = torch.log_softmax(next_logits, -1)
     continuation = _first_token_logprobs(next_logprobs, prompt_of_seq, continuations, grid)
