@@ -64,31 +64,57 @@ def test_staged_rows_must_start_with_the_inputs():
         pass
 
 
-def _sequences(seed=2):
+def _sequences(seed=2, prefix=()):
     g = torch.Generator().manual_seed(seed)
     prompts, continuations = [], []
     for length in (5, 8, 6):
-        prompt = torch.randint(1, 256, (length,), generator=g).tolist()
+        prompt = list(prefix) + torch.randint(1, 256, (length,), generator=g).tolist()
         for n in (1, 3):  # a prompt's continuations share its cache; one-token ones need no pass 2
             prompts.append(prompt)
             continuations.append(torch.randint(1, 256, (n,), generator=g).tolist())
     return prompts, continuations
 
 
+@pytest.mark.parametrize("prefix", [(), tuple(range(40, 49))], ids=["own", "common-prefix"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_each_entrys_probe_equals_a_sweep_of_a_vector_steering_that_set(arch):
+def test_each_entrys_probe_equals_a_sweep_of_a_vector_steering_that_set(arch, prefix):
+    """Against whole sequences, one forward each (no shared prompt or prefix)."""
     model, vector = tiny_model(arch), random_vector((0, 1, 2, 3), seed=3, unit=False)
     entries = (Entry((0,), 0.5), Entry((1, 2), 0.8), Entry((1,), 1.2), Entry((2, 3), 0.3), Entry((3,), 2.0))
     layout = PointLayout(entries)
-    prompts, continuations = _sequences()
+    prompts, continuations = _sequences(prefix=prefix)
     probes = [3, 7, 9]
     got = score_entries(model, 0, prompts, continuations, vector, layout, probe_ids=probes)
     assert got.continuation.shape == (len(prompts), layout.size)
     for e, entry in enumerate(entries):
         band = SteeringVector({layer: vector[layer] for layer in entry.layers})
         want = score(model, 0, prompts, continuations, [0.0, entry.h, -entry.h],
-                     Steering(band, entry.layers), probes)
+                     Steering(band, entry.layers, share_prompts=False), probes)
         cols = [0, 1 + 2 * e, 2 + 2 * e]
         torch.testing.assert_close(got.continuation[:, cols], want.continuation, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(got.probe_logprobs[:, cols], want.probe_logprobs, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got.logit_shift[:, cols], want.logit_shift, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_chunks_common_prefix_run_once_serves_every_pass(arch):
+    """The runner computes the prefix once per chunk and each pass (here one prompt each, and the
+    entries split in two groups) copies it: the scores equal whole sequences run one by one."""
+    from repe_tradeoff.engine.layer_sets import AtlasRunner
+    from repe_tradeoff.engine.scoring import TaskSequences
+    from tests.helpers import ByteTok
+
+    model, vector = tiny_model(arch), random_vector((0, 1, 2, 3), seed=3, unit=False)
+    entries = (Entry((0,), 0.5), Entry((1, 2), 0.8), Entry((2, 3), 0.3), Entry((3,), 2.0))
+    layout = PointLayout(entries)
+    prompts, continuations = _sequences(seed=5, prefix=tuple(range(60, 72)))
+    seqs = TaskSequences(prompts, continuations, [3, 7], owners=[i // 2 for i in range(len(prompts))])
+    runner = AtlasRunner(model, ByteTok(), vector, layout, rows_per_pass=2)  # one prompt a pass, split layout
+    got = runner.score(seqs, list(range(len(prompts))))
+    for e, entry in enumerate(entries):
+        band = SteeringVector({layer: vector[layer] for layer in entry.layers})
+        want = score(model, 0, prompts, continuations, [0.0, entry.h, -entry.h],
+                     Steering(band, entry.layers, share_prompts=False), [3, 7])
+        cols = [0, 1 + 2 * e, 2 + 2 * e]
+        torch.testing.assert_close(got.continuation[:, cols], want.continuation, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(got.logit_shift[:, cols], want.logit_shift, atol=1e-4, rtol=1e-4)

@@ -16,6 +16,7 @@ sequence-major like the sweep's, with one column per point.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from repe_tradeoff.engine.scoring import (
     _scores,
     _select_cache_rows,
     _summed_logprobs,
+    cache_of,
+    prefix_cache,
+    shared_prefix,
 )
 from repe_tradeoff.engine.steering import fan_out_staged, steer
 from repe_tradeoff.models.loading import find_layers, model_device
@@ -115,58 +119,94 @@ def _row_major(n: int, size: int) -> torch.Tensor:
     return (torch.arange(size).view(1, -1) * n + torch.arange(n).view(-1, 1)).reshape(-1)
 
 
+def _steered(model, vector: SteeringVector, layout: PointLayout, positions: str, norms, mask, ends, source, starts):
+    """The contexts of one forward over point-major rows: steering with per-row layers, staged fan-out."""
+    return steer(model, vector, norms, layers=layout.layers, positions=positions, prompt_lengths=ends,
+                 layer_mask=mask), fan_out_staged(model, source, starts)
+
+
+def _present(layout: PointLayout, layer: int) -> int:
+    """How many points have joined the batch at block ``layer`` (rows k · n + i with k below it)."""
+    return int((layout.starts() <= layer).sum())
+
+
+@torch.no_grad()
+def prefix_points(model, vector: SteeringVector, layout: PointLayout, tokens: Sequence[int], positions: str = "all"):
+    """The KV cache of ``tokens`` (a prefix every prompt starts with) at every point of ``layout``:
+    one row per point present at each block, for :func:`score_entries` to copy per prompt."""
+    src, starts, norms, mask = _point_major(layout, 1)
+    ends = torch.full((layout.size,), len(tokens) + 1)  # every prefix position is a prompt position
+    return prefix_cache(model, tokens, 1, _steered(model, vector, layout, positions, norms, mask, ends, src, starts),
+                        lambda layer: torch.arange(_present(layout, layer)))
+
+
 @torch.no_grad()
 def score_entries(model, pad_id: int, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
                   vector: SteeringVector, layout: PointLayout, *, positions: str = "all",
-                  probe_ids: Sequence[int] | None = None) -> Scores:
-    """Score every ``prompts[s] + continuations[s]`` at every point of ``layout``."""
+                  probe_ids: Sequence[int] | None = None, prefix: tuple[Sequence[int], object] | None = None) -> Scores:
+    """Score every ``prompts[s] + continuations[s]`` at every point of ``layout``.
+
+    A prefix all prompts start with runs once per point, not once per prompt: ``prefix`` is
+    ``(tokens, cache)`` of :func:`prefix_points` (copied, never changed), else the prompts' own
+    :func:`~repe_tradeoff.engine.scoring.shared_prefix` is run here."""
     device = model_device(model)
     size, base = layout.size, model.base_model
     grid = _Grid.of([float(k) for k in range(size)])  # point k is "norm" k; point 0 is the origin
     index: dict[tuple[int, ...], int] = {}
     prompt_of_seq = torch.tensor([index.setdefault(tuple(p), len(index)) for p in prompts])
     n_prompts, n_seq = len(index), len(prompts)
-    prompt_ids, prompt_mask = _pad(list(index), pad_id, left=True)
-    width = prompt_ids.shape[1]
-    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    distinct = list(index)
+    if prefix is None:
+        cut = shared_prefix(distinct)
+        cached = prefix_points(model, vector, layout, distinct[0][:cut], positions) if cut else None
+    else:
+        cut, cached = len(prefix[0]), copy.deepcopy(prefix[1])
+    prompt_ids, suffix_mask = _pad([p[cut:] for p in distinct], pad_id, left=True)
+    prompt_mask = torch.cat([torch.ones(n_prompts, cut, dtype=torch.long), suffix_mask], 1)
+    width = prompt_mask.shape[1]
+    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)[:, cut:]
     source, starts, norms, mask = _point_major(layout, n_prompts)
     ends = torch.full((len(source),), width)
 
     def steered(norms, mask, ends, source, starts):
-        return steer(model, vector, norms, layers=layout.layers, positions=positions, prompt_lengths=ends,
-                     layer_mask=mask), fan_out_staged(model, source, starts)
+        return _steered(model, vector, layout, positions, norms, mask, ends, source, starts)
 
+    kwargs = {}
+    if cached is not None:  # row k of the prefix becomes rows k · n + i, one per prompt
+        for layer in range(len(find_layers(model))):
+            rows = torch.arange(_present(layout, layer)).repeat_interleave(n_prompts)
+            _select_cache_rows(cached, layer, rows.to(device))
+        kwargs[_cache_kwarg(base)] = cached
     s_ctx, f_ctx = steered(norms, mask, ends, source, starts)
     with s_ctx, f_ctx:
         out = base(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
-                   position_ids=prompt_pos.to(device), use_cache=True)
+                   position_ids=prompt_pos.to(device), use_cache=True, **kwargs)
     last = out.last_hidden_state[:, -1, :][_row_major(n_prompts, size).to(device)]
     next_logits = _logits(model, last)  # (prompts · points, V), prompt-major as the sweep's
     next_logprobs = torch.log_softmax(next_logits, -1)
     continuation = _first_token_logprobs(next_logprobs, prompt_of_seq, continuations, grid)
-    rest = [list(c[1:]) for c in continuations]
-    if max(len(r) for r in rest) > 0:
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            cache = out.past_key_values
-        point_start = layout.starts()
+    longer = [s for s, c in enumerate(continuations) if len(c) > 1]  # a one-token option needs no pass 2
+    if longer:
+        own = prompt_of_seq[torch.tensor(longer)]
+        n_long = len(longer)
+        cache = cache_of(out)
         for layer in range(len(find_layers(model))):
-            present = int((point_start <= layer).sum())  # points present at this block
-            rows = (torch.arange(present).repeat_interleave(n_seq) * n_prompts + prompt_of_seq.repeat(present))
+            present = _present(layout, layer)
+            rows = (torch.arange(present).repeat_interleave(n_long) * n_prompts + own.repeat(present))
             _select_cache_rows(cache, layer, rows.to(device))
-        inputs_c = [list(c[:-1]) if len(c) > 1 else [] for c in continuations]
-        cont_ids, cont_mask = _pad(inputs_c, pad_id)
-        cont_pos = prompt_mask.sum(1)[prompt_of_seq].view(-1, 1) + torch.arange(cont_ids.shape[1]).view(1, -1)
-        full_mask = torch.cat([prompt_mask[prompt_of_seq], cont_mask], 1)
-        targets, _ = _pad(rest, 0, width=cont_ids.shape[1])
-        source2, starts2, norms2, mask2 = _point_major(layout, n_seq)
+        cont_ids, cont_mask = _pad([list(continuations[s][:-1]) for s in longer], pad_id)
+        cont_pos = prompt_mask.sum(1)[own].view(-1, 1) + torch.arange(cont_ids.shape[1]).view(1, -1)
+        full_mask = torch.cat([prompt_mask[own], cont_mask], 1)
+        targets, _ = _pad([list(continuations[s][1:]) for s in longer], 0, width=cont_ids.shape[1])
+        source2, starts2, norms2, mask2 = _point_major(layout, n_long)
         s_ctx, f_ctx = steered(norms2, mask2, torch.full((len(source2),), width), source2, starts2)
         with s_ctx, f_ctx:
             out2 = base(input_ids=cont_ids.to(device), attention_mask=full_mask.to(device),
                         position_ids=cont_pos.to(device), use_cache=True, **{_cache_kwarg(base): cache})
         summed = _summed_logprobs(model, out2.last_hidden_state, targets[source2].to(device),
                                   cont_mask[source2].bool().to(device))
-        continuation = continuation + summed[_row_major(n_seq, size).to(device)]
+        rows = (torch.tensor(longer).view(-1, 1) * size + torch.arange(size).view(1, -1)).reshape(-1)
+        continuation = continuation.index_add(0, rows.to(device), summed[_row_major(n_long, size).to(device)])
     return _scores(grid, prompt_of_seq, continuation, next_logits, next_logprobs, probe_ids)
 
 
@@ -204,10 +244,14 @@ class AtlasRunner:
             current.append(r)
         if current:
             batches.append(current)
+        cut = shared_prefix(list({tuple(seqs.prompts[r]) for r in rows}))  # run once for the whole chunk
+        tokens = seqs.prompts[rows[0]][:cut]
+        prefixes = [(tokens, prefix_points(self.model, self.vector, part, tokens, self.positions)) if cut else None
+                    for part in layouts]
         parts = [_join_points([score_entries(self.model, pad, [seqs.prompts[r] for r in b],
                                              [seqs.continuations[r] for r in b], self.vector, part,
-                                             positions=self.positions, probe_ids=seqs.probe_ids)
-                               for part in layouts])
+                                             positions=self.positions, probe_ids=seqs.probe_ids, prefix=prefix)
+                               for part, prefix in zip(layouts, prefixes)])
                  for b in batches]
         joined = _concat(parts, 0)
         position = {r: i for i, r in enumerate(order)}

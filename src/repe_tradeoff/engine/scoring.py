@@ -193,25 +193,27 @@ def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
     return cut if cut >= MIN_SHARED_PREFIX else 0
 
 
-def _prefix_cache(model, prefix: Sequence[int], grid: _Grid, steering: Steering | None, n_prompts: int, width: int):
-    """The KV cache of the prompts' common prefix, computed once per norm (once in all below the
-    first steered block) and copied to every prompt's rows: row u·K + k, or u below the split."""
+def cache_of(out):
+    """The KV cache a forward returned (transformers ≥ 5.24 calls it ``cache``)."""
+    cache = getattr(out, "cache", None)
+    return out.past_key_values if cache is None else cache
+
+
+def prefix_cache(model, prefix: Sequence[int], copies: int, contexts: Sequence, rows_at):
+    """The KV cache of the prompts' common prefix, run as ``copies`` input rows under ``contexts``
+    (steering, fan-out); then each layer keeps the rows ``rows_at(layer)``, one per row of the
+    pass that continues it (as that pass's rows stand at that layer)."""
     device = model_device(model)
-    rows = torch.zeros(grid.size, dtype=torch.long)
-    shared = _shares_lower(steering)
-    ids = torch.tensor([list(prefix)]).repeat(1 if shared else grid.size, 1)
-    pos = torch.arange(len(prefix)).repeat(ids.shape[0], 1)
-    with _steered(model, steering, grid.repeat(1), torch.full((grid.size,), width)), _fanned_out(model, steering, rows):
+    ids = torch.tensor([list(prefix)]).repeat(copies, 1)
+    pos = torch.arange(len(prefix)).repeat(copies, 1)
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
         out = model.base_model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
                                position_ids=pos.to(device), use_cache=True)
-    cache = getattr(out, "cache", None)
-    if cache is None:
-        cache = out.past_key_values
-    split = min(steering.layers) if shared else 0
-    per_norm = torch.arange(grid.size).repeat(n_prompts).to(device)
-    per_prompt = torch.zeros(n_prompts, dtype=torch.long, device=device)
+    cache = cache_of(out)
     for layer in range(len(find_layers(model))):
-        _select_cache_rows(cache, layer, per_prompt if layer < split else per_norm)
+        _select_cache_rows(cache, layer, rows_at(layer).to(device))
     return cache
 
 
@@ -251,7 +253,13 @@ def score_shared(
     prompt_rows = torch.arange(n_prompts).repeat_interleave(grid.size)  # row u·K + k of pass 1
     inputs = (prompt_ids, prompt_mask, prompt_pos) if shared else (prompt_ids[prompt_rows], prompt_mask[prompt_rows], prompt_pos[prompt_rows])
     base = model.base_model
-    prefix = {_cache_kwarg(base): _prefix_cache(model, distinct[0][:cut], grid, steering, n_prompts, width)} if cut else {}
+    prefix = {}
+    if cut:  # the prefix once per norm (once below the split), copied to rows u·K + k (u below it)
+        per_norm, per_prompt = torch.arange(grid.size).repeat(n_prompts), torch.zeros(n_prompts, dtype=torch.long)
+        contexts = (_steered(model, steering, grid.repeat(1), torch.full((grid.size,), width)),
+                    _fanned_out(model, steering, torch.zeros(grid.size, dtype=torch.long)))
+        prefix[_cache_kwarg(base)] = prefix_cache(model, distinct[0][:cut], 1 if shared else grid.size, contexts,
+                                                  lambda layer: per_prompt if layer < split else per_norm)
     ends = torch.full((len(prompt_rows),), width)
     with _steered(model, steering, grid.repeat(n_prompts), ends), _fanned_out(model, steering, prompt_rows):
         ids, mask, pos = (x.to(device) for x in inputs)
@@ -267,9 +275,7 @@ def score_shared(
         own = prompt_of_seq[sub]  # each pass-2 sequence's prompt
         local = torch.arange(len(longer)).repeat_interleave(grid.size)  # row j·K + k: sequence longer[j] at norm k
         source = own[local] * grid.size + torch.arange(grid.size).repeat(len(longer))  # its row in pass 1
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            cache = out.past_key_values
+        cache = cache_of(out)
         for layer in range(len(find_layers(model))):
             _select_cache_rows(cache, layer, (own if shared and layer < split else source).to(device))
         inputs_c = [list(continuations[s][:-1]) for s in longer]  # each token predicts the next
