@@ -82,7 +82,7 @@ def _refit_rmse(seq_out: Path, dense_out: Path, task: str) -> dict:
 
     cfg = json.loads((seq_out / "config.json").read_text())["sequential"]
     records = [json.loads(x) for x in (seq_out / "items.jsonl").read_text().splitlines()]
-    refit = refit_helpfulness(records, task, float(cfg.get("probe_step") or cfg["probe"]))
+    refit = refit_helpfulness(records, task, float(cfg.get("probe_step") or cfg["probe"]), leave_out=cfg.get("broken", ()))
     dense = _curve(dense_out, task)
     p0 = dense[0.0]
     norms = [r for r, p in dense.items() if abs(p - p0) <= 0.15]

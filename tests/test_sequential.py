@@ -166,6 +166,18 @@ def test_the_refit_passes_through_every_measured_norm_and_improves_between_them(
     assert err_refit < 0.01 < err_probe
 
 
+def test_a_broken_norm_left_out_does_not_bend_the_refit_towards_zero():
+    f = lambda r, i: -1.5 + 0.3 * r + 0.2 * r * r - 0.02 * abs(r) ** 3 + 0.05 * i
+    broken = lambda r, i: f(r, i) if abs(r) < 10 else 40.0  # at ±16 the margins have collapsed
+    records = _margin_records([-1, -0.5, 0, 0.5, 1, 2.0, -16.0, 16.0], broken)
+    truth = lambda x: np.mean([1 / (1 + math.exp(f(x, i))) for i in range(5)])
+    kept = refit_helpfulness(records, "qa", 0.5)
+    left = refit_helpfulness(records, "qa", 0.5, leave_out=[-16.0, 16.0])
+    assert list(left.norms) == [-1, -0.5, 0, 0.5, 1, 2.0]
+    x = 4.0  # between the last sound norm and the broken one
+    assert abs(item_probabilities(left, [x]).mean() - truth(x)) < 0.5 * abs(item_probabilities(kept, [x]).mean() - truth(x))
+
+
 # --------------------------------------------------------------------------- a run on a tiny model
 
 

@@ -19,6 +19,16 @@ def _records(run: RunFiles) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _means(records: list[dict], task: str, norms) -> dict[float, float]:
+    """The measured mean of ``task``'s helpfulness at each of ``norms``."""
+    wanted = {f"{float(r):.6g}" for r in norms}
+    values: dict[float, list[float]] = {}
+    for rec in records:
+        if rec.get("task") == task and rec.get("helpfulness") is not None and f"{float(rec['norm']):.6g}" in wanted:
+            values.setdefault(float(rec["norm"]), []).append(float(rec["helpfulness"]))
+    return {r: float(np.mean(v)) for r, v in sorted(values.items())}
+
+
 def plot_sequential(run: RunFiles) -> Figure | None:
     from repe_tradeoff.theory.errors import TheoryError
     from repe_tradeoff.theory.response.refit import predict_refit, refit_helpfulness
@@ -30,7 +40,9 @@ def plot_sequential(run: RunFiles) -> Figure | None:
     fig = _new_figure(7.5, 4.6)
     ax = fig.subplots()
     try:
-        refit = refit_helpfulness(_records(run), task, float(plan.get("probe_step") or plan["probe"]))
+        records = _records(run)
+        refit = refit_helpfulness(records, task, float(plan.get("probe_step") or plan["probe"]),
+                                  leave_out=plan.get("broken") or ())
     except TheoryError as err:
         _note(ax, f"no refit: {err}")
         return fig
@@ -40,6 +52,10 @@ def plot_sequential(run: RunFiles) -> Figure | None:
     ax.fill_between(grid, pred.low, pred.high, color=OKABE_ITO["sky"], alpha=0.3, lw=0, label="refit: 95% band over items")
     ax.plot(grid, pred.mean, color=OKABE_ITO["blue"], lw=1.2, label="response refit on every measured norm")
     ax.plot(refit.norms, measured, "o", ms=5, color=OKABE_ITO["black"], label=f"measured ({refit.norms.size} norms)")
+    broken = _means(records, task, plan.get("broken") or ())
+    if broken:
+        ax.plot(list(broken), list(broken.values()), "o", ms=5, mfc="none", color=OKABE_ITO["black"],
+                label="measured where the model broke (not refit)")
     p0 = float(np.interp(0.0, refit.norms, measured))
     limit = plan.get("budget_limit")
     if limit is not None:

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 
 from repe_tradeoff.errors import RepeTradeoffError
 
-#: Alignment and helpfulness items of the screen: alignment prompts cost about ten times a
-#: cloze question (a chat prompt and two 13-token responses against ~14 + 2 tokens).
+#: Alignment and helpfulness items of the screen. Fewer alignment prompts change the answer:
+#: with 8 (and 24 questions) the screen ranked early single layers first on the embedded model
+#: (benchmarks/RESULTS-atlas-fast.md); halving the questions lost the best band from the top 3.
 DEFAULT_PROBE_ITEMS = {"alignment": 16, "helpfulness": 32}
 DEFAULT_BAND_STRIDE = 2
 DEFAULT_CONFIRM = 3

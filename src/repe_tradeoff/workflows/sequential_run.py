@@ -91,7 +91,7 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
 
         def predict_edge(step_h: float, points=points, records=records, settings=settings) -> float | None:
             try:
-                refit = refit_helpfulness(records, helpful, step_h)
+                refit = refit_helpfulness(records, helpful, step_h, leave_out=broken_norms(points))
             except TheoryError:
                 return None
             outer = max(abs(r) for r in points)
@@ -120,21 +120,27 @@ def run_sequential(lm, plan, vector, out: Path, make_config: Callable[[list[floa
         "probe_step": h, "aligned_side": int(aligned_sign(points, h)), "norms_measured": len(grid),
         "bracket": None if bracket is None else [bracket[0], bracket[1]], "recommended": r_star,
         "stopped": {k: {"reason": v, "text": words.get(v, v)} for k, v in stopped.items()},
-        "continuations": continued, "summary": summary_sentence(len(grid), len(passes), stopped, bracket, words),
+        "continuations": continued, "broken": broken_norms(points),
+        "summary": summary_sentence(len(grid), len(passes), stopped, bracket, words),
     })
-    record["refit"] = _refit_record(whole_records(out), helpful, h)
+    record["refit"] = _refit_record(whole_records(out), helpful, h, record["broken"])
     config = make_config(grid, record)
     _record_plan(out, record)
     return config
 
 
-def _refit_record(records: list[dict], task: str, h: float) -> dict | None:
+def broken_norms(points) -> list[float]:
+    """The measured norms a break-down criterion marks (left out of the refit, as out of ``fit``'s fits)."""
+    return sorted(r for r, p in points.items() if p.broken)
+
+
+def _refit_record(records: list[dict], task: str, h: float, broken: list[float]) -> dict | None:
     """The refit's trust radius per side against the probe's alone (None when it cannot be fitted)."""
     from repe_tradeoff.theory.errors import TheoryError
     from repe_tradeoff.theory.response.refit import refit_helpfulness, trust_radius
 
     try:
-        refit = refit_helpfulness(records, task, h)
+        refit = refit_helpfulness(records, task, h, leave_out=broken)
     except TheoryError:
         return None
     probe = refit.base.trust_radius

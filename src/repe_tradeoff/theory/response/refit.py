@@ -48,9 +48,14 @@ def _key(r: float) -> float:
     return float(f"{r:.6g}") + 0.0
 
 
-def refit_helpfulness(records: Iterable[Mapping[str, Any]], task: str, h: float) -> Refit:
-    """The refit of ``task`` from ``items.jsonl`` records at the probe ``0, ±h, ±2h`` and every other norm."""
-    rows = [r for r in records if r.get("task") == task and r.get("scores") is not None and "norm" in r]
+def refit_helpfulness(records: Iterable[Mapping[str, Any]], task: str, h: float, *,
+                      leave_out: Iterable[float] = ()) -> Refit:
+    """The refit of ``task`` from ``items.jsonl`` records at the probe ``0, ±h, ±2h`` and every other norm
+    but those of ``leave_out`` (the broken norms, which ``fit`` leaves out of its fits too: a residual
+    measured where the model has broken, interpolated back towards r = 0, would bend the curve there)."""
+    skip = {_key(float(r)) for r in leave_out}
+    rows = [r for r in records if r.get("task") == task and r.get("scores") is not None and "norm" in r
+            and _key(float(r["norm"])) not in skip]
     base = helpfulness_response(rows, task, probe=Probe(h, True))
     index = {repr(item): i for i, item in enumerate(base.items)}
     valid = np.isfinite(base.margins.value)
