@@ -119,7 +119,8 @@ def _row_major(n: int, size: int) -> torch.Tensor:
     return (torch.arange(size).view(1, -1) * n + torch.arange(n).view(-1, 1)).reshape(-1)
 
 
-def _steered(model, vector: SteeringVector, layout: PointLayout, positions: str, norms, mask, ends, source, starts):
+def _point_contexts(model, vector: SteeringVector, layout: PointLayout, positions: str, norms, mask, ends,
+                    source, starts):
     """The contexts of one forward over point-major rows: steering with per-row layers, staged fan-out."""
     return steer(model, vector, norms, layers=layout.layers, positions=positions, prompt_lengths=ends,
                  layer_mask=mask), fan_out_staged(model, source, starts)
@@ -136,8 +137,8 @@ def prefix_points(model, vector: SteeringVector, layout: PointLayout, tokens: Se
     one row per point present at each block, for :func:`score_entries` to copy per prompt."""
     src, starts, norms, mask = _point_major(layout, 1)
     ends = torch.full((layout.size,), len(tokens) + 1)  # every prefix position is a prompt position
-    return prefix_cache(model, tokens, 1, _steered(model, vector, layout, positions, norms, mask, ends, src, starts),
-                        lambda layer: torch.arange(_present(layout, layer)))
+    contexts = _point_contexts(model, vector, layout, positions, norms, mask, ends, src, starts)
+    return prefix_cache(model, tokens, 1, contexts, lambda layer: torch.arange(_present(layout, layer)))
 
 
 @torch.no_grad()
@@ -169,7 +170,7 @@ def score_entries(model, pad_id: int, prompts: Sequence[Sequence[int]], continua
     ends = torch.full((len(source),), width)
 
     def steered(norms, mask, ends, source, starts):
-        return _steered(model, vector, layout, positions, norms, mask, ends, source, starts)
+        return _point_contexts(model, vector, layout, positions, norms, mask, ends, source, starts)
 
     kwargs = {}
     if cached is not None:  # row k of the prefix becomes rows k · n + i, one per prompt

@@ -50,7 +50,7 @@ def plot_sequential(run: RunFiles) -> Figure | None:
     pred = predict_refit(refit, grid, n_boot=200)
     measured = predict_refit(refit, refit.norms, n_boot=0).mean  # the refit passes through the measured means
     ax.fill_between(grid, pred.low, pred.high, color=OKABE_ITO["sky"], alpha=0.3, lw=0, label="refit: 95% band over items")
-    ax.plot(grid, pred.mean, color=OKABE_ITO["blue"], lw=1.2, label="response refit on every measured norm")
+    ax.plot(grid, pred.mean, color=OKABE_ITO["blue"], lw=1.2, label="response refit on the sound measured norms")
     ax.plot(refit.norms, measured, "o", ms=5, color=OKABE_ITO["black"], label=f"measured ({refit.norms.size} norms)")
     broken = _means(records, task, plan.get("broken") or ())
     if broken:
