@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from repe_tradeoff.engine.generation import refusal_score
 from repe_tradeoff.engine.scoring import MIN_SHARED_PREFIX, score, shared_prefix
-from repe_tradeoff.engine.steering import Steering, steer
+from repe_tradeoff.engine.steering import POSITIONS, Steering, steer
 from repe_tradeoff.models.prompts import letter_token_ids
 from repe_tradeoff.runs import aggregate
 from repe_tradeoff.workflows.grid import parse_norms
@@ -64,6 +65,21 @@ def test_the_common_prefix_run_once_leaves_every_prompt_a_token():
     assert shared_prefix([head, head + [11]]) == 9  # the shorter prompt keeps its last token
     assert MIN_SHARED_PREFIX == 8 and shared_prefix([head[:7] + [50], head[:7] + [60]]) == 0  # too short to share
     assert shared_prefix([head + [50]]) == 0 and shared_prefix([[9] + head, head]) == 0
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_common_prefix_is_steered_where_whole_sequences_are(arch, positions):
+    """Run once and copied, the prefix counts as prompt positions, as in the whole sequences."""
+    model, v = tiny_model(arch), random_vector()
+    head = list(range(40, 50))
+    prompts = [head + p for p in ([5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16], [5, 6, 7, 8])]
+    conts = [[20, 21], [22], [23, 24, 25], [26]]
+    steering = Steering(v, (1, 2), positions=positions)
+    got = score(model, 0, prompts, conts, [-3.0, 1.5, 6.0], steering, probe_ids=[3, 4])
+    whole = score(model, 0, prompts, conts, [-3.0, 1.5, 6.0], replace(steering, share_prompts=False), probe_ids=[3, 4])
+    torch.testing.assert_close(got.continuation, whole.continuation, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.logit_shift, whole.logit_shift, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["opt", "gpt2"])
