@@ -34,6 +34,7 @@ from repe_tradeoff.engine.scoring import (
     _scores,
     _select_cache_rows,
     _summed_logprobs,
+    after_prefix,
     cache_of,
     prefix_cache,
     shared_prefix,
@@ -162,10 +163,8 @@ def score_entries(model, pad_id: int, prompts: Sequence[Sequence[int]], continua
         cached = prefix_points(model, vector, layout, distinct[0][:cut], positions) if cut else None
     else:
         cut, cached = len(prefix[0]), copy.deepcopy(prefix[1])
-    prompt_ids, suffix_mask = _pad([p[cut:] for p in distinct], pad_id, left=True)
-    prompt_mask = torch.cat([torch.ones(n_prompts, cut, dtype=torch.long), suffix_mask], 1)
+    prompt_ids, prompt_mask, prompt_pos = after_prefix(distinct, cut, pad_id)
     width = prompt_mask.shape[1]
-    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)[:, cut:]
     source, starts, norms, mask = _point_major(layout, n_prompts)
     ends = torch.full((len(source),), width)
 

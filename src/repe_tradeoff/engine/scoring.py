@@ -193,6 +193,15 @@ def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
     return cut if cut >= MIN_SHARED_PREFIX else 0
 
 
+def after_prefix(prompts: Sequence[Sequence[int]], cut: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The prompts' tokens after their first ``cut`` (left-padded), the attention mask over the
+    whole prompts (the prefix, then padding, then each prompt's own tokens) and those tokens'
+    position ids."""
+    ids, own = _pad([p[cut:] for p in prompts], pad_id, left=True)
+    mask = torch.cat([torch.ones(len(prompts), cut, dtype=torch.long), own], 1)
+    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)[:, cut:]
+
+
 def cache_of(out):
     """The KV cache a forward returned (transformers ≥ 5.24 calls it ``cache``)."""
     cache = getattr(out, "cache", None)
@@ -244,10 +253,8 @@ def score_shared(
     distinct = list(index)
     n_prompts = len(distinct)
     cut = shared_prefix(distinct)  # the tokens every prompt starts with (a chat template's system turn)
-    prompt_ids, suffix_mask = _pad([p[cut:] for p in distinct], pad_id, left=True)
-    prompt_mask = torch.cat([torch.ones(n_prompts, cut, dtype=torch.long), suffix_mask], 1)
+    prompt_ids, prompt_mask, prompt_pos = after_prefix(distinct, cut, pad_id)
     width = prompt_mask.shape[1]
-    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)[:, cut:]
     shared = _shares_lower(steering)
     split = min(steering.layers) if shared else 0  # blocks below `split` hold one cache row per prompt
     prompt_rows = torch.arange(n_prompts).repeat_interleave(grid.size)  # row u·K + k of pass 1
